@@ -1,0 +1,1 @@
+"""Complaint archives in, model-ready batches out."""

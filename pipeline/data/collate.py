@@ -1,0 +1,83 @@
+"""Pad a list of samples into one batch dict, with presence masks for every modality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.data.labels import IGNORE_INDEX
+
+# sample key -> batch key of the per-record lists carried along with the tensors
+PER_RECORD_KEYS = {
+    "id": "ids",
+    "source": "sources",
+    "error": "errors",
+    "warnings": "warnings",
+    "image_paths": "image_paths",
+    "video_paths": "video_paths",
+    "index": "indices",
+}
+
+
+@dataclass
+class Collator:
+    """Batch layout (B records, N images, V videos, T frames, S pixels)::
+
+        text_ids (B, L) long, pad_id-padded; text_lengths (B,) long (0 = no text)
+        images (B, N, 3, S, S) uint8; image_mask (B, N) bool
+        videos (B, V, T, 3, S, S) uint8; video_mask (B, V) bool
+        labels {task: (B,) long with IGNORE_INDEX | (B, C) float with -1}
+        ids, sources, warnings, errors, image_paths, video_paths: per-record lists
+
+    N, V and L are at least 1 so shapes stay valid when a whole batch lacks a modality.
+    """
+
+    pad_id: int = 0
+    image_size: int = 128
+    video_frames: int = 8
+
+    def __call__(self, samples: list[dict]) -> dict:
+        B, S, T = len(samples), self.image_size, self.video_frames
+        L = max([len(s["text_ids"]) for s in samples] + [1])
+        N = max([len(s["images"]) for s in samples] + [1])
+        V = max([len(s["videos"]) for s in samples] + [1])
+        text_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        text_lengths = torch.zeros(B, dtype=torch.long)
+        images = torch.zeros(B, N, 3, S, S, dtype=torch.uint8)
+        image_mask = torch.zeros(B, N, dtype=torch.bool)
+        videos = torch.zeros(B, V, T, 3, S, S, dtype=torch.uint8)
+        video_mask = torch.zeros(B, V, dtype=torch.bool)
+        for b, s in enumerate(samples):
+            n = len(s["text_ids"])
+            text_ids[b, :n] = s["text_ids"]
+            text_lengths[b] = n
+            for i, img in enumerate(s["images"]):
+                images[b, i] = img
+                image_mask[b, i] = True
+            for v, clip in enumerate(s["videos"]):
+                videos[b, v] = clip
+                video_mask[b, v] = True
+        batch = {
+            "text_ids": text_ids,
+            "text_lengths": text_lengths,
+            "images": images,
+            "image_mask": image_mask,
+            "videos": videos,
+            "video_mask": video_mask,
+        }
+        for key, batch_key in PER_RECORD_KEYS.items():
+            if key in samples[0]:
+                batch[batch_key] = [s[key] for s in samples]
+        if any("labels" in s for s in samples):
+            batch["labels"] = self._labels(samples)
+        return batch
+
+    @staticmethod
+    def _labels(samples: list[dict]) -> dict[str, torch.Tensor]:
+        template = next(s["labels"] for s in samples if "labels" in s)
+        out = {}
+        for task, example in template.items():
+            missing = torch.full_like(example, IGNORE_INDEX if example.dim() == 0 else -1)
+            out[task] = torch.stack([s["labels"][task] if "labels" in s else missing for s in samples])
+        return out

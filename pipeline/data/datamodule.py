@@ -1,0 +1,248 @@
+"""ComplaintDataModule: train/val/test archives (or a seeded split of one) to DataLoaders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from pipeline.data.archive import Archive, open_archive
+from pipeline.data.collate import Collator
+from pipeline.data.dataset import ComplaintDataset, Featurizer
+from pipeline.data.labels import MULTILABEL, LabelSpace, Task
+from pipeline.data.limits import Limits
+from pipeline.data.manifest import read_records
+from pipeline.data.media import MediaSpec
+from pipeline.data.records import Columns, Record
+from pipeline.data.text import load_tokenizer, train_tokenizer
+
+TOKENIZER_DIR, LABELS_FILE = "tokenizer", "labels.json"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "complaint-pipeline"
+
+
+def stratified_split(records: list[Record], key, fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """Move ``fraction`` of each stratum (by ``key(record)``) to the second list, reproducibly."""
+    groups: dict[object, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[key(r)].append(i)
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for stratum in sorted(groups, key=str):
+        idx = groups[stratum]
+        rng.shuffle(idx)
+        held.update(idx[: round(len(idx) * fraction)])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+class ComplaintDataModule(pl.LightningDataModule):
+    """Reads complaint archives and serves batches (see :class:`Collator` for the layout).
+
+    Args:
+        train: training archive (folder, .zip, .tar(.gz) or a manifest file).
+        val: validation archive; without it, ``val_fraction`` of train is split off,
+            stratified by the first task and seeded.
+        test: test archive, used by ``test`` and for test metrics after ``fit``.
+        tasks: what to predict, e.g. ``[{"name": "severity", "column": "severity"}]``.
+        id_column / text_columns / attachments_column / attachment_separator:
+            where the manifest keeps each field.
+        tokenizer_path: a local tokenizer folder to use instead of training one.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        tasks: list[Task],
+        val: str | None = None,
+        test: str | None = None,
+        id_column: str | None = "id",
+        text_columns: list[str] = ["text"],
+        attachments_column: str | None = "attachments",
+        attachment_separator: str = ";",
+        val_fraction: float = 0.15,
+        split_seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        image_size: int = 128,
+        video_frames: int = 8,
+        max_images: int = 4,
+        max_videos: int = 2,
+        max_text_length: int = 256,
+        vocab_size: int = 20000,
+        tokenizer_path: str | None = None,
+        limits: Limits = Limits(),
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        if not tasks:
+            raise ValueError("data.tasks is empty: give at least one {name, column}")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.tasks: task names repeat: {names}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction={val_fraction}: expected a number between 0 and 1")
+        self.train_path, self.val_path, self.test_path = train, val, test
+        self.tasks = tasks
+        self.columns = Columns(
+            id=id_column,
+            text=tuple(text_columns),
+            attachments=attachments_column,
+            attachment_separator=attachment_separator,
+            labels=tuple(dict.fromkeys(t.column for t in tasks)),
+        )
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.media = MediaSpec(image_size=image_size, video_frames=video_frames, limits=limits)
+        self.max_images, self.max_videos, self.max_text_length = max_images, max_videos, max_text_length
+        self.requested_vocab_size = vocab_size
+        self.tokenizer_path = tokenizer_path
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.splits: dict[str, list[Record]] = {}
+        self.archives: dict[str, Archive] = {}
+        self.dropped: list[Record] = []
+        self.tokenizer = None
+        self.label_space: LabelSpace | None = None
+        self.fingerprint = ""
+        self.artifacts_dir: Path | None = None
+
+    # -- what the model needs to know, available before setup() (LightningCLI links these) --
+
+    @property
+    def vocab_size(self) -> int:
+        self._prepare()
+        return len(self.tokenizer)
+
+    @property
+    def task_classes(self) -> dict[str, list[str]]:
+        self._prepare()
+        return self.label_space.classes
+
+    @property
+    def multilabel_tasks(self) -> list[str]:
+        return [t.name for t in self.tasks if t.type == MULTILABEL]
+
+    @property
+    def pad_id(self) -> int:
+        self._prepare()
+        return self.tokenizer.pad_token_id
+
+    # -- reading --
+
+    def _read(self, split: str, path: str) -> list[Record]:
+        archive = open_archive(path, self.media.limits)
+        self.archives[split] = archive
+        records = []
+        for r in read_records(archive, self.columns):
+            (self.dropped if r.error else records).append(r)
+        if not records:
+            raise ValueError(f"data.{split}={path!r}: no usable records")
+        return records
+
+    def _prepare(self) -> None:
+        if self.label_space is not None:
+            return
+        records = self._read("train", self.train_path)
+        if self.val_path:
+            self.splits["train"] = records
+            self.splits["val"] = self._read("val", self.val_path)
+        else:
+            first = self.tasks[0]
+            self.splits["train"], self.splits["val"] = stratified_split(
+                records, lambda r: first.values(r.labels.get(first.column))[:1], self.val_fraction, self.split_seed
+            )
+            self.archives["val"] = self.archives["train"]
+        if self.test_path:
+            self.splits["test"] = self._read("test", self.test_path)
+        self._fit_vocabularies(self.splits["train"])
+        for split in ("val", "test"):
+            if split in self.splits:
+                self.label_space.check(self.splits[split], f"data.{split}")
+
+    def _fit_vocabularies(self, train: list[Record]) -> None:
+        """Fit (or reuse from cache) the tokenizer and class lists of this training data.
+
+        The cache is keyed by a fingerprint of the training data and options, so
+        every DDP process and every resumed run sees the same vocabularies.
+        """
+        h = hashlib.sha256()
+        h.update(json.dumps([self.requested_vocab_size, self.tokenizer_path, [vars(t) for t in self.tasks]]).encode())
+        for r in train:
+            h.update(json.dumps([r.id, r.text, r.attachments, r.labels], ensure_ascii=False).encode())
+        self.fingerprint = h.hexdigest()[:16]
+        target = self.cache_dir / self.fingerprint
+        if not (target / LABELS_FILE).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+            tokenizer = (
+                load_tokenizer(self.tokenizer_path)
+                if self.tokenizer_path
+                else train_tokenizer((r.text for r in train), self.requested_vocab_size)
+            )
+            tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+            LabelSpace.fit(self.tasks, train).save(staging / LABELS_FILE)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process got there first: use its copy
+                shutil.rmtree(staging, ignore_errors=True)
+        self.artifacts_dir = target
+        self.tokenizer = load_tokenizer(target / TOKENIZER_DIR)
+        self.label_space = LabelSpace.load(target / LABELS_FILE)
+
+    def export_vocabularies(self, run_dir: str | Path) -> None:
+        """Copy ``tokenizer/`` and ``labels.json`` into a run folder."""
+        self._prepare()
+        run_dir = Path(run_dir)
+        shutil.copytree(self.artifacts_dir / TOKENIZER_DIR, run_dir / TOKENIZER_DIR, dirs_exist_ok=True)
+        shutil.copy2(self.artifacts_dir / LABELS_FILE, run_dir / LABELS_FILE)
+
+    # -- Lightning hooks --
+
+    def featurizer(self, with_labels: bool = True) -> Featurizer:
+        self._prepare()
+        return Featurizer(
+            tokenizer=self.tokenizer,
+            media=self.media,
+            max_text_length=self.max_text_length,
+            max_images=self.max_images,
+            max_videos=self.max_videos,
+            labels=self.label_space if with_labels else None,
+        )
+
+    def collator(self) -> Collator:
+        return Collator(pad_id=self.pad_id, image_size=self.media.image_size, video_frames=self.media.video_frames)
+
+    def setup(self, stage: str | None = None) -> None:
+        self._prepare()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.splits:
+            raise ValueError(f"no {split} data: set data.{split} to an archive")
+        dataset = ComplaintDataset(self.splits[split], self.archives[split], self.featurizer())
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collator(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

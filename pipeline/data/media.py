@@ -1,0 +1,190 @@
+"""Attachment decoding: photos and video frames to uint8 tensors, typed by content.
+
+Images: ``(3, S, S)`` uint8. Videos: ``(T, 3, S, S)`` uint8, T frames sampled
+uniformly over the duration. Every failure raises :class:`AttachmentError`
+with a reason from :mod:`pipeline.data.records`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from pipeline.data.limits import Limits
+from pipeline.data.records import TOO_LARGE, UNREADABLE, UNSUPPORTED, AttachmentError
+
+IMAGE, VIDEO = "image", "video"
+# Clips up to this long are decoded straight through (cheaper than seeking);
+# longer ones are sought to each sampled time, so decoding stays bounded.
+SEEK_ABOVE_SECONDS = 20.0
+# ISO media brands that are still images, not videos.
+STILL_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+Image.MAX_IMAGE_PIXELS = None  # our own pixel limit applies, before any decoding
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    image_size: int = 128
+    video_frames: int = 8
+    limits: Limits = field(default_factory=Limits)
+
+
+def sniff(data: bytes) -> str | None:
+    """``"image"``, ``"video"`` or None, from the first bytes (never the extension)."""
+    head = data[:16]
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")):
+        return IMAGE
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return IMAGE
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return IMAGE
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return VIDEO
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # Matroska / WebM
+        return VIDEO
+    if head[4:8] == b"ftyp":
+        return None if head[8:12] in STILL_BRANDS else VIDEO
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # old QuickTime
+        return VIDEO
+    return None
+
+
+def _still_brand(data: bytes) -> bool:
+    return data[4:8] == b"ftyp" and data[8:12] in STILL_BRANDS
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.uint32)
+        scale = 257 if arr.max(initial=0) > 255 else 1
+        return Image.fromarray((arr // scale).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
+        return background
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
+    """Decode, orient by EXIF, convert to RGB and resize to ``(3, size, size)`` uint8."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        width, height = im.size
+    except Image.UnidentifiedImageError:
+        raise AttachmentError(UNSUPPORTED, "image format not recognised") from None
+    except Exception as e:
+        raise AttachmentError(UNREADABLE, str(e)) from None
+    if width * height > limits.max_image_pixels:
+        raise AttachmentError(TOO_LARGE, f"{width}x{height} pixels > limit {limits.max_image_pixels}")
+    try:
+        if im.format == "JPEG":
+            im.draft("RGB", (size, size))  # DCT-domain downscale: decodes far fewer pixels
+        im = ImageOps.exif_transpose(im)
+        im = _to_rgb(im).resize((size, size), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    except Exception as e:  # truncated or corrupt data surfaces here, as many types
+        raise AttachmentError(UNREADABLE, str(e) or type(e).__name__) from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _frame_array(frame, size: int) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24", width=size, height=size)
+
+
+def decode_video(data: bytes, size: int, num_frames: int, limits: Limits) -> torch.Tensor:
+    """Sample ``num_frames`` frames uniformly over the clip: ``(T, 3, size, size)`` uint8."""
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except Exception as e:
+        raise AttachmentError(UNREADABLE, f"not a decodable video: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise AttachmentError(UNSUPPORTED, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = None
+        if duration is not None and duration > limits.max_video_seconds:
+            raise AttachmentError(TOO_LARGE, f"{duration:.0f} s > limit {limits.max_video_seconds:g} s")
+        try:
+            if duration is not None and duration > SEEK_ABOVE_SECONDS:
+                frames = _sample_by_seeking(container, stream, duration, size, num_frames, limits)
+            else:
+                frames = _sample_straight_through(container, stream, duration, size, num_frames, limits)
+        except AttachmentError:
+            raise
+        except Exception as e:
+            raise AttachmentError(UNREADABLE, f"video decode failed: {e}") from None
+    if not frames:
+        raise AttachmentError(UNREADABLE, "no decodable frames")
+    # A clip shorter than T frames: repeat frames uniformly so every video has T.
+    picks = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+    clip = np.stack([frames[i] for i in picks])  # (T, S, S, 3)
+    return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()
+
+
+def _targets(duration: float, num_frames: int) -> list[float]:
+    return [(i + 0.5) * duration / num_frames for i in range(num_frames)]
+
+
+def _sample_straight_through(container, stream, duration, size, num_frames, limits) -> list[np.ndarray]:
+    frames: list[np.ndarray] = []
+    if duration:
+        targets = _targets(duration, num_frames)
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        decoded = 0
+        for frame in container.decode(stream):
+            decoded += 1
+            t = (frame.time or 0.0) - start
+            while targets and t >= targets[0] - 1e-6:
+                frames.append(_frame_array(frame, size))
+                targets.pop(0)
+            if not targets or decoded >= limits.max_decoded_frames:
+                break
+        return frames
+    # Unknown duration: keep every frame (small) up to the frame budget, then sample.
+    for frame in container.decode(stream):
+        frames.append(_frame_array(frame, size))
+        if len(frames) >= limits.max_decoded_frames:
+            break
+    return frames
+
+
+def _sample_by_seeking(container, stream, duration, size, num_frames, limits) -> list[np.ndarray]:
+    frames: list[np.ndarray] = []
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    budget = max(limits.max_decoded_frames // num_frames, 1)  # frames decoded per seek, at most
+    for target in _targets(duration, num_frames):
+        container.seek(int((start + target) / stream.time_base), stream=stream, backward=True)
+        for decoded, frame in enumerate(container.decode(stream), start=1):
+            if (frame.time or 0.0) - start >= target - 1e-6 or decoded >= budget:
+                frames.append(_frame_array(frame, size))
+                break
+    return frames
+
+
+def decode_attachment(data: bytes, spec: MediaSpec) -> tuple[str, torch.Tensor]:
+    """Type by content and decode: ``("image", (3,S,S))`` or ``("video", (T,3,S,S))``."""
+    if not data:
+        raise AttachmentError(UNREADABLE, "empty file")
+    kind = sniff(data)
+    if kind == IMAGE:
+        return IMAGE, decode_image(data, spec.image_size, spec.limits)
+    if kind == VIDEO:
+        return VIDEO, decode_video(data, spec.image_size, spec.video_frames, spec.limits)
+    if _still_brand(data):
+        raise AttachmentError(UNSUPPORTED, "HEIC/AVIF still image: convert to JPEG or PNG")
+    raise AttachmentError(UNSUPPORTED, "neither a supported image nor video (by content)")

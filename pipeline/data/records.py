@@ -1,0 +1,64 @@
+"""The record schema: one complaint as read from a manifest, before decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Reasons an attachment can fail; each becomes a warning on its record.
+MISSING = "missing"
+UNREADABLE = "unreadable"
+UNSUPPORTED = "unsupported"
+TOO_LARGE = "too_large"
+OUTSIDE_ARCHIVE = "outside_archive"
+OVER_LIMIT = "over_limit"  # more attachments than the model takes
+ATTACHMENT_REASONS = (MISSING, UNREADABLE, UNSUPPORTED, TOO_LARGE, OUTSIDE_ARCHIVE, OVER_LIMIT)
+
+
+class AttachmentError(Exception):
+    """An attachment that cannot be used; carries one of ATTACHMENT_REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class AttachmentProblem:
+    reason: str
+    path: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.path}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where a manifest keeps each field.
+
+    ``id=None`` or an id column absent from the manifest numbers records by
+    row (1-based). Several ``text`` columns are joined with blank lines, e.g.
+    a title and a body.
+    """
+
+    id: str | None = "id"
+    text: tuple[str, ...] = ("text",)
+    attachments: str | None = "attachments"
+    attachment_separator: str = ";"
+    labels: tuple[str, ...] = ()
+
+
+@dataclass
+class Record:
+    id: str | None
+    text: str
+    attachments: list[str]
+    labels: dict[str, str | list[str] | None]
+    source: str  # "<archive>:<line|row> N", for error messages and outputs
+    error: str | None = None  # set when the record itself cannot be used
+    problems: list[AttachmentProblem] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return ([self.error] if self.error else []) + [str(p) for p in self.problems]

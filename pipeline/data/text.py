@@ -1,0 +1,51 @@
+"""Tokenizer: trained on the training texts, saved as a standard ``tokenizer.json`` folder.
+
+NFKC normalisation and lower-casing; every CJK character is its own token,
+so Chinese needs no word segmenter; WordPiece sub-words for the rest.
+The saved folder loads with ``transformers.AutoTokenizer`` offline, and a
+user's own local tokenizer folder can be used instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 20000, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.NFKC(),
+            normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True),
+        ]
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[PAD, UNK], show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"tokenizer folder {path} has no tokenizer.json")
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tok.pad_token_id is None:
+        raise ValueError(f"tokenizer in {path} has no padding token; add one (e.g. [PAD]) and save it again")
+    return tok
+
+
+def encode(tokenizer: PreTrainedTokenizerFast, text: str, max_length: int) -> list[int]:
+    """Token ids, truncated to ``max_length`` from the end (the start of a complaint is kept)."""
+    if not text:
+        return []
+    return tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]

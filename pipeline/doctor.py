@@ -1,0 +1,144 @@
+"""Archive check: ``python -m pipeline.doctor ARCHIVE [column options] [--json]``.
+
+Reads every record and attachment of an archive, without training, and
+reports what a run would meet: duplicate ids, empty or very long texts,
+attachments by kind, failures by reason (with complaint ids and paths) and
+label distributions. Exit 0 whenever the archive could be read, 2 when not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+
+from pipeline.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
+from pipeline.data.archive import ArchiveError, open_archive
+from pipeline.data.manifest import ManifestReader
+from pipeline.data.media import MediaSpec, decode_attachment
+from pipeline.data.records import AttachmentError
+
+EXAMPLES = 5  # complaint ids shown per problem kind
+LONG_TEXT_CHARS = 10_000
+PROBE = MediaSpec(image_size=32, video_frames=2)  # decoding small still finds corrupt files
+
+
+def scan(path: str, columns, limits, decode: bool = True, progress=None) -> dict:
+    archive = open_archive(path, limits)
+    spec = MediaSpec(PROBE.image_size, PROBE.video_frames, limits)
+    reader = ManifestReader(archive, columns)
+    counts = Counter()
+    kinds = Counter()
+    failures: dict[str, list] = defaultdict(list)
+    record_errors: dict[str, list] = defaultdict(list)
+    labels = {c: Counter() for c in columns.labels}
+    text_chars = []
+    start = time.monotonic()
+    try:
+        for record in reader:
+            counts["records"] += 1
+            if record.error:
+                kind = record.error.split(" ", 1)[0] if record.error.startswith("duplicate") else record.error.split(":")[0]
+                record_errors[kind].append({"id": record.id, "source": record.source, "detail": record.error})
+                continue
+            if not record.text.strip():
+                record_errors["empty text"].append({"id": record.id, "source": record.source})
+            elif len(record.text) > LONG_TEXT_CHARS:
+                record_errors["very long text"].append({"id": record.id, "source": record.source, "chars": len(record.text)})
+            if record.text:
+                text_chars.append(len(record.text))
+            counts["with attachments"] += bool(record.attachments)
+            for column, value in record.labels.items():
+                labels[column][value if not isinstance(value, list) else ";".join(value)] += 1
+            for att in record.attachments:
+                counts["attachments"] += 1
+                try:
+                    data = archive.read(att)
+                    kind = decode_attachment(data, spec)[0] if decode else "unchecked"
+                    kinds[kind] += 1
+                except AttachmentError as e:
+                    failures[e.reason].append({"id": record.id, "path": att, "detail": e.detail})
+            if progress and counts["records"] % 1000 == 0:
+                progress(counts["records"], time.monotonic() - start)
+    finally:
+        archive.close()
+    text_chars.sort()
+    return {
+        "archive": str(path),
+        "manifest": archive.manifest_name,
+        "notes": reader.notes,
+        "records": counts["records"],
+        "usable_records": counts["records"] - sum(len(v) for k, v in record_errors.items() if k not in ("empty text", "very long text")),
+        "records_with_attachments": counts["with attachments"],
+        "text_chars": {
+            "median": text_chars[len(text_chars) // 2] if text_chars else 0,
+            "max": text_chars[-1] if text_chars else 0,
+        },
+        "record_problems": {k: {"count": len(v), "examples": v[:EXAMPLES]} for k, v in record_errors.items()},
+        "attachments": counts["attachments"],
+        "attachments_by_kind": dict(kinds),
+        "attachment_failures": {k: {"count": len(v), "examples": v[:EXAMPLES]} for k, v in failures.items()},
+        "labels": {c: dict(cnt.most_common()) for c, cnt in labels.items()},
+        "seconds": round(time.monotonic() - start, 2),
+    }
+
+
+def render(report: dict) -> str:
+    lines = [
+        f"archive   {report['archive']}  (manifest {report['manifest']})",
+        f"records   {report['records']}  usable {report['usable_records']}  "
+        f"with attachments {report['records_with_attachments']}",
+        f"text      non-empty: median {report['text_chars']['median']} chars, max {report['text_chars']['max']}",
+    ]
+    lines += [f"note      {n}" for n in report["notes"]]
+    for title, problems in (("record problems", report["record_problems"]), ("attachment failures", report["attachment_failures"])):
+        if not problems:
+            lines.append(f"{title}: none")
+            continue
+        lines.append(f"{title}:")
+        for kind, p in sorted(problems.items()):
+            lines.append(f"  {kind}: {p['count']}")
+            for ex in p["examples"]:
+                where = ex.get("path") or ex.get("source")
+                detail = f"  ({ex['detail']})" if ex.get("detail") else ""
+                lines.append(f"    id={ex['id']}  {where}{detail}")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["attachments_by_kind"].items())) or "none"
+    lines.append(f"attachments {report['attachments']}: readable {kinds}")
+    for column, dist in report["labels"].items():
+        shown = ", ".join(f"{k}: {v}" for k, v in list(dist.items())[:12])
+        more = f" (+{len(dist) - 12} more)" if len(dist) > 12 else ""
+        lines.append(f"label {column}: {shown}{more}")
+    lines.append(f"scanned in {report['seconds']} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.doctor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("archive", help="folder, .zip, .tar(.gz), or a manifest file")
+    add_column_options(parser)
+    parser.add_argument("--label-column", action="append", default=[], help="label column to summarise; repeatable")
+    parser.add_argument("--no-decode", action="store_true", help="check attachments exist and fit the limits, without decoding")
+    add_limit_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    args = parser.parse_args(argv)
+    progress = None if args.json or not sys.stderr.isatty() else (
+        lambda n, s: print(f"\r{n} records, {n / max(s, 1e-9):.0f}/s", end="", file=sys.stderr)
+    )
+    try:
+        report = scan(
+            args.archive, columns_from_args(args, tuple(args.label_column)), limits_from_args(args),
+            decode=not args.no_decode, progress=progress,
+        )
+    except (ArchiveError, FileNotFoundError, PermissionError) as e:
+        print(f"doctor: {e}", file=sys.stderr)
+        return 2
+    if progress:
+        print(file=sys.stderr)
+    print(json.dumps(report, ensure_ascii=False) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

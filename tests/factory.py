@@ -1,0 +1,156 @@
+"""Builders for small synthetic archives, images and videos used across the tests."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+def image_bytes(fmt: str = "JPEG", size=(40, 30), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
+    im = Image.new(mode, size, color)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def video_bytes(fmt: str = "mp4", codec: str = "libx264", frames: int = 12, fps: int = 6, size: int = 32,
+                gop: int | None = None) -> bytes:
+    """A clip whose frame t is uniformly gray at level 10 * t (mod 250): frames are identifiable."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        if gop:
+            stream.gop_size = gop
+        for t in range(frames):
+            arr = np.full((size, size, 3), (10 * t) % 250, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def write_manifest(root: Path, records: list[dict], fmt: str = "jsonl") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        path = root / "complaints.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    elif fmt == "csv":
+        import csv
+
+        path = root / "complaints.csv"
+        keys = list(dict.fromkeys(k for r in records for k in r))
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for r in records:
+                w.writerow({k: ";".join(v) if isinstance(v, list) else v for k, v in r.items()})
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = root / "complaints.parquet"
+        pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def pack(folder: Path, kind: str, extra_members: dict[str, bytes] | None = None,
+         links: dict[str, str] | None = None) -> Path:
+    """Pack ``folder`` as .zip or .tar.gz; add raw ``extra_members`` (unsafe names allowed) and symlinks."""
+    extra_members, links = extra_members or {}, links or {}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    if kind == "zip":
+        out = folder.with_suffix(".zip")
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in files:
+                z.write(p, p.relative_to(folder).as_posix())
+            for name, data in extra_members.items():
+                z.writestr(name, data)
+            for name, target in links.items():
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                z.writestr(info, target)
+        return out
+    out = folder.with_suffix(".tar.gz")
+    with tarfile.open(out, "w:gz") as t:
+        for p in files:
+            t.add(p, p.relative_to(folder).as_posix())
+        for name, data in extra_members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            t.addfile(info)
+    return out
+
+
+def bad_archive(base: Path) -> tuple[Path, dict[str, str]]:
+    """A folder archive with every bad-attachment case, a secret file beside it, and the expected reason per id.
+
+    Returns the folder and ``{record id: expected reason}`` ("ok" for good records).
+    """
+    root = base / "bad"
+    media = root / "media"
+    media.mkdir(parents=True)
+    (base / "secret.jpg").write_bytes(image_bytes())  # outside the archive: must never be read
+    good_jpeg = image_bytes()
+    files = {
+        "good.jpg": good_jpeg,
+        "corrupt.jpg": b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4,
+        "truncated.jpg": image_bytes(size=(300, 300))[:400],
+        "empty.png": b"",
+        "notes.jpg": b"just some text, not an image",
+        "photo.heic": b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64,
+        "bomb.png": image_bytes("PNG", size=(9000, 9000), mode="1", color=0),
+        "zeros.bin": b"\x00" * (2 * 1024 * 1024),
+        "corrupt.mp4": b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8,
+        "truncated.mp4": video_bytes(frames=24)[:600],
+        "clip.mp4": video_bytes(),
+    }
+    for name, data in files.items():
+        (media / name).write_bytes(data)
+    (media / "link.jpg").symlink_to(base / "secret.jpg")
+    cases = {
+        "good": (["media/good.jpg", "media/clip.mp4"], "ok"),
+        "missing": (["media/nope.jpg"], "missing"),
+        "corrupt": (["media/corrupt.jpg"], "unreadable"),
+        "truncated": (["media/truncated.jpg"], "unreadable"),
+        "empty": (["media/empty.png"], "unreadable"),
+        "text_as_jpg": (["media/notes.jpg"], "unsupported"),
+        "heic": (["media/photo.heic"], "unsupported"),
+        "bomb": (["media/bomb.png"], "too_large"),
+        "ratio": (["media/zeros.bin"], "zip:too_large|unsupported"),
+        "corrupt_video": (["media/corrupt.mp4"], "unreadable"),
+        "truncated_video": (["media/truncated.mp4"], "unreadable"),
+        "traversal": (["../secret.jpg"], "outside_archive"),
+        "absolute": ([str(base / "secret.jpg")], "outside_archive"),
+        "symlink_out": (["media/link.jpg"], "outside_archive"),
+        "zip_slip": (["../evil.jpg"], "outside_archive"),
+        "partial": (["media/good.jpg", "media/nope.jpg"], "missing"),
+    }
+    records = [
+        {"id": rid, "text": f"complaint {rid} 快递", "attachments": atts, "category": "a" if i % 2 else "b"}
+        for i, (rid, (atts, _)) in enumerate(cases.items())
+    ]
+    write_manifest(root, records)
+    return root, {rid: reason for rid, (_, reason) in cases.items()}
+
+
+def pack_bad(root: Path, kind: str) -> Path:
+    """Pack the bad archive with its unsafe members: a zip-slip name, an absolute name, an outward symlink."""
+    evil = {"../evil.jpg": image_bytes(), "/abs.jpg": image_bytes()}
+    # the folder's symlink is skipped by pack(); recreate it as a link member
+    return pack(root, kind, extra_members=evil, links={"media/link.jpg": "../../secret.jpg"})

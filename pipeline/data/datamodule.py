@@ -159,7 +159,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         else:
             first = self.tasks[0]
             self.splits["train"], self.splits["val"] = stratified_split(
-                records, lambda r: first.values(r.labels.get(first.column))[:1], self.val_fraction, self.split_seed
+                records, lambda r: tuple(first.values(r.labels.get(first.column))), self.val_fraction, self.split_seed
             )
             self.archives["val"] = self.archives["train"]
         if self.test_path:

@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+from factory import image_bytes, pack_bad, video_bytes, write_manifest
+from pipeline.data.archive import open_archive
+from pipeline.data.collate import Collator
+from pipeline.data.datamodule import ComplaintDataModule, stratified_split
+from pipeline.data.dataset import Featurizer
+from pipeline.data.labels import IGNORE_INDEX, Task
+from pipeline.data.manifest import read_records
+from pipeline.data.media import MediaSpec
+from pipeline.data.records import Columns, Record
+from pipeline.data.text import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(["complaint 快递 broken screen refund"] * 3, vocab_size=100)
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip", "tar"])
+def test_bad_archive_every_record_kept_with_its_reason(bad, tokenizer, kind):
+    root, expected = bad
+    path = root if kind == "folder" else pack_bad(root, kind)
+    before = sorted(p.name for p in root.parent.iterdir())
+    archive = open_archive(path)
+    featurize = Featurizer(tokenizer, MediaSpec(image_size=16, video_frames=2))
+    seen = {}
+    for record in read_records(archive, Columns()):
+        sample = featurize(record, archive)
+        seen[record.id] = sample
+        assert sample["text_ids"].numel() > 0  # the text survives whatever the attachments did
+    assert set(seen) == set(expected)
+    for rid, reason in expected.items():
+        warnings = seen[rid]["warnings"]
+        if reason == "ok":
+            assert warnings == [] and len(seen[rid]["images"]) == 1 and len(seen[rid]["videos"]) == 1
+            continue
+        wanted = reason.split(":")[1].split("|") if reason.startswith("zip:") else [reason]
+        wanted = wanted[:1] if kind == "zip" else wanted[-1:]
+        assert any(w.startswith(wanted[0] + ":") for w in warnings), (rid, warnings)
+    assert len(seen["partial"]["images"]) == 1  # the good photo of a partly bad record is kept
+    assert sorted(p.name for p in root.parent.iterdir()) == before  # nothing written beside the archive
+
+
+def sample(n_text, n_img, n_vid, label=None):
+    s = {
+        "id": "x", "source": "s", "error": None, "warnings": [],
+        "text_ids": torch.arange(1, n_text + 1),
+        "images": [torch.full((3, 8, 8), 7, dtype=torch.uint8)] * n_img, "image_paths": [],
+        "videos": [torch.full((2, 3, 8, 8), 9, dtype=torch.uint8)] * n_vid, "video_paths": [],
+    }
+    if label is not None:
+        s["labels"] = {"cat": torch.tensor(label)}
+    return s
+
+
+def test_collate_shapes_and_masks():
+    batch = Collator(pad_id=0, image_size=8, video_frames=2)([sample(3, 2, 0, 1), sample(1, 0, 1, 0), sample(0, 0, 0)])
+    assert batch["text_ids"].shape == (3, 3) and batch["text_lengths"].tolist() == [3, 1, 0]
+    assert batch["text_ids"][1].tolist() == [1, 0, 0]
+    assert batch["images"].shape == (3, 2, 3, 8, 8)
+    assert batch["image_mask"].tolist() == [[True, True], [False, False], [False, False]]
+    assert batch["videos"].shape == (3, 1, 2, 3, 8, 8)
+    assert batch["video_mask"].tolist() == [[False], [True], [False]]
+    assert batch["labels"]["cat"].tolist() == [1, 0, IGNORE_INDEX]
+    assert batch["images"][1].sum() == 0 and batch["ids"] == ["x", "x", "x"]
+
+
+def test_collate_batch_without_any_attachment():
+    batch = Collator(image_size=8, video_frames=2)([sample(2, 0, 0)])
+    assert batch["images"].shape == (1, 1, 3, 8, 8) and not batch["image_mask"].any()
+
+
+def test_stratified_split_is_seeded_and_stratified():
+    records = [Record(str(i), "t", [], {"c": "a" if i < 80 else "b"}, "") for i in range(100)]
+    key = lambda r: r.labels["c"]  # noqa: E731
+    train, val = stratified_split(records, key, 0.2, seed=3)
+    assert len(val) == 20 and sum(r.labels["c"] == "b" for r in val) == 4
+    assert [r.id for r in stratified_split(records, key, 0.2, seed=3)[1]] == [r.id for r in val]
+    assert [r.id for r in stratified_split(records, key, 0.2, seed=4)[1]] != [r.id for r in val]
+
+
+def make_archive(root, n=24, labels=("a", "b", "c")):
+    (root / "media").mkdir(parents=True)
+    (root / "media" / "p.jpg").write_bytes(image_bytes(size=(20, 20)))
+    (root / "media" / "v.mp4").write_bytes(video_bytes(frames=4, size=16))
+    rows = [
+        {"id": f"r{i}", "text": f"complaint number {i} 快递", "cat": labels[i % len(labels)],
+         "attachments": ["media/p.jpg"] * (i % 3) + ["media/v.mp4"] * (i % 2)}
+        for i in range(n)
+    ]
+    write_manifest(root, rows)
+    return root
+
+
+def test_datamodule_split_batches_and_vocab_cache(tmp_path):
+    arch = make_archive(tmp_path / "arch")
+    kwargs = dict(train=str(arch), tasks=[Task("cat", "cat")], batch_size=4, num_workers=0, image_size=16,
+                  video_frames=2, vocab_size=200, cache_dir=str(tmp_path / "cache"))
+    dm = ComplaintDataModule(**kwargs)
+    assert dm.task_classes == {"cat": ["a", "b", "c"]} and dm.vocab_size > 2
+    dm.setup("fit")
+    assert len(dm.splits["train"]) + len(dm.splits["val"]) == 24
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["images"].shape[2:] == (3, 16, 16) and batch["videos"].shape[2:] == (2, 3, 16, 16)
+    assert batch["labels"]["cat"].shape == (4,)
+    again = ComplaintDataModule(**kwargs)
+    assert again.vocab_size == dm.vocab_size and again.artifacts_dir == dm.artifacts_dir
+    dm.export_vocabularies(tmp_path / "run")
+    assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").is_file() and (tmp_path / "run" / "labels.json").is_file()
+
+
+def test_datamodule_unknown_validation_label(tmp_path):
+    train = make_archive(tmp_path / "train", labels=("a", "b"))
+    val = make_archive(tmp_path / "val", labels=("a", "zzz"))
+    dm = ComplaintDataModule(train=str(train), val=str(val), tasks=[Task("cat", "cat")], num_workers=0,
+                             cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match=r"unknown \['zzz'\]"):
+        dm.setup("fit")

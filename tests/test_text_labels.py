@@ -1,0 +1,75 @@
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from pipeline.data.labels import IGNORE_INDEX, LabelSpace, Task, UnknownLabelError
+from pipeline.data.records import Record
+from pipeline.data.text import encode, load_tokenizer, train_tokenizer
+
+TEXTS = ["快递很慢，屏幕碎了 The screen arrived CRACKED", "ｒｅｆｕｎｄ please 退款 refund"] * 5
+
+
+def test_cjk_characters_are_tokens_and_nfkc_applies():
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    pieces = tok.convert_ids_to_tokens(encode(tok, "快递很慢 CRACKED ｒｅｆｕｎｄ", 64))
+    assert pieces == ["快", "递", "很", "慢", "cracked", "refund"]
+    assert tok.unk_token_id not in encode(tok, "屏幕碎了", 64)
+
+
+def test_save_and_load_with_auto_tokenizer_offline(tmp_path):
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    tok.save_pretrained(str(tmp_path))
+    assert (tmp_path / "tokenizer.json").is_file()
+    again = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    text = "快递 refund 屏幕"
+    assert encode(again, text, 64) == encode(tok, text, 64)
+    assert again.decode(encode(again, text, 64)) == "快 递 refund 屏 幕"
+    assert load_tokenizer(tmp_path).pad_token_id == 0
+
+
+def test_truncation_keeps_the_start():
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    full = encode(tok, TEXTS[0], 1000)
+    assert encode(tok, TEXTS[0], 5) == full[:5]
+    assert encode(tok, "", 5) == []
+
+
+def test_load_tokenizer_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        load_tokenizer(tmp_path)
+
+
+def rec(rid, **labels):
+    return Record(rid, "t", [], labels, f"x:line {rid}")
+
+
+def test_label_space_fit_encode_and_missing_labels(tmp_path):
+    tasks = [Task("cat", "category"), Task("tags", "tags", type="multilabel", separator="|")]
+    train = [rec("1", category="b", tags="x|y"), rec("2", category="a", tags="y"), rec("3", category=None, tags=None)]
+    space = LabelSpace.fit(tasks, train)
+    assert space.classes == {"cat": ["a", "b"], "tags": ["x", "y"]}
+    enc = space.encode(train[0])
+    assert enc["cat"].item() == 1 and enc["tags"].tolist() == [1.0, 1.0]
+    missing = space.encode(train[2])
+    assert missing["cat"].item() == IGNORE_INDEX and missing["tags"].tolist() == [-1.0, -1.0]
+    space.save(tmp_path / "labels.json")
+    again = LabelSpace.load(tmp_path / "labels.json")
+    assert again.classes == space.classes and torch.equal(again.encode(train[1])["tags"], enc["tags"] * 0 + torch.tensor([0.0, 1.0]))
+
+
+def test_unknown_label_lists_unknown_and_known():
+    space = LabelSpace.fit([Task("cat", "category")], [rec("1", category="a"), rec("2", category="b")])
+    with pytest.raises(UnknownLabelError, match=r"unknown \['zzz'\] \(known: \['a', 'b'\]\)"):
+        space.check([rec("3", category="zzz")], "data.val")
+    with pytest.raises(UnknownLabelError, match="record 3"):
+        space.encode(rec("3", category="zzz"))
+
+
+def test_single_class_task_rejected():
+    with pytest.raises(ValueError, match="at least 2"):
+        LabelSpace.fit([Task("cat", "category")], [rec("1", category="a")])
+
+
+def test_bad_task_type():
+    with pytest.raises(ValueError, match="multilabel"):
+        Task("x", "x", type="regression")

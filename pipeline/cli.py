@@ -1,0 +1,198 @@
+"""``train.py``: LightningCLI with run folders, linked data sizes and clear config errors."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from pipeline.data.datamodule import ComplaintDataModule
+from pipeline.lit_module import ComplaintClassifier
+from pipeline.reports.plots import confusion_matrix, learning_curves
+
+RUN_DIR_ENV = "COMPLAINT_RUN_DIR"  # shared with DDP worker processes, which re-run this CLI
+PACKAGES = ("complaint-pipeline", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "transformers",
+            "tokenizers", "av", "pillow")
+
+
+class SuggestingParser(LightningArgumentParser):
+    """Adds "did you mean" to errors about unknown keys."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        names = re.findall(r"(?:Key|key) '([\w.]+)'|--([\w.]+)", message)
+        wrong = [a or b for a, b in names]
+        try:
+            known = list(self.get_defaults().keys())
+        except Exception:
+            known = []
+        hints = []
+        for key in wrong:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"'{key}': did you mean '{close[0]}'?")
+        if hints:
+            message = f"{message}\n{' '.join(hints)}"
+        super().error(message, ex)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+class ComplaintCLI(LightningCLI):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("seed_everything_default", 42)
+        kwargs.setdefault("save_config_callback", None)
+        kwargs.setdefault("parser_class", SuggestingParser)  # config.yaml is written into the run folder instead
+        super().__init__(ComplaintClassifier, ComplaintDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--runs_root", default="runs", help="folder holding the run folders")
+        parser.add_argument("--experiment", default=None,
+                            help="run folder group (default: the last --config file's name)")
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/f1_macro", "early_stopping.mode": "max",
+                             "early_stopping.patience": 6})
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/f1_macro", "checkpoint.mode": "max", "checkpoint.save_last": True,
+                             "checkpoint.filename": "best-epoch{epoch:02d}", "checkpoint.auto_insert_metric_name": False})
+        for source, target in [("vocab_size", "vocab_size"), ("task_classes", "task_classes"),
+                               ("multilabel_tasks", "multilabel_tasks"), ("pad_id", "pad_id")]:
+            parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+
+    # -- run folder --
+
+    def _experiment(self) -> str:
+        cfg = self.config[self.subcommand]
+        if cfg.get("experiment"):
+            return cfg["experiment"]
+        configs = cfg.get("config") or []
+        return Path(str(configs[-1])).stem if configs else "run"
+
+    def _resolve_run_dir(self) -> Path:
+        """A new run folder, or the one holding the checkpoint a fit resumes from."""
+        cfg = self.config[self.subcommand]
+        if os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])
+        root = Path(cfg["runs_root"]) / self._experiment()
+        ckpt = cfg.get("ckpt_path")
+        if ckpt == "last":
+            candidates = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+            if not candidates:
+                raise FileNotFoundError(f"--ckpt_path last: no run under {root} has checkpoints/last.ckpt to resume")
+            cfg["ckpt_path"] = str(candidates[-1])
+            return candidates[-1].parent.parent
+        if ckpt and Path(ckpt).parent.name == "checkpoints":
+            return Path(ckpt).parent.parent
+        run_dir = root / time.strftime("%Y%m%d-%H%M%S")
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+        return run_dir
+
+    def instantiate_trainer(self, **kwargs):
+        if self.subcommand != "fit":
+            kwargs.setdefault("logger", False)
+            return super().instantiate_trainer(**kwargs)
+        self.run_dir = self._resolve_run_dir()
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_init[self.subcommand]["checkpoint"].dirpath = str(self.run_dir / "checkpoints")
+        kwargs["default_root_dir"] = str(self.run_dir)
+        kwargs["logger"] = [
+            CSVLogger(str(self.run_dir), name="", version="csv"),
+            TensorBoardLogger(str(self.run_dir), name="", version="tensorboard"),
+        ]
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        return trainer
+
+    def before_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            parser = self._parser(self.subcommand)
+            config = self.config[self.subcommand].clone()
+            config["ckpt_path"] = None
+            parser.save(config, self.run_dir / "config.yaml", overwrite=True, skip_none=False)
+            self.datamodule.export_vocabularies(self.run_dir)
+        self.started = time.time()
+
+    def after_fit(self) -> None:
+        trainer, dm = self.trainer, self.datamodule
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt = best or None
+        metrics = {}
+        trainer.validate(self.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
+        metrics["val"] = self._stage_metrics("val")
+        if "test" in dm.splits:
+            trainer.test(self.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
+            metrics["test"] = self._stage_metrics("test")
+        if not trainer.is_global_zero:
+            return
+        run = self.run_dir
+        (run / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        (run / "run.json").write_text(json.dumps({
+            "command": sys.argv,
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+            "seed": self.config[self.subcommand]["seed_everything"],
+            "data_fingerprint": dm.fingerprint,
+            "train_records": len(dm.splits["train"]),
+            "val_records": len(dm.splits["val"]),
+            "best_checkpoint": best or None,
+            "best_score": float(trainer.checkpoint_callback.best_model_score)
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
+            "epochs": trainer.current_epoch,
+            "fit_seconds": round(time.time() - self.started, 1),
+        }, indent=2))
+        learning_curves(run / "csv" / "metrics.csv", run / "learning_curves.png")
+        for stage, per_task in metrics.items():
+            for task, values in per_task.items():
+                if "confusion" in values:
+                    confusion_matrix(values["confusion"], dm.task_classes[task], f"{stage} {task}",
+                                     run / f"confusion_{stage}_{task}.png")
+        for task, values in metrics["val"].items():
+            print(f"val {task}: macro-F1 {values['f1_macro']:.3f}  accuracy {values['acc']:.3f}")
+        print(f"run: {run}")
+
+    def _stage_metrics(self, stage: str) -> dict:
+        out = {}
+        classes = self.datamodule.task_classes
+        for task in self.model.tasks:
+            values = dict(self.model.last_metrics.get(f"{stage}/{task}", {}))
+            if "f1_per_class" in values:
+                values["f1_per_class"] = dict(zip(classes[task], values["f1_per_class"]))
+            out[task] = values
+        return out
+
+
+def main(args=None) -> None:
+    ComplaintCLI(args=args)

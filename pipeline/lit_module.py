@@ -1,0 +1,243 @@
+"""ComplaintClassifier: the LightningModule owning loss, metrics, optimiser and logging."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import grad_norm
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MultilabelAccuracy,
+    MultilabelF1Score,
+)
+
+from pipeline.data.labels import IGNORE_INDEX
+from pipeline.models.complaint_model import MODALITIES, ComplaintModel
+
+SCHEDULERS = ("cosine", "onecycle", "constant")
+
+
+class ComplaintClassifier(pl.LightningModule):
+    """Multi-task complaint classifier over text, photos and videos.
+
+    ``vocab_size``, ``task_classes``, ``multilabel_tasks`` and ``pad_id`` come
+    from the data module (linked by ``train.py``), never from YAML. Every
+    argument is a plain value, so the checkpoint rebuilds the model by itself
+    and loads with ``weights_only=True``.
+
+    Args:
+        modalities: subset of ``text``, ``image``, ``video`` the model reads.
+        text_encoder: ``lstm`` (BiLSTM + attention) or ``textcnn``.
+        image_backbone: ``small_cnn``, ``mobilenet_v3_small``, ``resnet18`` or ``efficientnet_b0``.
+        backbone_weights: local state-dict file for the image backbone.
+        video_temporal: ``attention``, ``lstm`` or ``mean`` over frames.
+        fusion: ``attention`` (modality tokens) or ``concat`` (ablation).
+        modality_dropout: chance, per sample and modality, of hiding it in training.
+        task_weights: loss weight per task (default 1).
+        class_weights: per task, one weight per class (in ``task_classes`` order).
+        scheduler: ``cosine`` (linear warm-up then cosine), ``onecycle`` or ``constant``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 2,
+        task_classes: dict[str, list[str]] = {},
+        multilabel_tasks: list[str] = [],
+        pad_id: int = 0,
+        modalities: list[str] = list(MODALITIES),
+        text_encoder: str = "lstm",
+        embed_dim: int = 128,
+        text_hidden: int = 128,
+        text_layers: int = 1,
+        image_backbone: str = "small_cnn",
+        image_dim: int = 128,
+        backbone_weights: str | None = None,
+        freeze_backbone: bool = False,
+        video_temporal: str = "attention",
+        share_frame_encoder: bool = True,
+        fusion: str = "attention",
+        fusion_dim: int = 128,
+        fusion_heads: int = 4,
+        dropout: float = 0.1,
+        modality_dropout: float = 0.1,
+        task_weights: dict[str, float] = {},
+        class_weights: dict[str, list[float]] = {},
+        label_smoothing: float = 0.0,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.05,
+        scheduler: str = "cosine",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not task_classes:
+            raise ValueError("task_classes is empty: it is linked from the data module's tasks")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler {scheduler!r} is not one of {SCHEDULERS}")
+        for name in list(task_weights) + list(class_weights):
+            if name not in task_classes:
+                raise ValueError(f"task_weights/class_weights name task {name!r}; tasks are {list(task_classes)}")
+        for name, w in class_weights.items():
+            if len(w) != len(task_classes[name]):
+                raise ValueError(f"class_weights[{name!r}] has {len(w)} values; task has classes {task_classes[name]}")
+            self.register_buffer(f"class_weight_{name}", torch.tensor(w, dtype=torch.float))
+        self.tasks = list(task_classes)
+        self.multilabel = set(multilabel_tasks)
+        self.model = ComplaintModel(
+            vocab_size=vocab_size,
+            num_classes={t: len(c) for t, c in task_classes.items()},
+            modalities=tuple(modalities),
+            text_encoder=text_encoder,
+            embed_dim=embed_dim,
+            text_hidden=text_hidden,
+            text_layers=text_layers,
+            image_backbone=image_backbone,
+            image_dim=image_dim,
+            backbone_weights=backbone_weights,
+            freeze_backbone=freeze_backbone,
+            video_temporal=video_temporal,
+            share_frame_encoder=share_frame_encoder,
+            fusion=fusion,
+            fusion_dim=fusion_dim,
+            fusion_heads=fusion_heads,
+            dropout=dropout,
+            pad_id=pad_id,
+        )
+        self.metrics = torch.nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
+
+    def _metrics(self) -> torch.nn.ModuleDict:
+        out = {}
+        for task, classes in self.hparams.task_classes.items():
+            n = len(classes)
+            if task in self.multilabel:
+                metrics = {"acc": MultilabelAccuracy(n, ignore_index=-1), "f1_macro": MultilabelF1Score(n, average="macro", ignore_index=-1)}
+            else:
+                metrics = {
+                    "acc": MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_INDEX),
+                    "f1_macro": MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX),
+                    "f1_per_class": MulticlassF1Score(n, average=None, ignore_index=IGNORE_INDEX),
+                    "confusion": MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX),
+                }
+            out[task] = MetricCollection(metrics)
+        return torch.nn.ModuleDict(out)
+
+    # -- model --
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.model(batch)
+
+    def _drop_modalities(self, batch: dict) -> dict:
+        """Hide whole modalities per sample (never all of a sample's present ones)."""
+        p = self.hparams.modality_dropout
+        if p <= 0:
+            return batch
+        B = batch["text_ids"].shape[0]
+        present = torch.stack(
+            [batch["text_lengths"] > 0, batch["image_mask"].any(1), batch["video_mask"].any(1)], dim=1
+        )  # (B, 3)
+        drop = (torch.rand(B, 3, device=present.device) < p) & present
+        all_gone = (present & ~drop).sum(1) == 0
+        drop[all_gone] = False
+        batch = dict(batch)
+        batch["text_lengths"] = batch["text_lengths"].masked_fill(drop[:, 0], 0)
+        batch["image_mask"] = batch["image_mask"] & ~drop[:, 1:2]
+        batch["video_mask"] = batch["video_mask"] & ~drop[:, 2:3]
+        return batch
+
+    def _loss(self, logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = logits[self.tasks[0]].new_zeros(())
+        for task in self.tasks:
+            target, out = labels[task], logits[task]
+            weight = self.hparams.task_weights.get(task, 1.0)
+            if task in self.multilabel:
+                known = target >= 0
+                if known.any():
+                    total = total + weight * F.binary_cross_entropy_with_logits(out[known], target[known])
+            elif (target != IGNORE_INDEX).any():
+                cw = getattr(self, f"class_weight_{task}", None)
+                total = total + weight * F.cross_entropy(
+                    out, target, weight=cw, ignore_index=IGNORE_INDEX, label_smoothing=self.hparams.label_smoothing
+                )
+        return total
+
+    # -- steps --
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(self._drop_modalities(batch))
+        loss = self._loss(logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norms = grad_norm(self, norm_type=2)
+        if norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits = self(batch)
+        self.log(f"{stage}/loss", self._loss(logits, batch["labels"]), batch_size=len(batch["ids"]), sync_dist=True)
+        for task in self.tasks:
+            target = batch["labels"][task]
+            preds = torch.sigmoid(logits[task]) if task in self.multilabel else logits[task]
+            self.metrics[stage][task].update(preds, target.long() if task in self.multilabel else target)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        f1s = []
+        self.last_metrics = getattr(self, "last_metrics", {})
+        for task in self.tasks:
+            values = self.metrics[stage][task].compute()
+            self.metrics[stage][task].reset()
+            for name, value in values.items():
+                if value.numel() == 1:
+                    self.log(f"{stage}/{task}_{name}", value, sync_dist=True)
+            f1s.append(values["f1_macro"])
+            self.last_metrics[f"{stage}/{task}"] = {k: v.tolist() for k, v in values.items()}
+        self.log(f"{stage}/f1_macro", torch.stack(f1s).mean(), prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        features, explain = self.model.forward_features(batch)
+        logits = self.model.forward_head(features)
+        probs = {t: torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()}
+        return {"batch": batch, "probs": probs, "fusion_weights": explain["fusion_weights"], "layout": explain["layout"]}
+
+    # -- optimisation --
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "constant":
+            return optimizer
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        if hp.scheduler == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total,
+                                                            pct_start=max(hp.warmup_fraction, 0.01))
+        else:
+            warmup = max(int(total * hp.warmup_fraction), 1)
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+                return 0.5 * (1 + math.cos(math.pi * progress))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

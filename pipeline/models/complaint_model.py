@@ -1,0 +1,111 @@
+"""The full network: text / image / video encoders -> fusion -> one head per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.models.fusion import FUSIONS
+from pipeline.models.heads import TaskHeads
+from pipeline.models.image_encoder import ImageEncoder
+from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
+from pipeline.models.video_encoder import VideoEncoder
+
+MODALITIES = ("text", "image", "video")
+TEXT_ENCODERS = {"lstm": LSTMTextEncoder, "textcnn": TextCNNEncoder}
+
+
+def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Run ``encoder`` on the present slots only: ``x (B, K, ...)``, ``present (B, K)`` -> ``(B, K, D)``.
+
+    Padding slots are never seen by the encoder (their content cannot matter).
+    With no slot present, one slot is encoded and multiplied by zero, so every
+    parameter still takes part in the graph (DDP requires it).
+    """
+    B, K = present.shape
+    any_present = bool(present.any())
+    feats = encoder(x[present] if any_present else x[:1, 0])  # (M, D)
+    out = feats.new_zeros(B, K, feats.shape[-1])
+    if any_present:
+        return out.index_put((present,), feats)
+    return out + 0.0 * feats.sum()
+
+
+class ComplaintModel(nn.Module):
+    """Batch dict (see :class:`pipeline.data.collate.Collator`) -> logits per task.
+
+    ``forward_features`` gives the fused vector and explanation weights,
+    ``forward_head`` the logits; ``forward`` chains them.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: dict[str, int],
+        modalities: tuple[str, ...] = MODALITIES,
+        text_encoder: str = "lstm",
+        embed_dim: int = 128,
+        text_hidden: int = 128,
+        text_layers: int = 1,
+        image_backbone: str = "small_cnn",
+        image_dim: int = 128,
+        backbone_weights: str | None = None,
+        freeze_backbone: bool = False,
+        video_temporal: str = "attention",
+        share_frame_encoder: bool = True,
+        fusion: str = "attention",
+        fusion_dim: int = 128,
+        fusion_heads: int = 4,
+        dropout: float = 0.1,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown or not modalities:
+            raise ValueError(f"modalities {list(modalities)}: expected a non-empty subset of {list(MODALITIES)}")
+        if text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder {text_encoder!r} is not one of {list(TEXT_ENCODERS)}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion {fusion!r} is not one of {list(FUSIONS)}")
+        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        dims = {}
+        if "text" in self.modalities:
+            if text_encoder == "lstm":
+                self.text_encoder = LSTMTextEncoder(vocab_size, embed_dim, text_hidden, text_layers, dropout, pad_id)
+            else:
+                self.text_encoder = TextCNNEncoder(vocab_size, embed_dim, text_hidden, dropout=dropout, pad_id=pad_id)
+            dims["text"] = self.text_encoder.out_dim
+        if "image" in self.modalities:
+            self.image_encoder = ImageEncoder(image_backbone, image_dim, backbone_weights, freeze_backbone)
+            dims["image"] = self.image_encoder.out_dim
+        if "video" in self.modalities:
+            if share_frame_encoder and "image" in self.modalities:
+                frames = self.image_encoder
+            else:
+                frames = ImageEncoder(image_backbone, image_dim, backbone_weights, freeze_backbone)
+            self.video_encoder = VideoEncoder(frames, video_temporal)
+            dims["video"] = self.video_encoder.out_dim
+        self.fusion = FUSIONS[fusion](dims, fusion_dim, fusion_heads, dropout)
+        self.heads = TaskHeads(self.fusion.out_dim, num_classes, dropout)
+
+    def forward_features(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        items, explain = {}, {}
+        if "text" in self.modalities:
+            lengths = batch["text_lengths"]
+            vec, token_weights = self.text_encoder(batch["text_ids"], lengths)  # (B, D), (B, L)
+            items["text"] = (vec.unsqueeze(1), (lengths > 0).unsqueeze(1))
+            explain["token_weights"] = token_weights
+        if "image" in self.modalities:
+            items["image"] = (encode_present(self.image_encoder, batch["images"], batch["image_mask"]), batch["image_mask"])
+        if "video" in self.modalities:
+            items["video"] = (encode_present(self.video_encoder, batch["videos"], batch["video_mask"]), batch["video_mask"])
+        fused, weights = self.fusion(items)  # (B, F), (B, tokens)
+        explain["fusion_weights"] = weights
+        explain["layout"] = self.fusion.layout({m: items[m][1].shape[1] for m in self.modalities})
+        return fused, explain
+
+    def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.heads(features)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(batch)[0])

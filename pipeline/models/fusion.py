@@ -1,0 +1,85 @@
+"""Fusion of modality vectors: attention over modality tokens, or plain concatenation.
+
+Both take ``items[m] = (vectors (B, K_m, D_m), present (B, K_m) bool)`` for each
+modality ``m`` (text has K=1; images K=N; videos K=V) and return the fused
+vector ``(B, out_dim)`` plus attention weights ``(B, sum K_m + M)`` laid out as
+:meth:`AttentionFusion.layout` says.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AttentionFusion(nn.Module):
+    """Self-attention over modality tokens, then attention pooling by a learned query.
+
+    Each modality also has a learned "absent" token, valid exactly when none of
+    its items is present, so a complaint with no attachment (or no text) still
+    has a well-defined input. Padding slots are masked out of the attention.
+    """
+
+    def __init__(self, in_dims: dict[str, int], dim: int = 128, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.modalities = list(in_dims)
+        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in in_dims.items()})
+        self.type_embedding = nn.Parameter(torch.randn(len(in_dims), dim) * 0.02)
+        self.absent = nn.Parameter(torch.randn(len(in_dims), dim) * 0.02)
+        self.mixer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout,
+                                                batch_first=True, norm_first=True)
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pool = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.out_dim = dim
+
+    @staticmethod
+    def layout(counts: dict[str, int]) -> list[tuple[str, int | None]]:
+        """Token order: for each modality its items (index) then its absent token (None)."""
+        return [(m, i) for m, k in counts.items() for i in [*range(k), None]]
+
+    def forward(self, items: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, valid = [], []
+        for j, m in enumerate(self.modalities):
+            vecs, present = items[m]  # (B, K, D_m), (B, K)
+            B = vecs.shape[0]
+            tokens.append(self.proj[m](vecs) + self.type_embedding[j])
+            tokens.append((self.absent[j] + self.type_embedding[j]).expand(B, 1, -1))
+            valid += [present, ~present.any(dim=1, keepdim=True)]
+        x = torch.cat(tokens, dim=1)  # (B, K_total, dim)
+        pad = ~torch.cat(valid, dim=1)  # (B, K_total) True = ignore
+        x = self.mixer(x, src_key_padding_mask=pad)
+        x = x.masked_fill(pad.unsqueeze(-1), 0.0)  # padded slots carry nothing onward
+        pooled, weights = self.pool(self.query.expand(x.shape[0], -1, -1), x, x, key_padding_mask=pad)
+        return self.norm(pooled.squeeze(1)), weights.squeeze(1)  # (B, dim), (B, K_total)
+
+
+class ConcatFusion(nn.Module):
+    """Masked mean per modality (a learned vector when absent), concatenated and projected. For ablation."""
+
+    def __init__(self, in_dims: dict[str, int], dim: int = 128, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.modalities = list(in_dims)
+        self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m, d in in_dims.items()})
+        self.proj = nn.Sequential(nn.Linear(sum(in_dims.values()), dim), nn.GELU(), nn.Dropout(dropout), nn.LayerNorm(dim))
+        self.out_dim = dim
+
+    layout = staticmethod(AttentionFusion.layout)
+
+    def forward(self, items: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        parts, weights = [], []
+        for m in self.modalities:
+            vecs, present = items[m]
+            p = present.unsqueeze(-1).float()
+            count = p.sum(dim=1)  # (B, 1)
+            mean = (vecs * p).sum(dim=1) / count.clamp(min=1)
+            any_present = count > 0
+            parts.append(torch.where(any_present, mean, self.absent[m].expand_as(mean)))
+            # equal share per present item, or all on the absent token
+            share = present.float() / count.clamp(min=1)
+            weights += [share, (~any_present).float()]
+        w = torch.cat(weights, dim=1)
+        return self.proj(torch.cat(parts, dim=1)), w / w.sum(dim=1, keepdim=True)
+
+
+FUSIONS = {"attention": AttentionFusion, "concat": ConcatFusion}

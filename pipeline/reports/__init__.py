@@ -1,0 +1,1 @@
+"""Metrics files and plots written beside a run or a prediction file."""

@@ -1,0 +1,64 @@
+"""Learning-curve and confusion-matrix PNGs."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def learning_curves(metrics_csv: Path, out: Path) -> Path | None:
+    """Plot every logged series of a CSVLogger ``metrics.csv`` against the step."""
+    if not metrics_csv.is_file():
+        return None
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    series[key].append((int(row["step"]), float(value)))
+    groups = [
+        ("loss", [k for k in series if k.endswith("/loss")]),
+        ("macro-F1", [k for k in series if k.endswith("f1_macro")]),
+        ("gradient norm", [k for k in series if "grad_norm" in k]),
+    ]
+    groups = [(title, keys) for title, keys in groups if keys]
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.5), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], groups):
+        for key in sorted(keys):
+            steps, values = zip(*series[key])
+            ax.plot(steps, values, label=key, marker="." if len(steps) < 50 else None)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str, out: Path) -> Path:
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.6 * n))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    peak = max(max(r) for r in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(matrix[i][j]), ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i][j] > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

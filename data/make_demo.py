@@ -126,14 +126,17 @@ def photo_bytes(rng: random.Random, damage: int) -> tuple[bytes, str]:
 
 
 def video_bytes(rng: random.Random, damage: int) -> bytes:
-    """A short clip of the product drifting across the frame (H.264 in MP4)."""
+    """A short clip of the product drifting across the frame (MPEG-4 in MP4)."""
     seed = rng.randint(0, 2**31)
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=VIDEO_FPS)
+    # MPEG-4 Part 2, single-threaded, bit-exact muxing: the same bytes on every run
+    # (x264 output varied from run to run here).
+    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as out:
+        stream = out.add_stream("mpeg4", rate=VIDEO_FPS)
         stream.width = stream.height = VIDEO_SIZE
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "28", "preset": "veryfast", "threads": "1"}
+        stream.codec_context.thread_count = 1
+        stream.options = {"qscale": "5"}
         for t in range(VIDEO_FRAMES):
             frame_rng = random.Random(seed)  # same product and damage in every frame; it moves
             im = draw_product(frame_rng, VIDEO_SIZE, damage, shift=(t - VIDEO_FRAMES // 2, 0))
@@ -173,17 +176,12 @@ def make_record(rng: random.Random, index: int, media_dir: Path) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "demo"))
-    parser.add_argument("--records", type=int, default=600)
-    parser.add_argument("--seed", type=int, default=1234)
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-    out = Path(args.out)
+def build(out: Path, records: int = 600, seed: int = 1234) -> dict[str, Path]:
+    """Write train/val/test archives (70/15/15) under ``out``; returns their paths."""
+    rng = random.Random(seed)
     shutil.rmtree(out, ignore_errors=True)
-    n_val = n_test = args.records * 15 // 100
-    splits = {"train": args.records - n_val - n_test, "val": n_val, "test": n_test}
+    n_val = n_test = records * 15 // 100
+    splits = {"train": records - n_val - n_test, "val": n_val, "test": n_test}
     index = 0
     for split, count in splits.items():
         media = out / split / "media"
@@ -192,7 +190,17 @@ def main() -> None:
             for _ in range(count):
                 index += 1
                 f.write(json.dumps(make_record(rng, index, media), ensure_ascii=False) + "\n")
-        print(f"{split}: {count} complaints -> {out / split}")
+    return {split: out / split for split in splits}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "demo"))
+    parser.add_argument("--records", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    for split, path in build(Path(args.out), args.records, args.seed).items():
+        print(f"{split}: {sum(1 for _ in open(path / 'complaints.jsonl'))} complaints -> {path}")
 
 
 if __name__ == "__main__":

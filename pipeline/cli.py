@@ -21,7 +21,9 @@ from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.lit_module import ComplaintClassifier
 from pipeline.reports.plots import confusion_matrix, learning_curves
 
-RUN_DIR_ENV = "COMPLAINT_RUN_DIR"  # shared with DDP worker processes, which re-run this CLI
+# The run folder, handed to DDP worker processes (which re-run this CLI); set it
+# yourself when torchrun or SLURM starts every rank, so that all ranks agree.
+RUN_DIR_ENV = "COMPLAINT_RUN_DIR"
 PACKAGES = ("complaint-pipeline", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "transformers",
             "tokenizers", "av", "pillow")
 
@@ -146,6 +148,7 @@ class ComplaintCLI(LightningCLI):
         self.started = time.time()
 
     def after_fit(self) -> None:
+        os.environ.pop(RUN_DIR_ENV, None)  # the next fit in this process gets a folder of its own
         trainer, dm = self.trainer, self.datamodule
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt = best or None

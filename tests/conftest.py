@@ -21,3 +21,14 @@ def _private_cache(tmp_path_factory, monkeypatch):
 def bad(tmp_path_factory):
     """The archive with every bad-attachment case: (folder, {id: expected reason})."""
     return bad_archive(tmp_path_factory.mktemp("badcase"))
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """A 60-complaint demo archive (train/val/test) made by data/make_demo.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_demo", Path(__file__).parents[1] / "data" / "make_demo.py")
+    make_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_demo)
+    return make_demo.build(tmp_path_factory.mktemp("tiny") / "demo", records=60, seed=7)

@@ -1,0 +1,121 @@
+"""train.py through the real LightningCLI, on a tiny demo archive made by data/make_demo.py."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.cli import ComplaintCLI
+from pipeline.lit_module import ComplaintClassifier
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def data_args(tiny, test=False):
+    return ["--data.train", str(tiny["train"]), "--data.val", str(tiny["val"]),
+            "--data.test", str(tiny["test"]) if test else "null", "--data.num_workers", "0"]
+
+
+def cli(args):
+    return ComplaintCLI(args=args)
+
+
+def config_args(config: Path) -> list[str]:
+    base = ["--config", str(ROOT / "configs" / "demo.yaml")]
+    return base if config.name == "demo.yaml" else base + ["--config", str(config)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["fit", *config_args(config), "--print_config"])
+    assert e.value.code == 0
+    assert "model:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_fast_dev_run_every_config(config, tiny_demo, tmp_path):
+    c = cli(["fit", *config_args(config), *data_args(tiny_demo), "--trainer.fast_dev_run", "true",
+             "--runs_root", str(tmp_path)])
+    assert c.trainer.state.finished
+    assert (c.run_dir / "config.yaml").is_file() and (c.run_dir / "metrics.json").is_file()
+
+
+def fit(tiny, tmp_path, *extra):
+    return cli(["fit", "--config", str(ROOT / "configs" / "demo.yaml"), *data_args(tiny, test=True),
+                "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1",
+                "--runs_root", str(tmp_path),
+                "--experiment", "t", *extra])
+
+
+def test_run_folder_checkpoint_reload_and_reproducibility(tiny_demo, tmp_path, capsys):
+    c = fit(tiny_demo, tmp_path)
+    run = c.run_dir
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"run: {run}"
+    for name in ("config.yaml", "labels.json", "tokenizer/tokenizer.json", "metrics.json", "run.json",
+                 "learning_curves.png", "confusion_val_severity.png", "confusion_test_category.png",
+                 "checkpoints/last.ckpt", "csv/metrics.csv"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"val", "test"} and set(metrics["val"]) == {"category", "sentiment", "severity"}
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == 42 and len(info["data_fingerprint"]) == 16 and info["versions"]["torch"]
+    csv_header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/grad_norm" in csv_header and "val/severity_f1_macro" in csv_header
+
+    # checkpoint -> load (weights_only) -> identical predictions
+    best = Path(info["best_checkpoint"])
+    loaded = ComplaintClassifier.load_from_checkpoint(best, weights_only=True).eval()
+    batch = next(iter(c.datamodule.val_dataloader()))
+    c.model.eval()
+    with torch.no_grad():
+        a, b = c.model(batch), loaded(batch)
+    for task in a:
+        torch.testing.assert_close(a[task], b[task])
+
+    # same seed, same data -> same metrics
+    again = fit(tiny_demo, tmp_path)
+    assert json.loads((again.run_dir / "metrics.json").read_text()) == metrics
+
+
+def test_resume_from_last(tiny_demo, tmp_path):
+    first = fit(tiny_demo, tmp_path, "--trainer.max_epochs", "1")
+    resumed = fit(tiny_demo, tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert resumed.run_dir == first.run_dir
+    assert resumed.trainer.current_epoch == 2
+    assert json.loads((first.run_dir / "run.json").read_text())["epochs"] == 2
+
+
+def run_train(*args, timeout=600):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_unknown_key_names_the_nearest():
+    out = run_train("fit", "--config", "configs/demo.yaml", "--model.lrr", "0.1")
+    assert out.returncode != 0 and "did you mean 'model.lr'" in out.stderr
+
+
+def test_wrong_type_is_an_error():
+    out = run_train("fit", "--config", "configs/demo.yaml", "--trainer.max_epochs", "three")
+    assert out.returncode != 0 and "max_epochs" in out.stderr
+
+
+def test_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
+    out = run_train("fit", "--config", "configs/demo.yaml", *data_args(tiny_demo),
+                    "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+                    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                    "--runs_root", str(tmp_path), "--experiment", "ddp")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "world_size: 2" in out.stderr or "distributed_backend=gloo" in out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("run: ")
+    run = Path(last[5:])
+    run = run if run.is_absolute() else ROOT / run
+    assert (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((tmp_path / "ddp").iterdir())) == 1  # both processes wrote into one run folder

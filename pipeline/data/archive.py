@@ -111,6 +111,15 @@ class FolderArchive(Archive):
         else:
             self.manifest_name = self._pick_manifest(os.listdir(path), str(path))
 
+    @classmethod
+    def attachments_only(cls, path: str | os.PathLike, limits: Limits) -> "FolderArchive":
+        """A folder that only serves attachments, for records that come from elsewhere (the Python API)."""
+        archive = cls.__new__(cls)
+        Archive.__init__(archive, Path(path), limits)
+        archive.root = os.path.realpath(path)
+        archive.manifest_given = False
+        return archive
+
     @property
     def display_name(self) -> str:
         return self.manifest_name if self.manifest_given else self.path.name

@@ -17,6 +17,7 @@ PER_RECORD_KEYS = {
     "image_paths": "image_paths",
     "video_paths": "video_paths",
     "index": "indices",
+    "raw_labels": "raw_labels",
 }
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from pipeline.data.archive import Archive
+from pipeline.data.archive import Archive, open_archive
 from pipeline.data.labels import LabelSpace
+from pipeline.data.limits import Limits
+from pipeline.data.manifest import read_records
 from pipeline.data.media import IMAGE, MediaSpec, decode_attachment
-from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Record
+from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Columns, Record
 from pipeline.data.text import encode
 
 
@@ -74,29 +77,77 @@ class ComplaintDataset(Dataset):
         return self.featurizer(self.records[i], self.archive)
 
 
-class StreamingComplaintDataset(IterableDataset):
-    """Streams records of one or more archives without holding them in memory.
+class RecordStream:
+    """Picklable source of ``(archive, record)`` over several archives, in order.
 
-    Records are dealt in blocks of ``block`` consecutive records: block k goes
-    to shard ``k % num_shards`` (shards = processes x DataLoader workers).
-    With ``block`` equal to the batch size, the DataLoader's round-robin over
-    workers gives batches back in manifest order.
+    Archives are opened lazily in whichever process iterates (DataLoader workers included).
     """
 
-    def __init__(self, sources, featurizer: Featurizer, block: int, rank: int = 0, world_size: int = 1):
-        self.sources = sources  # callable returning an iterator of (archive, record)
+    def __init__(self, paths: Sequence[str], columns: Columns, limits: Limits):
+        self.paths = list(paths)
+        self.columns = columns
+        self.limits = limits
+
+    def __call__(self) -> Iterator[tuple[Archive, Record]]:
+        for path in self.paths:
+            archive = open_archive(path, self.limits)
+            try:
+                for record in read_records(archive, self.columns):
+                    yield archive, record
+            finally:
+                archive.close()
+
+
+class StreamingComplaintDataset(IterableDataset):
+    """Streams collated batches of ``block`` consecutive records, never holding an archive in memory.
+
+    Block k goes to shard ``k % shards`` (shards = processes x DataLoader workers),
+    so every record is seen exactly once across ranks and workers. Blocks in
+    ``skip_blocks`` (already done by an interrupted run) are read past without
+    decoding. Each batch carries ``block`` and ``decode_seconds``.
+    Use with ``DataLoader(batch_size=None)``.
+    """
+
+    def __init__(self, stream, featurizer: Featurizer, collator, block: int, rank: int = 0, world_size: int = 1,
+                 skip_blocks: frozenset[int] = frozenset()):
+        self.stream = stream
         self.featurizer = featurizer
+        self.collator = collator
         self.block = block
         self.rank = rank
         self.world_size = world_size
+        self.skip_blocks = skip_blocks
+
+    def _sample(self, n: int, archive: Archive, record: Record) -> dict:
+        try:
+            sample = self.featurizer(record, archive)
+        except Exception as e:  # one bad record never stops the run
+            broken = Record(record.id, "", [], {}, record.source, error=f"unexpected error: {type(e).__name__}: {e}")
+            sample = self.featurizer(broken, archive)
+        sample["index"] = n
+        sample["raw_labels"] = record.labels
+        return sample
+
+    def _batch(self, block: int, pending: list) -> dict:
+        start = time.perf_counter()
+        batch = self.collator([self._sample(*item) for item in pending])
+        batch["block"] = block
+        batch["decode_seconds"] = time.perf_counter() - start
+        return batch
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         shards = workers * self.world_size
         shard = self.rank * workers + worker
-        for n, (archive, record) in enumerate(self.sources()):
-            if (n // self.block) % shards == shard:
-                sample = self.featurizer(record, archive)
-                sample["index"] = n
-                yield sample
+        current, pending = None, []
+        for n, (archive, record) in enumerate(self.stream()):
+            block = n // self.block
+            if block != current:
+                if pending:
+                    yield self._batch(current, pending)
+                current, pending = block, []
+            if block % shards == shard and block not in self.skip_blocks:
+                pending.append((n, archive, record))
+        if pending:
+            yield self._batch(current, pending)

@@ -1,0 +1,282 @@
+"""``infer.py``: batch inference over complaint archives, streaming, resumable, one row per record."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.cli_options import add_column_options
+from pipeline.data.archive import ArchiveError, open_archive
+from pipeline.data.dataset import RecordStream
+from pipeline.data.manifest import read_records
+from pipeline.data.records import Columns
+from pipeline.inference.evaluate import Evaluation
+from pipeline.inference.loading import CheckpointError
+from pipeline.inference.predictor import ComplaintAnalyzer
+from pipeline.inference.rows import ERROR, OK, PARTIAL
+from pipeline.inference.writers import ChunkStore, columns_for, output_format, write_output
+
+PROGRESS_EVERY_S = 10.0
+
+
+class FatalError(Exception):
+    """Stops the run with one clear line."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="infer.py", description="Predict every complaint of one or more archives.")
+    p.add_argument("--checkpoint", required=True, help="run folder printed by train.py, or a .ckpt file in it")
+    p.add_argument("--input", required=True, nargs="+", help="archive(s): folder, .zip, .tar(.gz) or manifest file")
+    p.add_argument("--output", required=True, help="predictions file: .jsonl, .csv or .parquet")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader processes decoding attachments")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    p.add_argument("--devices", type=int, default=1, help="processes (DDP) sharing the records")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run with the same output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--evaluate", action="store_true", help="score predictions against the archive's label columns")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
+    add_column_options(p, defaults=False)
+    return p.parse_args(argv)
+
+
+def columns_with_overrides(base: Columns, args: argparse.Namespace) -> Columns:
+    return Columns(
+        id=base.id if args.id_column is None else (None if args.id_column in ("", "none") else args.id_column),
+        text=tuple(args.text_columns) if args.text_columns else base.text,
+        attachments=base.attachments if args.attachments_column is None
+        else (None if args.attachments_column in ("", "none") else args.attachments_column),
+        attachment_separator=args.attachment_separator or base.attachment_separator,
+        labels=base.labels,
+    )
+
+
+def check_inputs(paths: list[str], columns: Columns, limits) -> list[dict]:
+    """Open each archive and read its first record: fails early on a missing text column."""
+    described = []
+    for path in paths:
+        archive = open_archive(path, limits)
+        try:
+            next(iter(read_records(archive, columns)), None)
+        finally:
+            archive.close()
+        st = os.stat(path)
+        described.append({"path": str(Path(path).resolve()), "bytes": st.st_size, "mtime": st.st_mtime})
+    return described
+
+
+class Progress:
+    """Records/s on a terminal (one updating line), plain lines every few seconds otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.start = self.last = time.monotonic()
+
+    def update(self, records: int, force: bool = False) -> None:
+        now = time.monotonic()
+        rate = records / max(now - self.start, 1e-9)
+        if self.tty:
+            print(f"\r{records} records  {rate:.1f} records/s", end="", file=self.stream, flush=True)
+        elif force or now - self.last >= PROGRESS_EVERY_S:
+            print(f"{records} records, {rate:.1f} records/s", file=self.stream, flush=True)
+            self.last = now
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=self.stream)
+
+
+def make_writer(store: ChunkStore, labels, evaluate: bool, block: int):
+    import pytorch_lightning as pl
+
+    from pipeline.inference.rows import rows_from_output
+
+    class ChunkWriter(pl.Callback):
+        """Writes each predicted batch as one atomic chunk; times decoding and the model."""
+
+        def __init__(self):
+            self.records = 0
+            self.decode_seconds = 0.0
+            self.model_seconds = 0.0
+            self.progress = Progress()
+
+        def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            self._t = time.perf_counter()
+
+        def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            self.model_seconds += time.perf_counter() - self._t
+            self.decode_seconds += batch["decode_seconds"]
+            rows = rows_from_output(outputs, labels, evaluate)
+            first = batch["block"] * block
+            store.write_chunk(first, first + len(rows), rows)
+            self.records += len(rows)
+            if trainer.is_global_zero:
+                self.progress.update(self.records * trainer.world_size)
+
+    return ChunkWriter()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    started = time.time()
+    output = Path(args.output)
+    try:
+        output_format(output)
+    except ValueError as e:
+        raise FatalError(str(e)) from None
+    if not output.parent.is_dir():
+        raise FatalError(f"--output {output}: folder {output.parent} does not exist")
+    if args.batch_size < 1 or args.devices < 1:
+        raise FatalError("--batch-size and --devices must be at least 1")
+    is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
+    analyzer = ComplaintAnalyzer.from_checkpoint(args.checkpoint)
+    loaded = analyzer.run
+    columns = columns_with_overrides(loaded.columns, args)
+    store = ChunkStore(output)
+    inputs = check_inputs(args.input, columns, loaded.media.limits)
+    ledger = {"inputs": inputs, "checkpoint_sha256": loaded.checkpoint_sha256, "batch_size": args.batch_size,
+              "evaluate": args.evaluate, "columns": list(columns.text)}
+    if not is_child:
+        if args.resume and store.exists():
+            before = store.read_ledger()
+            for key in ("inputs", "checkpoint_sha256", "evaluate"):
+                if before.get(key) != ledger[key]:
+                    raise FatalError(f"--resume: {key} differ from the interrupted run's; use --overwrite to start again")
+            args.batch_size = before["batch_size"]
+        elif args.resume and output.exists():
+            print(f"{output} is already complete; nothing to resume")
+            return 0
+        else:
+            if (output.exists() or store.exists()) and not args.overwrite:
+                raise FatalError(f"{output} exists (or an interrupted run of it): use --resume to finish it or --overwrite to replace it")
+            store.remove()
+            try:
+                store.create(ledger)
+            except OSError as e:
+                raise FatalError(f"cannot write beside {output}: {e}") from None
+    else:
+        args.batch_size = store.read_ledger()["batch_size"]
+    block = args.batch_size
+    skip = store.done_blocks(block)
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    stream = RecordStream(args.input, columns, loaded.media.limits)
+    dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
+    loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers)
+    writer = make_writer(store, loaded.labels, args.evaluate, block)
+    trainer = pl.Trainer(
+        accelerator=args.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
+        logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+        use_distributed_sampler=False, callbacks=[writer],
+    )
+    predict_start = time.time()
+    trainer.predict(analyzer.model, dataloaders=loader, return_predictions=False)
+    predict_seconds = time.time() - predict_start
+    writer.progress.close()
+    (store.parts / f"stats-rank{trainer.global_rank}-{os.getpid()}.json").write_text(json.dumps(
+        {"records": writer.records, "decode_seconds": writer.decode_seconds, "model_seconds": writer.model_seconds}))
+    trainer.strategy.barrier()
+    if not trainer.is_global_zero:
+        return 0
+    return finish(args, store, output, loaded, columns, inputs, started, predict_seconds, resumed=bool(skip))
+
+
+def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inputs, started: float,
+           predict_seconds: float, resumed: bool) -> int:
+    chunks = store.chunks()
+    expected = 0
+    for first, end, path in chunks:
+        if first != expected:
+            raise FatalError(f"records {expected}..{first - 1} have no predictions (chunks in {store.parts}); rerun with --resume")
+        expected = end
+    stats = [json.loads(p.read_text()) for p in store.parts.glob("stats-*.json")]
+    counts = {OK: 0, PARTIAL: 0, ERROR: 0}
+    evaluation = Evaluation({t.name: loaded.labels.classes[t.name] for t in loaded.labels.tasks if t.type == "multiclass"}) if args.evaluate else None
+    first_rows = []
+
+    def counted(rows):
+        for row in rows:
+            counts[row["status"]] += 1
+            if evaluation:
+                evaluation.add(row)
+            if len(first_rows) < 3:
+                first_rows.append(row)
+            yield row
+
+    tasks = [t.name for t in loaded.labels.tasks]
+    multilabel = {t.name for t in loaded.labels.tasks if t.type == "multilabel"}
+    try:
+        write_output(counted(store.rows()), output, columns_for(tasks, args.evaluate), multilabel)
+    except OSError as e:
+        raise FatalError(f"cannot write {output}: {e}") from None
+    seconds = time.time() - started
+    records = sum(counts.values())
+    summary = {
+        "records": records, **counts,
+        "records_per_s": round(sum(s["records"] for s in stats) / max(predict_seconds, 1e-9), 2),
+        "seconds": round(seconds, 2),
+        "decode_seconds": round(sum(s["decode_seconds"] for s in stats), 2),
+        "model_seconds": round(sum(s["model_seconds"] for s in stats), 2),
+        "resumed": resumed,
+    }
+    meta = {
+        "output": str(output.resolve()),
+        "checkpoint": str(loaded.checkpoint.resolve()),
+        "checkpoint_sha256": loaded.checkpoint_sha256,
+        "code_version": {"complaint-pipeline": __version__, "git_commit": _git_commit()},
+        "options": {k: v for k, v in vars(args).items()},
+        "inputs": inputs,
+        "columns": {"id": columns.id, "text": list(columns.text), "attachments": columns.attachments},
+        "counts": summary,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if evaluation:
+        results = evaluation.results()
+        meta["evaluation"] = {t: {k: v for k, v in r.items() if k != "confusion"} for t, r in results.items()}
+        (output.with_name(output.name + ".metrics.json")).write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        from pipeline.reports.plots import confusion_matrix
+
+        for task, r in results.items():
+            confusion_matrix(r["confusion"], r["labels"], f"{task} ({r['records']} records)",
+                             output.with_name(f"{output.name}.confusion_{task}.png"))
+    (output.with_name(output.name + ".meta.json")).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    store.remove()
+    print(f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}  |  "
+          f"{summary['records_per_s']} records/s  |  decoding {summary['decode_seconds']} s, model {summary['model_seconds']} s")
+    if evaluation:
+        for task, r in meta["evaluation"].items():
+            extra = f"  (unknown true labels: {r['unknown_true_labels']})" if r["unknown_true_labels"] else ""
+            print(f"evaluate {task}: accuracy {r['acc']:.3f}  macro-F1 {r['f1_macro']:.3f}  on {r['records']} records{extra}")
+    for row in first_rows:
+        shown = {k: row[k] for k in ["id", "status", *tasks] if k in row}
+        print(json.dumps(shown, ensure_ascii=False))
+    print(f"output: {output}")
+    return 0
+
+
+def _git_commit():
+    from pipeline.cli import git_commit
+
+    return git_commit()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (FatalError, CheckpointError, ArchiveError, FileNotFoundError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"infer.py: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,105 @@
+"""Load a trained run safely: weights with ``weights_only=True``, vocabularies from plain files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline.data.datamodule import LABELS_FILE, TOKENIZER_DIR
+from pipeline.data.labels import LabelSpace
+from pipeline.data.limits import Limits
+from pipeline.data.media import MediaSpec
+from pipeline.data.records import Columns
+from pipeline.data.text import load_tokenizer
+from pipeline.lit_module import ComplaintClassifier
+
+
+class CheckpointError(Exception):
+    """The checkpoint or its run folder cannot be used (one clear line for the user)."""
+
+
+@dataclass
+class LoadedRun:
+    model: ComplaintClassifier
+    tokenizer: object
+    labels: LabelSpace
+    data: dict  # the ``data:`` section of the run's config.yaml
+    checkpoint: Path
+    checkpoint_sha256: str
+
+    @property
+    def columns(self) -> Columns:
+        d = self.data
+        return Columns(
+            id=d.get("id_column", "id"),
+            text=tuple(d.get("text_columns") or ["text"]),
+            attachments=d.get("attachments_column", "attachments"),
+            attachment_separator=d.get("attachment_separator", ";"),
+            labels=tuple(dict.fromkeys(t.column for t in self.labels.tasks)),
+        )
+
+    @property
+    def media(self) -> MediaSpec:
+        d = self.data
+        return MediaSpec(image_size=d.get("image_size", 128), video_frames=d.get("video_frames", 8),
+                         limits=Limits(**(d.get("limits") or {})))
+
+
+def find_checkpoint(path: Path) -> tuple[Path, Path]:
+    """``(checkpoint, run folder)`` from a run folder (its best checkpoint) or a .ckpt file."""
+    if path.is_dir():
+        run, ckpts = path, path / "checkpoints"
+        info = run / "run.json"
+        best = json.loads(info.read_text()).get("best_checkpoint") if info.is_file() else None
+        candidates = ([ckpts / Path(best).name] if best else []) + sorted(ckpts.glob("best-*.ckpt")) + [ckpts / "last.ckpt"]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate, run
+        raise CheckpointError(f"no checkpoint in run folder {run} (expected checkpoints/*.ckpt)")
+    if path.is_file():
+        return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    raise CheckpointError(f"checkpoint not found: {path}")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
+    ckpt_path, run = find_checkpoint(Path(path))
+    for needed in (run / TOKENIZER_DIR / "tokenizer.json", run / LABELS_FILE, run / "config.yaml"):
+        if not needed.exists():
+            raise CheckpointError(f"run folder {run} lacks {needed.name}: give the run folder train.py printed")
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle refusals and corrupt files arrive as many types
+        raise CheckpointError(f"cannot load checkpoint {ckpt_path} safely (weights_only=True): {str(e).splitlines()[0]}") from None
+    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{ckpt_path} is not a complaint-pipeline checkpoint (no state_dict / hyper_parameters)")
+    labels = LabelSpace.load(run / LABELS_FILE)
+    # LightningCLI adds private keys (_instantiator, _class_path); the model takes the rest
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    if hparams.get("task_classes") != labels.classes:
+        raise CheckpointError(f"{run / LABELS_FILE} does not match the checkpoint's classes: wrong run folder?")
+    try:
+        model = ComplaintClassifier(**hparams)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match this code's model options: {e}") from None
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} does not match this code's model: {len(missing)} missing weights "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    model.eval().to(device)
+    config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    return LoadedRun(model, load_tokenizer(run / TOKENIZER_DIR), labels, config.get("data") or {}, ckpt_path, sha256(ckpt_path))

@@ -1,0 +1,96 @@
+"""Python API: ``ComplaintAnalyzer.from_checkpoint(path).predict(archive_or_records)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.data.archive import FolderArchive
+from pipeline.data.collate import Collator
+from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
+from pipeline.data.records import Columns, Record
+from pipeline.inference.loading import LoadedRun, load_run
+from pipeline.inference.rows import rows_from_output
+
+
+class ComplaintAnalyzer:
+    """A trained model with its tokenizer, labels and data options, ready to predict.
+
+    ``predict`` yields the same dicts as the rows of ``infer.py`` output, one per
+    record, in input order.
+    """
+
+    def __init__(self, run: LoadedRun, device: str = "cpu"):
+        self.run = run
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu") -> "ComplaintAnalyzer":
+        return cls(load_run(path, device), device)
+
+    @property
+    def model(self):
+        return self.run.model
+
+    def featurizer(self) -> Featurizer:
+        d = self.run.data
+        return Featurizer(self.run.tokenizer, self.run.media, max_text_length=d.get("max_text_length", 256),
+                          max_images=d.get("max_images", 4), max_videos=d.get("max_videos", 2))
+
+    def collator(self) -> Collator:
+        media = self.run.media
+        return Collator(pad_id=self.run.tokenizer.pad_token_id, image_size=media.image_size, video_frames=media.video_frames)
+
+    def dataset(self, stream, block: int, rank: int = 0, world_size: int = 1,
+                skip_blocks: frozenset[int] = frozenset()) -> StreamingComplaintDataset:
+        return StreamingComplaintDataset(stream, self.featurizer(), self.collator(), block, rank, world_size, skip_blocks)
+
+    @torch.no_grad()
+    def predict_batch(self, batch: dict, evaluate: bool = False) -> list[dict]:
+        moved = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return rows_from_output(self.model.predict_step(moved, 0), self.run.labels, evaluate)
+
+    def predict(self, source: str | os.PathLike | Iterable, batch_size: int = 32, num_workers: int = 0,
+                columns: Columns | None = None, root: str | os.PathLike = ".") -> Iterator[dict]:
+        """Predict an archive path (or a list of paths), or an iterable of dicts.
+
+        Dicts take ``id``, ``text`` and ``attachments`` (paths inside ``root``).
+        """
+        if isinstance(source, (str, os.PathLike)):
+            stream = RecordStream([str(source)], columns or self.run.columns, self.run.media.limits)
+        elif isinstance(source, list) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+            stream = RecordStream([str(s) for s in source], columns or self.run.columns, self.run.media.limits)
+        else:
+            stream = DictStream(source, FolderArchive.attachments_only(root, self.run.media.limits))
+        loader = DataLoader(self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers)
+        pending: dict[int, list[dict]] = {}
+        next_block = 0
+        for batch in loader:  # workers may return blocks out of order: re-order before yielding
+            pending[batch["block"]] = self.predict_batch(batch)
+            while next_block in pending:
+                yield from pending.pop(next_block)
+                next_block += 1
+        for block in sorted(pending):
+            yield from pending[block]
+
+
+class DictStream:
+    """``(archive, record)`` pairs from plain dicts; ids default to the position (1-based)."""
+
+    def __init__(self, items: Iterable[dict], archive: FolderArchive):
+        self.items = items
+        self.archive = archive
+
+    def __call__(self):
+        seen = set()
+        for n, item in enumerate(self.items, start=1):
+            rid = str(item.get("id", n))
+            atts = item.get("attachments") or []
+            record = Record(rid, str(item.get("text") or ""), list(atts), {}, f"records:item {n}")
+            if rid in seen:
+                record.error = f"duplicate id {rid!r}"
+            seen.add(rid)
+            yield self.archive, record

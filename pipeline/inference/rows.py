@@ -1,0 +1,63 @@
+"""Prediction rows: exactly one per input record, the schema every output format shares."""
+
+from __future__ import annotations
+
+import torch
+
+OK, PARTIAL, ERROR = "ok", "partial", "error"
+
+
+def status_of(error: str | None, warnings: list[str]) -> str:
+    return ERROR if error else PARTIAL if warnings else OK
+
+
+def rows_from_output(output: dict, labels, evaluate: bool = False) -> list[dict]:
+    """Rows from :meth:`ComplaintClassifier.predict_step` output.
+
+    Row: ``id``, ``source``, ``status``, ``warnings``, per task ``<task>``,
+    ``<task>_confidence``, ``<task>_probs`` (and ``<task>_true`` when
+    evaluating), and ``modality_weights`` (text / image / video / absent, plus
+    per attachment path).
+    """
+    batch, layout = output["batch"], output["layout"]
+    weights = output["fusion_weights"].float().cpu()
+    probs = {t: p.float().cpu() for t, p in output["probs"].items()}
+    rows = []
+    for b, rid in enumerate(batch["ids"]):
+        error, warnings = batch["errors"][b], batch["warnings"][b]
+        row = {"id": rid, "source": batch["sources"][b], "status": status_of(error, warnings), "warnings": warnings}
+        for task in labels.tasks:
+            name, classes = task.name, labels.classes[task.name]
+            if error:
+                row.update({name: None, f"{name}_confidence": None, f"{name}_probs": None})
+            else:
+                p = probs[name][b]
+                if task.type == "multilabel":
+                    label = [c for c, v in zip(classes, p.tolist()) if v >= 0.5]
+                else:
+                    label = classes[int(torch.argmax(p))]
+                row[name] = label
+                row[f"{name}_confidence"] = round(float(p.max()), 6)
+                row[f"{name}_probs"] = {c: round(v, 6) for c, v in zip(classes, p.tolist())}
+            if evaluate:
+                row[f"{name}_true"] = batch["raw_labels"][b].get(task.column)
+        row["modality_weights"] = None if error else modality_weights(weights[b], layout, batch, b)
+        rows.append(row)
+    return rows
+
+
+def modality_weights(w: torch.Tensor, layout: list, batch: dict, b: int) -> dict:
+    """Fusion attention per modality (present items only), on absent placeholders, and per attachment."""
+    out = {"text": 0.0, "image": 0.0, "video": 0.0, "absent": 0.0, "attachments": {}}
+    paths = {"image": batch["image_paths"][b], "video": batch["video_paths"][b]}
+    for (modality, item), value in zip(layout, w.tolist()):
+        if item is None:
+            out["absent"] += value
+        elif modality == "text":
+            out["text"] += value
+        elif item < len(paths[modality]):
+            out[modality] += value
+            out["attachments"][paths[modality][item]] = round(value, 6)
+    for key in ("text", "image", "video", "absent"):
+        out[key] = round(out[key], 6)
+    return out

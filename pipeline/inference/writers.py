@@ -1,0 +1,157 @@
+"""Prediction output: atomic chunks while running (resumable), one file in the end.
+
+While a run goes, each finished batch of rows is written to
+``<output>.parts/chunk-<first>-<end>.jsonl`` by write-then-rename, so a chunk
+is either complete or absent, whatever kills the process. The chunk names are
+the ledger: a resumed run skips the blocks they cover. At the end the chunks
+are merged in input order into ``<output>`` (JSONL, CSV or Parquet by suffix),
+again by write-then-rename, and the parts folder is removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+FORMATS = (".jsonl", ".csv", ".parquet")
+CHUNK = re.compile(r"chunk-(\d{12})-(\d{12})\.jsonl$")
+PARQUET_ROWS = 2000
+
+
+def output_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"--output {path}: the suffix must be one of {', '.join(FORMATS)}")
+    return suffix
+
+
+class ChunkStore:
+    def __init__(self, output: Path):
+        self.output = output
+        self.parts = output.with_name(output.name + ".parts")
+        self.ledger = self.parts / "ledger.json"
+
+    def exists(self) -> bool:
+        return self.parts.is_dir()
+
+    def create(self, ledger: dict) -> None:
+        self.parts.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.ledger, json.dumps(ledger, indent=2).encode())
+
+    def read_ledger(self) -> dict:
+        return json.loads(self.ledger.read_text())
+
+    def chunks(self) -> list[tuple[int, int, Path]]:
+        found = []
+        for p in self.parts.iterdir():
+            m = CHUNK.match(p.name)
+            if m:
+                found.append((int(m.group(1)), int(m.group(2)), p))
+        return sorted(found)
+
+    def done_blocks(self, block: int) -> frozenset[int]:
+        return frozenset(start // block for start, _, _ in self.chunks())
+
+    def write_chunk(self, first: int, end: int, rows: list[dict]) -> None:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        write_atomic(self.parts / f"chunk-{first:012d}-{end:012d}.jsonl", data)
+
+    def rows(self) -> Iterator[dict]:
+        """Every row so far, in input order (chunks cover disjoint, ordered index ranges)."""
+        for _, _, path in self.chunks():
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    yield json.loads(line)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def columns_for(tasks: list[str], evaluate: bool) -> list[str]:
+    cols = ["id", "source", "status", "warnings"]
+    for t in tasks:
+        cols += [t, f"{t}_confidence", f"{t}_probs"]
+        if evaluate:
+            cols.append(f"{t}_true")
+    return cols + ["modality_weights"]
+
+
+def _cell(value):
+    """CSV cell: lists and dicts as JSON strings, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def write_output(rows: Iterable[dict], path: Path, columns: list[str], multilabel: set[str]) -> None:
+    """Write rows to ``path`` in the format its suffix names, atomically, streaming."""
+    fmt = output_format(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if fmt == ".jsonl":
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n")
+    elif fmt == ".csv":
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([_cell(r.get(c)) for c in columns])
+    else:
+        _write_parquet(rows, tmp, columns, multilabel)
+    os.replace(tmp, path)
+
+
+def _write_parquet(rows: Iterable[dict], tmp: Path, columns: list[str], multilabel: set[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = []
+    for c in columns:
+        if c == "warnings":
+            fields.append(pa.field(c, pa.list_(pa.string())))
+        elif c.endswith("_confidence"):
+            fields.append(pa.field(c, pa.float64()))
+        elif c.endswith("_probs"):
+            fields.append(pa.field(c, pa.map_(pa.string(), pa.float64())))
+        elif c in multilabel or (c.endswith("_true") and c[:-5] in multilabel):
+            fields.append(pa.field(c, pa.list_(pa.string())))
+        else:
+            fields.append(pa.field(c, pa.string()))  # ids, labels, source, status; modality_weights as JSON
+    schema = pa.schema(fields)
+
+    def convert(r: dict) -> dict:
+        out = {c: r.get(c) for c in columns}
+        out["modality_weights"] = json.dumps(out["modality_weights"]) if out["modality_weights"] is not None else None
+        for c, v in out.items():
+            if c.endswith("_probs") and v is not None:
+                out[c] = list(v.items())
+            elif c.endswith("_true") and v is not None:
+                out[c] = (v if isinstance(v, list) else [str(v)]) if c[:-5] in multilabel else str(v)
+        return out
+
+    with pq.ParquetWriter(tmp, schema) as writer:
+        buffer = []
+        for r in rows:
+            buffer.append(convert(r))
+            if len(buffer) >= PARQUET_ROWS:
+                writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                buffer = []
+        if buffer:
+            writer.write_table(pa.Table.from_pylist(buffer, schema=schema))

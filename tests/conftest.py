@@ -32,3 +32,18 @@ def tiny_demo(tmp_path_factory):
     make_demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_demo)
     return make_demo.build(tmp_path_factory.mktemp("tiny") / "demo", records=60, seed=7)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_demo, tmp_path_factory):
+    """A run folder from a short real training on the tiny demo (shared by the inference tests)."""
+    from pipeline.cli import ComplaintCLI
+
+    root = Path(__file__).parents[1]
+    cli = ComplaintCLI(args=[
+        "fit", "--config", str(root / "configs" / "demo.yaml"),
+        "--data.train", str(tiny_demo["train"]), "--data.val", str(tiny_demo["val"]), "--data.test", "null",
+        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--runs_root", str(tmp_path_factory.mktemp("runs")),
+    ])
+    return cli.run_dir

@@ -1,0 +1,218 @@
+"""infer.py and the Python API, on a model trained briefly on the tiny demo archive."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from factory import bad_archive, image_bytes, pack, write_manifest
+from pipeline import ComplaintAnalyzer
+from pipeline.inference.command import main as infer_main
+from pipeline.inference.loading import CheckpointError, load_run
+
+ROOT = Path(__file__).parents[1]
+
+
+def manifest_ids(archive: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in open(archive / "complaints.jsonl", encoding="utf-8")]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def infer(*args) -> int:
+    return infer_main([str(a) for a in args] + ["--num-workers", "0"])
+
+
+def infer_process(*args, timeout=600, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, **kw)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_one_row_per_record_in_order_each_format(trained_run, tiny_demo, tmp_path, suffix, capsys):
+    out = tmp_path / f"pred{suffix}"
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], tiny_demo["val"], "--output", out) == 0
+    expected = manifest_ids(tiny_demo["test"]) + manifest_ids(tiny_demo["val"])
+    if suffix == ".jsonl":
+        rows = read_jsonl(out)
+        probs = rows[0]["severity_probs"]
+        assert set(probs) == {"high", "low", "medium"} and abs(sum(probs.values()) - 1) < 1e-3
+        assert rows[0]["severity"] == max(probs, key=probs.get)
+        assert set(rows[0]["modality_weights"]) == {"text", "image", "video", "absent", "attachments"}
+    elif suffix == ".csv":
+        import csv
+
+        rows = list(csv.DictReader(open(out, encoding="utf-8")))
+        assert isinstance(json.loads(rows[0]["category_probs"]), dict)
+    else:
+        rows = pq.read_table(out).to_pylist()
+        assert isinstance(rows[0]["warnings"], list)
+    assert [r["id"] for r in rows] == expected
+    meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
+    assert meta["counts"]["records"] == len(expected) and len(meta["checkpoint_sha256"]) == 64
+    assert [Path(i["path"]).name for i in meta["inputs"]] == ["test", "val"]
+    assert not out.with_name(out.name + ".parts").exists()
+    assert f"records {len(expected)}: ok" in capsys.readouterr().out
+
+
+def bad_with_record_problems(base: Path) -> Path:
+    root, _ = bad_archive(base)
+    with open(root / "complaints.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"id": "good", "text": "a repeated id", "attachments": []}\n')  # duplicate of the first record
+        f.write('{"id": "broken", "text": \n')  # malformed line
+        f.write('{"id": "last", "text": "still read after the bad lines", "attachments": []}\n')
+    return root
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip", "tar"])
+def test_bad_input_archive_every_record_accounted(trained_run, tmp_path, kind):
+    root = bad_with_record_problems(tmp_path / "in")
+    from factory import pack_bad
+
+    archive = root if kind == "folder" else pack_bad(root, kind)
+    before = sorted(str(p) for p in (tmp_path / "in").rglob("*"))
+    out = tmp_path / "out" / "pred.jsonl"
+    out.parent.mkdir()
+    assert infer("--checkpoint", trained_run, "--input", archive, "--output", out) == 0
+    rows = read_jsonl(out)
+    assert len(rows) == 19  # 16 cases + duplicate + malformed + last
+    by_id = {}
+    for r in rows:
+        by_id.setdefault(r["id"], []).append(r)
+    assert by_id["good"][0]["status"] == "ok" and by_id["good"][1]["status"] == "error"
+    assert "duplicate id" in by_id["good"][1]["warnings"][0]
+    malformed = by_id[None][0]
+    assert malformed["status"] == "error" and malformed["source"].endswith("line 18") and malformed["category"] is None
+    assert by_id["last"][0]["status"] == "ok"
+    for rid in ("missing", "corrupt", "truncated", "empty", "text_as_jpg", "heic", "bomb", "ratio",
+                "corrupt_video", "truncated_video", "traversal", "absolute", "symlink_out", "zip_slip", "partial"):
+        row = by_id[rid][0]
+        assert row["status"] == "partial" and row["warnings"] and row["category"] is not None, rid
+    assert by_id["traversal"][0]["warnings"][0].startswith("outside_archive: ../secret.jpg")
+    assert sorted(str(p) for p in (tmp_path / "in").rglob("*")) == before  # nothing written in or beside it
+
+
+def big_archive(root: Path, n: int) -> Path:
+    (root / "media").mkdir(parents=True)
+    (root / "media" / "p.jpg").write_bytes(image_bytes(size=(64, 64)))
+    write_manifest(root, [{"id": f"r{i}", "text": f"complaint {i} 快递 late parcel", "attachments": ["media/p.jpg"] * (i % 2)}
+                          for i in range(n)])
+    return root
+
+
+def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):
+    archive = big_archive(tmp_path / "big", 1500)
+    out = tmp_path / "pred.csv"
+    parts = out.with_name(out.name + ".parts")
+    args = [sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(trained_run), "--input", str(archive),
+            "--output", str(out), "--batch-size", "4", "--num-workers", "0"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(parts.glob("chunk-*"))) < 20:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(parts.glob("chunk-*")))
+    assert 20 <= done_before < 375 and not out.exists(), done_before  # really interrupted mid-run
+    again = infer_process("--checkpoint", trained_run, "--input", archive, "--output", out, "--batch-size", "4",
+                          "--num-workers", "0")
+    assert again.returncode != 0 and "--resume" in again.stderr  # never silently overwritten
+    resumed = infer_process("--checkpoint", trained_run, "--input", archive, "--output", out, "--resume",
+                            "--num-workers", "0")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    import csv
+
+    ids = [r["id"] for r in csv.DictReader(open(out, encoding="utf-8"))]
+    assert ids == [f"r{i}" for i in range(1500)]
+    assert json.loads(out.with_name(out.name + ".meta.json").read_text())["counts"]["resumed"] is True
+
+
+def test_two_processes_shard_and_merge(trained_run, tmp_path):
+    archive = big_archive(tmp_path / "big", 203)
+    out = tmp_path / "pred.jsonl"
+    res = infer_process("--checkpoint", trained_run, "--input", archive, "--output", out, "--devices", "2",
+                        "--batch-size", "8", "--num-workers", "1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(203)]
+    assert list(out.parent.glob("*.parts")) == []  # shards merged and cleaned up
+
+
+def test_overwrite_and_already_complete(trained_run, tiny_demo, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out) == 0
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--overwrite") == 0
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--resume") == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_fatal_errors_are_one_line(trained_run, tiny_demo, tmp_path):
+    cases = [
+        (["--checkpoint", tmp_path / "nope", "--input", tiny_demo["test"], "--output", tmp_path / "a.jsonl"], "checkpoint not found"),
+        (["--checkpoint", trained_run, "--input", tmp_path / "nope", "--output", tmp_path / "a.jsonl"], "archive not found"),
+        (["--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "no" / "a.jsonl"], "does not exist"),
+        (["--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "a.txt"], "suffix"),
+    ]
+    body = tmp_path / "body"
+    write_manifest(body, [{"id": "1", "body": "x"}])
+    cases.append((["--checkpoint", trained_run, "--input", body, "--output", tmp_path / "b.jsonl"], "columns found: ['id', 'body']"))
+    for args, message in cases:
+        res = infer_process(*args)
+        assert res.returncode == 2, (args, res.stderr[-2000:])
+        assert message in res.stderr and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_checkpoint_loads_weights_only_and_mismatch_is_clear(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    ckpt = next((run / "checkpoints").glob("*.ckpt"))
+    data = torch.load(ckpt, weights_only=True)
+    data["state_dict"]["model.extra.weight"] = torch.zeros(1)
+    torch.save(data, ckpt)
+    with pytest.raises(CheckpointError, match="does not match this code's model"):
+        load_run(ckpt)
+    data["state_dict"].pop("model.extra.weight")
+    data["evil"] = Evil()
+    torch.save(data, ckpt)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_run(ckpt)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path):
+    out = tmp_path / "p.jsonl"
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out) == 0
+    analyzer = ComplaintAnalyzer.from_checkpoint(trained_run)
+    api_rows = list(analyzer.predict(tiny_demo["test"], batch_size=5))
+    assert api_rows == read_jsonl(out)
+    rows = list(analyzer.predict([{"id": "a", "text": "屏幕碎了 screen cracked", "attachments": []},
+                                  {"text": "no id given", "attachments": ["media/x.jpg"]}], root=tiny_demo["test"]))
+    assert [r["id"] for r in rows] == ["a", "2"] and rows[1]["status"] == "partial"
+
+
+def test_evaluate_scores_against_labels(trained_run, tiny_demo, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--evaluate") == 0
+    rows = read_jsonl(out)
+    metrics = json.loads(out.with_name(out.name + ".metrics.json").read_text())
+    acc = sum(r["category"] == r["category_true"] for r in rows) / len(rows)
+    assert metrics["category"]["acc"] == pytest.approx(acc)
+    assert out.with_name(out.name + ".confusion_severity.png").is_file()
+    assert "evaluate category: accuracy" in capsys.readouterr().out

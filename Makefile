@@ -2,8 +2,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+export HF_HUB_OFFLINE := 1
 
-.PHONY: install test demo clean
+.PHONY: install test demo
 
 install: $(STAMP)
 
@@ -15,7 +18,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(PY) -m pytest -q
 
+# Check the demo archive, train on it, then predict its test archive.
 demo: install
-	HF_HUB_OFFLINE=1 $(PY) -m pipeline.doctor data/demo/train
+	$(PY) -m pipeline.doctor data/demo/train --label-column category --label-column sentiment --label-column severity
+	mkdir -p runs
+	$(PY) train.py fit --config configs/demo.yaml | tee runs/demo-train.log
+	$(PY) infer.py --checkpoint "$$(sed -n 's/^run: //p' runs/demo-train.log | tail -n 1)" \
+		--input data/demo/test --output runs/demo-predictions.jsonl --overwrite --evaluate

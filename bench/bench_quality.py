@@ -106,8 +106,9 @@ def cfpb(shared: Path, runs_root: str) -> None:
                 rows.append({"id": r["Complaint ID"], "text": r["Consumer complaint narrative"], "label": r["Product"]})
     text_task("cfpb", rows, "word", (1, 2), [
         "--data.max_text_length", "256", "--data.vocab_size", "20000", "--data.batch_size", "16",
-        "--model.embed_dim", "128", "--model.text_hidden", "128", "--trainer.max_epochs", "20",
-        "--early_stopping.patience", "5",
+        "--model.embed_dim", "128", "--model.text_hidden", "128", "--model.text_bag_dim", "128",
+        "--model.balance_classes", "true", "--model.dropout", "0.3", "--trainer.max_epochs", "25",
+        "--early_stopping.patience", "8",
     ], runs_root)
 
 
@@ -116,8 +117,8 @@ def waimai(shared: Path, runs_root: str) -> None:
         rows = [{"id": str(i), "text": r["review"], "label": r["label"]} for i, r in enumerate(csv.DictReader(f))]
     text_task("waimai", rows, "char", (1, 3), [
         "--data.max_text_length", "128", "--data.vocab_size", "8000", "--data.batch_size", "64",
-        "--model.embed_dim", "128", "--model.text_hidden", "128", "--trainer.max_epochs", "8",
-        "--early_stopping.patience", "3",
+        "--model.embed_dim", "128", "--model.text_hidden", "128", "--model.text_bag_dim", "64",
+        "--model.balance_classes", "true", "--trainer.max_epochs", "8", "--early_stopping.patience", "3",
     ], runs_root)
 
 

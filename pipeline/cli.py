@@ -86,9 +86,8 @@ class ComplaintCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/f1_macro", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-epoch{epoch:02d}", "checkpoint.auto_insert_metric_name": False})
-        for source, target in [("vocab_size", "vocab_size"), ("task_classes", "task_classes"),
-                               ("multilabel_tasks", "multilabel_tasks"), ("pad_id", "pad_id")]:
-            parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+        for name in ("vocab_size", "task_classes", "class_counts", "multilabel_tasks", "pad_id"):
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
     # -- run folder --
 

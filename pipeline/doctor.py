@@ -40,8 +40,7 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None) -> dict
         for record in reader:
             counts["records"] += 1
             if record.error:
-                kind = record.error.split(" ", 1)[0] if record.error.startswith("duplicate") else record.error.split(":")[0]
-                record_errors[kind].append({"id": record.id, "source": record.source, "detail": record.error})
+                record_errors[record.error.split(":")[0]].append({"id": record.id, "source": record.source, "detail": record.error})
                 continue
             if not record.text.strip():
                 record_errors["empty text"].append({"id": record.id, "source": record.source})

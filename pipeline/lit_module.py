@@ -21,13 +21,25 @@ from pipeline.data.labels import IGNORE_INDEX
 from pipeline.models.complaint_model import MODALITIES, ComplaintModel
 
 SCHEDULERS = ("cosine", "onecycle", "constant")
+MAX_CLASS_WEIGHT = 10.0
+
+
+def balanced_weights(counts: dict[str, list[int]], multilabel: list[str]) -> dict[str, list[float]]:
+    """``n / (C * count)`` per class (as scikit-learn's "balanced"), capped so rare classes stay sane."""
+    out = {}
+    for task, c in counts.items():
+        if task in multilabel or not sum(c):
+            continue
+        n, k = sum(c), len(c)
+        out[task] = [min(n / (k * max(x, 1)), MAX_CLASS_WEIGHT) for x in c]
+    return out
 
 
 class ComplaintClassifier(pl.LightningModule):
     """Multi-task complaint classifier over text, photos and videos.
 
-    ``vocab_size``, ``task_classes``, ``multilabel_tasks`` and ``pad_id`` come
-    from the data module (linked by ``train.py``), never from YAML. Every
+    ``vocab_size``, ``task_classes``, ``class_counts``, ``multilabel_tasks`` and
+    ``pad_id`` come from the data module (linked by ``train.py``), never from YAML. Every
     argument is a plain value, so the checkpoint rebuilds the model by itself
     and loads with ``weights_only=True``.
 
@@ -39,8 +51,11 @@ class ComplaintClassifier(pl.LightningModule):
         video_temporal: ``attention``, ``lstm`` or ``mean`` over frames.
         fusion: ``attention`` (modality tokens) or ``concat`` (ablation).
         modality_dropout: chance, per sample and modality, of hiding it in training.
+        text_bag_dim: size of the bag-of-n-grams path beside the BiLSTM (0: off).
         task_weights: loss weight per task (default 1).
         class_weights: per task, one weight per class (in ``task_classes`` order).
+        balance_classes: weight classes by inverse training frequency (capped at
+            ``MAX_CLASS_WEIGHT``), for tasks without explicit ``class_weights``.
         scheduler: ``cosine`` (linear warm-up then cosine), ``onecycle`` or ``constant``.
     """
 
@@ -48,6 +63,7 @@ class ComplaintClassifier(pl.LightningModule):
         self,
         vocab_size: int = 2,
         task_classes: dict[str, list[str]] = {},
+        class_counts: dict[str, list[int]] = {},
         multilabel_tasks: list[str] = [],
         pad_id: int = 0,
         modalities: list[str] = list(MODALITIES),
@@ -55,6 +71,7 @@ class ComplaintClassifier(pl.LightningModule):
         embed_dim: int = 128,
         text_hidden: int = 128,
         text_layers: int = 1,
+        text_bag_dim: int = 0,
         image_backbone: str = "small_cnn",
         image_dim: int = 128,
         backbone_weights: str | None = None,
@@ -68,6 +85,7 @@ class ComplaintClassifier(pl.LightningModule):
         modality_dropout: float = 0.1,
         task_weights: dict[str, float] = {},
         class_weights: dict[str, list[float]] = {},
+        balance_classes: bool = False,
         label_smoothing: float = 0.0,
         lr: float = 2e-3,
         weight_decay: float = 0.01,
@@ -86,6 +104,9 @@ class ComplaintClassifier(pl.LightningModule):
         for name, w in class_weights.items():
             if len(w) != len(task_classes[name]):
                 raise ValueError(f"class_weights[{name!r}] has {len(w)} values; task has classes {task_classes[name]}")
+        if balance_classes:
+            class_weights = {**balanced_weights(class_counts, multilabel_tasks), **class_weights}
+        for name, w in class_weights.items():
             self.register_buffer(f"class_weight_{name}", torch.tensor(w, dtype=torch.float))
         self.tasks = list(task_classes)
         self.multilabel = set(multilabel_tasks)
@@ -97,6 +118,7 @@ class ComplaintClassifier(pl.LightningModule):
             embed_dim=embed_dim,
             text_hidden=text_hidden,
             text_layers=text_layers,
+            text_bag_dim=text_bag_dim,
             image_backbone=image_backbone,
             image_dim=image_dim,
             backbone_weights=backbone_weights,

@@ -118,3 +118,13 @@ def test_datamodule_unknown_validation_label(tmp_path):
                              cache_dir=str(tmp_path / "c"))
     with pytest.raises(ValueError, match=r"unknown \['zzz'\]"):
         dm.setup("fit")
+
+
+def test_unusable_training_records_are_reported(tmp_path):
+    arch = make_archive(tmp_path / "arch")
+    with open(arch / "complaints.jsonl", "a") as f:
+        f.write("{broken\n")
+    dm = ComplaintDataModule(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, cache_dir=str(tmp_path / "c"))
+    with pytest.warns(UserWarning, match=r"1 unusable record\(s\).*line 25: malformed JSON"):
+        dm.setup("fit")
+    assert len(dm.splits["train"]) + len(dm.splits["val"]) == 24

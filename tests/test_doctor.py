@@ -46,7 +46,7 @@ def test_duplicates_and_malformed_lines(tmp_path, capsys):
     code, out, _ = run(capsys, tmp_path, "--json")
     report = json.loads(out)
     assert code == 0 and report["records"] == 4 and report["usable_records"] == 2
-    assert report["record_problems"]["duplicate"]["count"] == 1
+    assert report["record_problems"]["duplicate id"]["count"] == 1
     assert report["record_problems"]["malformed JSON"]["count"] == 1
     assert report["record_problems"]["empty text"]["examples"][0]["id"] == "2"
 

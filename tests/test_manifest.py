@@ -53,7 +53,7 @@ def test_bad_rows_become_error_records(tmp_path):
     records = list(read_records(open_archive(tmp_path), Columns()))
     assert [r.error is None for r in records] == [True, False, False, False, False]
     assert "malformed JSON" in records[1].error and records[1].source.endswith("line 2")
-    assert records[3].error == "duplicate id '1'"
+    assert records[3].error == "duplicate id: '1' appeared earlier"
     assert "no id" in records[4].error
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pipeline.data.labels import IGNORE_INDEX
@@ -155,3 +156,39 @@ def test_modality_dropout_never_hides_everything():
 
 def test_attention_fusion_layout():
     assert AttentionFusion.layout({"text": 1, "image": 2}) == [("text", 0), ("text", None), ("image", 0), ("image", 1), ("image", None)]
+
+
+def test_bag_of_ngrams_ignores_padding_and_empty_text():
+    from pipeline.models.bag_of_ngrams import BagOfNgrams
+    from pipeline.models.text_encoder import length_mask
+
+    torch.manual_seed(0)
+    bag = BagOfNgrams(50, dim=8, buckets=97)
+    torch.nn.init.normal_(bag.score.weight)
+    ids = torch.tensor([[5, 6, 7, 0], [9, 0, 0, 0], [0, 0, 0, 0]])
+    lengths = torch.tensor([3, 1, 0])
+    short = bag(ids, length_mask(lengths, 4))
+    padded = bag(torch.cat([ids, torch.full((3, 5), 3)], 1), length_mask(lengths, 9))  # garbage after the end
+    torch.testing.assert_close(short, padded)
+    assert short[2].abs().sum() == 0  # no text, no vector
+
+
+def test_wide_text_path_reaches_the_heads():
+    m = model(text_bag_dim=8)
+    b = batch()
+    with torch.no_grad():
+        features, _ = m.forward_features(b)
+        assert features.shape == (4, 16 + 8)
+        before = m(b)["cat"]
+        m.text_bag.embedding.weight.add_(1.0)
+        after = m(b)["cat"]
+    assert not torch.allclose(before[:2], after[:2])  # records with text change
+    torch.testing.assert_close(before[2], after[2])  # the record without text does not
+
+
+def test_balanced_class_weights():
+    from pipeline.lit_module import MAX_CLASS_WEIGHT, balanced_weights
+
+    w = balanced_weights({"cat": [90, 10, 0], "tags": [1, 1]}, multilabel=["tags"])
+    assert w["cat"][0] == pytest.approx(100 / (3 * 90)) and w["cat"][1] == pytest.approx(100 / 30)
+    assert w["cat"][2] == MAX_CLASS_WEIGHT and "tags" not in w

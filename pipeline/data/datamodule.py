@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from pipeline.data.archive import Archive, open_archive
@@ -110,7 +111,6 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.splits: dict[str, list[Record]] = {}
         self.archives: dict[str, Archive] = {}
-        self.dropped: list[Record] = []
         self.tokenizer = None
         self.label_space: LabelSpace | None = None
         self.fingerprint = ""
@@ -129,6 +129,12 @@ class ComplaintDataModule(pl.LightningDataModule):
         return self.label_space.classes
 
     @property
+    def class_counts(self) -> dict[str, list[int]]:
+        """Training records per class, per task (for class balancing)."""
+        self._prepare()
+        return self.label_space.counts(self.splits["train"])
+
+    @property
     def multilabel_tasks(self) -> list[str]:
         return [t.name for t in self.tasks if t.type == MULTILABEL]
 
@@ -142,9 +148,13 @@ class ComplaintDataModule(pl.LightningDataModule):
     def _read(self, split: str, path: str) -> list[Record]:
         archive = open_archive(path, self.media.limits)
         self.archives[split] = archive
-        records = []
+        records, unusable = [], []
         for r in read_records(archive, self.columns):
-            (self.dropped if r.error else records).append(r)
+            (unusable if r.error else records).append(r)
+        if unusable:
+            shown = "; ".join(f"{r.source}: {r.error}" for r in unusable[:3])
+            rank_zero_warn(f"data.{split}: {len(unusable)} unusable record(s) left out of training ({shown}); "
+                           f"`python -m pipeline.doctor {path}` lists them all")
         if not records:
             raise ValueError(f"data.{split}={path!r}: no usable records")
         return records
@@ -208,7 +218,7 @@ class ComplaintDataModule(pl.LightningDataModule):
 
     # -- Lightning hooks --
 
-    def featurizer(self, with_labels: bool = True) -> Featurizer:
+    def featurizer(self) -> Featurizer:
         self._prepare()
         return Featurizer(
             tokenizer=self.tokenizer,
@@ -216,7 +226,7 @@ class ComplaintDataModule(pl.LightningDataModule):
             max_text_length=self.max_text_length,
             max_images=self.max_images,
             max_videos=self.max_videos,
-            labels=self.label_space if with_labels else None,
+            labels=self.label_space,
         )
 
     def collator(self) -> Collator:

@@ -65,6 +65,16 @@ class LabelSpace:
                 )
         return cls(tasks, {t.name: sorted(counts[t.name]) for t in tasks})
 
+    def counts(self, records: Iterable[Record]) -> dict[str, list[int]]:
+        """Records per class of each task, in class order."""
+        out = {t.name: [0] * len(self.classes[t.name]) for t in self.tasks}
+        for r in records:
+            for t in self.tasks:
+                for v in t.values(r.labels.get(t.column)):
+                    if v in self._index[t.name]:
+                        out[t.name][self._index[t.name][v]] += 1
+        return out
+
     def encode(self, record: Record) -> dict[str, torch.Tensor]:
         """Targets per task: a class index (or IGNORE_INDEX), or a multi-hot vector (-1 if unlabelled)."""
         out = {}

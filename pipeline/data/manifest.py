@@ -182,10 +182,10 @@ class ManifestReader:
         labels = {c: _label_value(fields.get(c)) for c in cols.labels}
         record = Record(rid, text, attachments, labels, source)
         if rid is None:
-            record.error = f"no id in column {cols.id!r}"
+            record.error = f"no id: column {cols.id!r} is empty"
         elif ids_from_column:
             if rid in seen:
-                record.error = f"duplicate id {rid!r}"
+                record.error = f"duplicate id: {rid!r} appeared earlier"
             seen.add(rid)
         return record
 

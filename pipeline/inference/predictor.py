@@ -91,6 +91,6 @@ class DictStream:
             atts = item.get("attachments") or []
             record = Record(rid, str(item.get("text") or ""), list(atts), {}, f"records:item {n}")
             if rid in seen:
-                record.error = f"duplicate id {rid!r}"
+                record.error = f"duplicate id: {rid!r} appeared earlier"
             seen.add(rid)
             yield self.archive, record

@@ -41,8 +41,7 @@ class LSTMTextEncoder(nn.Module):
         attended, weights = self.attention(states, mask)  # (B, 2H), (B, L)
         maxed = states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (B, 2H)
         has_text = (lengths > 0).unsqueeze(1)
-        vec = torch.cat([attended, maxed], dim=1) * has_text
-        return vec, weights * has_text
+        return torch.cat([attended, maxed], dim=1) * has_text, weights * has_text
 
 
 class TextCNNEncoder(nn.Module):

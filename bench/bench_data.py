@@ -27,7 +27,7 @@ def main() -> None:
 
     dm = ComplaintDataModule(
         train=args.archive, tasks=[Task("category", "category")], batch_size=32, num_workers=args.workers,
-        image_size=args.image_size, video_frames=args.video_frames, val_fraction=0.01,
+        image_size=args.image_size, video_frames=args.video_frames, val_fraction=0.01, sample_cache_mb=0,
     )
     dm.setup("fit")
     records, archive, spec = dm.splits["train"], dm.archives["train"], dm.media

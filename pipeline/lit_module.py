@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytorch_lightning as pl
@@ -110,26 +111,10 @@ class ComplaintClassifier(pl.LightningModule):
             self.register_buffer(f"class_weight_{name}", torch.tensor(w, dtype=torch.float))
         self.tasks = list(task_classes)
         self.multilabel = set(multilabel_tasks)
+        shared = inspect.signature(ComplaintModel).parameters  # model options pass straight through
         self.model = ComplaintModel(
-            vocab_size=vocab_size,
             num_classes={t: len(c) for t, c in task_classes.items()},
-            modalities=tuple(modalities),
-            text_encoder=text_encoder,
-            embed_dim=embed_dim,
-            text_hidden=text_hidden,
-            text_layers=text_layers,
-            text_bag_dim=text_bag_dim,
-            image_backbone=image_backbone,
-            image_dim=image_dim,
-            backbone_weights=backbone_weights,
-            freeze_backbone=freeze_backbone,
-            video_temporal=video_temporal,
-            share_frame_encoder=share_frame_encoder,
-            fusion=fusion,
-            fusion_dim=fusion_dim,
-            fusion_heads=fusion_heads,
-            dropout=dropout,
-            pad_id=pad_id,
+            **{k: v for k, v in self.hparams.items() if k in shared and k != "num_classes"},
         )
         self.metrics = torch.nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
 

@@ -128,3 +128,24 @@ def test_unusable_training_records_are_reported(tmp_path):
     with pytest.warns(UserWarning, match=r"1 unusable record\(s\).*line 25: malformed JSON"):
         dm.setup("fit")
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 24
+
+
+def test_preload_keeps_exact_samples_within_budget(tmp_path):
+    from pipeline.data.dataset import ComplaintDataset
+
+    arch = make_archive(tmp_path / "arch")
+    dm = ComplaintDataModule(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, image_size=16,
+                             video_frames=2, cache_dir=str(tmp_path / "c"), sample_cache_mb=64)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    ds = dm.datasets["train"]
+    assert len(ds.cache) == len(ds) and loader.num_workers == 0
+    fresh, kept = ds.featurizer(ds.records[5], ds.archive), ds[5]
+    assert torch.equal(fresh["text_ids"], kept["text_ids"])
+    assert all(torch.equal(a, b) for a, b in zip(fresh["images"] + fresh["videos"], kept["images"] + kept["videos"]))
+    assert len(fresh["images"]) == len(kept["images"]) and len(fresh["videos"]) == len(kept["videos"])
+    small = ComplaintDataset(ds.records, ds.archive, ds.featurizer)
+    small.preload(budget_mb=0.01, num_workers=2)  # ~10 KB: a few samples only
+    assert 0 < len(small.cache) < len(small)
+    last = len(small) - 1  # beyond the budget: decoded on demand, same result
+    assert torch.equal(small[last]["text_ids"], ds.featurizer(ds.records[last], ds.archive)["text_ids"])

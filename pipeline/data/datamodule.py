@@ -59,6 +59,9 @@ class ComplaintDataModule(pl.LightningDataModule):
         id_column / text_columns / attachments_column / attachment_separator:
             where the manifest keeps each field.
         tokenizer_path: a local tokenizer folder to use instead of training one.
+        cache_dir: where fitted vocabularies are cached (default ``~/.cache/complaint-pipeline``).
+        sample_cache_mb: memory for samples decoded once before training, so that
+            epochs do not decode the same attachments again (0: decode every epoch).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         tokenizer_path: str | None = None,
         limits: Limits = Limits(),
         cache_dir: str | None = None,
+        sample_cache_mb: float = 1024,
     ):
         super().__init__()
         if not tasks:
@@ -109,7 +113,9 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.requested_vocab_size = vocab_size
         self.tokenizer_path = tokenizer_path
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.sample_cache_mb = sample_cache_mb
         self.splits: dict[str, list[Record]] = {}
+        self.datasets: dict[str, ComplaintDataset] = {}
         self.archives: dict[str, Archive] = {}
         self.tokenizer = None
         self.label_space: LabelSpace | None = None
@@ -238,14 +244,20 @@ class ComplaintDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:
             raise ValueError(f"no {split} data: set data.{split} to an archive")
-        dataset = ComplaintDataset(self.splits[split], self.archives[split], self.featurizer())
+        if split not in self.datasets:
+            self.datasets[split] = ComplaintDataset(self.splits[split], self.archives[split], self.featurizer())
+            if self.sample_cache_mb > 0:
+                self.datasets[split].preload(self.sample_cache_mb, self.num_workers)
+        dataset = self.datasets[split]
+        # Fully preloaded: batches are lookups and a collate, which worker processes would only slow down.
+        workers = 0 if len(dataset.cache) == len(dataset) else self.num_workers
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=self.collator(),
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

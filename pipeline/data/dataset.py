@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from pipeline.data.archive import Archive, open_archive
 from pipeline.data.labels import LabelSpace
@@ -16,6 +16,8 @@ from pipeline.data.manifest import read_records
 from pipeline.data.media import IMAGE, MediaSpec, decode_attachment
 from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Columns, Record
 from pipeline.data.text import encode
+
+PRELOAD_CHUNK = 32  # samples per message from a preloading worker
 
 
 @dataclass
@@ -63,18 +65,37 @@ class Featurizer:
 
 
 class ComplaintDataset(Dataset):
-    """Map-style dataset over records held in memory (training, validation, test)."""
+    """Map-style dataset over records held in memory (training, validation, test).
+
+    :meth:`preload` decodes samples once, in parallel, and keeps them (up to a
+    memory budget) before the DataLoader workers start, so the workers, which
+    inherit them, never decode the same photos and videos again epoch after
+    epoch. Samples are deterministic (no random augmentation), so this is exact.
+    """
 
     def __init__(self, records: Sequence[Record], archive: Archive, featurizer: Featurizer):
         self.records = records
         self.archive = archive
         self.featurizer = featurizer
+        self.cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        return self.featurizer(self.records[i], self.archive)
+        cached = self.cache.get(i)
+        return cached if cached is not None else self.featurizer(self.records[i], self.archive)
+
+    def preload(self, budget_mb: float, num_workers: int) -> None:
+        """Decode samples in order, with ``num_workers`` processes, until ``budget_mb`` is used."""
+        budget, used = budget_mb * 2**20, 0
+        loader = DataLoader(self, batch_size=PRELOAD_CHUNK, num_workers=num_workers, collate_fn=list)
+        samples = (sample for chunk in loader for sample in chunk)
+        for i, sample in enumerate(samples):
+            used += sum(t.nbytes for t in [sample["text_ids"], *sample["images"], *sample["videos"]])
+            if used > budget:
+                break
+            self.cache[i] = sample
 
 
 class RecordStream:

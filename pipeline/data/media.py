@@ -8,6 +8,7 @@ with a reason from :mod:`pipeline.data.records`.
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,8 +93,17 @@ def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+_local = threading.local()
+
+
 def _frame_array(frame, size: int) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24", width=size, height=size)
+    # One reformatter per thread: it keeps its scaler between frames of the same
+    # geometry, ~15x faster than building one per frame (frame.to_ndarray(width=...)).
+    if not hasattr(_local, "reformatter"):
+        from av.video.reformatter import VideoReformatter
+
+        _local.reformatter = VideoReformatter()
+    return _local.reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
 
 
 def decode_video(data: bytes, size: int, num_frames: int, limits: Limits) -> torch.Tensor:
@@ -108,7 +118,6 @@ def decode_video(data: bytes, size: int, num_frames: int, limits: Limits) -> tor
         if not container.streams.video:
             raise AttachmentError(UNSUPPORTED, "no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:

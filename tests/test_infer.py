@@ -191,6 +191,17 @@ def test_checkpoint_loads_weights_only_and_mismatch_is_clear(trained_run, tmp_pa
         load_run(ckpt)
 
 
+def approx_rows(rows):
+    """Rows with floats rounded to 4 places: other batch sizes may move the 6th decimal."""
+    def r(v):
+        if isinstance(v, float):
+            return round(v, 4)
+        if isinstance(v, dict):
+            return {k: r(x) for k, x in v.items()}
+        return v
+    return [r(row) for row in rows]
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
@@ -201,7 +212,7 @@ def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path):
     assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out) == 0
     analyzer = ComplaintAnalyzer.from_checkpoint(trained_run)
     api_rows = list(analyzer.predict(tiny_demo["test"], batch_size=5))
-    assert api_rows == read_jsonl(out)
+    assert approx_rows(api_rows) == approx_rows(read_jsonl(out))
     rows = list(analyzer.predict([{"id": "a", "text": "屏幕碎了 screen cracked", "attachments": []},
                                   {"text": "no id given", "attachments": ["media/x.jpg"]}], root=tiny_demo["test"]))
     assert [r["id"] for r in rows] == ["a", "2"] and rows[1]["status"] == "partial"

@@ -153,3 +153,21 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
 def test_video_duration_limit():
     spec = MediaSpec(image_size=16, video_frames=2, limits=Limits(max_video_seconds=1))
     assert reason(video_bytes(frames=12, fps=6), spec) == "too_large"
+
+
+def test_video_decoding_in_a_forked_worker_after_the_parent_decoded():
+    # The parent's cached scaler must not be reused after fork (it hung there once).
+    from torch.utils.data import DataLoader
+
+    data = video_bytes()
+    decode_attachment(data, SPEC)
+
+    class Clips(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return decode_attachment(data, SPEC)[1]
+
+    clips = list(DataLoader(Clips(), batch_size=None, num_workers=2, timeout=60))
+    assert len(clips) == 4 and clips[0].shape == (4, 3, 16, 16)

@@ -8,6 +8,7 @@ with a reason from :mod:`pipeline.data.records`.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -97,13 +98,15 @@ _local = threading.local()
 
 
 def _frame_array(frame, size: int) -> np.ndarray:
-    # One reformatter per thread: it keeps its scaler between frames of the same
-    # geometry, ~15x faster than building one per frame (frame.to_ndarray(width=...)).
-    if not hasattr(_local, "reformatter"):
+    # One reformatter per thread and process: it keeps its scaler between frames of the
+    # same geometry, ~15x faster than one per frame (frame.to_ndarray(width=...)).
+    # Single-threaded scaling: DataLoader workers give the parallelism, and a scaler
+    # with a thread pool hangs when a forked worker frees its parent's copy.
+    if getattr(_local, "pid", None) != os.getpid():
         from av.video.reformatter import VideoReformatter
 
-        _local.reformatter = VideoReformatter()
-    return _local.reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
+        _local.reformatter, _local.pid = VideoReformatter(), os.getpid()
+    return _local.reformatter.reformat(frame, width=size, height=size, format="rgb24", threads=1).to_ndarray()
 
 
 def decode_video(data: bytes, size: int, num_frames: int, limits: Limits) -> torch.Tensor:

@@ -12,7 +12,6 @@ import time
 
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.data.labels import Task
-from pipeline.data.manifest import read_records
 from pipeline.data.media import decode_attachment
 
 

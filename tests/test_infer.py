@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from factory import bad_archive, image_bytes, pack, write_manifest
+from factory import bad_archive, image_bytes, write_manifest
 from pipeline import ComplaintAnalyzer
 from pipeline.inference.command import main as infer_main
 from pipeline.inference.loading import CheckpointError, load_run

@@ -1,4 +1,3 @@
-import json
 import tracemalloc
 
 import pytest
@@ -72,7 +71,7 @@ def test_manifest_streams(tmp_path, fmt):
         write_manifest(d, rows, fmt)
         tracemalloc.start()
         count = 0
-        for r in read_records(open_archive(d), Columns(id=None)):  # no id set kept
+        for _ in read_records(open_archive(d), Columns(id=None)):  # no id set kept
             count += 1
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()

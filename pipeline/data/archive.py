@@ -9,7 +9,6 @@ anything beyond the configured :class:`Limits`. Nothing is ever extracted.
 from __future__ import annotations
 
 import os
-import posixpath
 import stat
 import tarfile
 import zipfile

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_child:
         if args.resume and store.exists():
             before = store.read_ledger()
-            for key in ("inputs", "checkpoint_sha256", "evaluate"):
+            for key in ("inputs", "checkpoint_sha256", "evaluate", "columns"):
                 if before.get(key) != ledger[key]:
                     raise FatalError(f"--resume: {key} differ from the interrupted run's; use --overwrite to start again")
             args.batch_size = before["batch_size"]
@@ -206,7 +206,7 @@ def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inpu
            predict_seconds: float, resumed: bool) -> int:
     chunks = store.chunks()
     expected = 0
-    for first, end, path in chunks:
+    for first, end, _ in chunks:
         if first != expected:
             raise FatalError(f"records {expected}..{first - 1} have no predictions (chunks in {store.parts}); rerun with --resume")
         expected = end

@@ -32,7 +32,7 @@ class Featurizer:
     labels: LabelSpace | None = None
 
     def __call__(self, record: Record, archive: Archive) -> dict:
-        problems: list[AttachmentProblem] = list(record.problems)
+        problems: list[AttachmentProblem] = []
         images, image_paths, videos, video_paths = [], [], [], []
         if record.error is None:
             for path in record.attachments:

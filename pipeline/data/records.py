@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Reasons an attachment can fail; each becomes a warning on its record.
 MISSING = "missing"
@@ -57,8 +57,3 @@ class Record:
     labels: dict[str, str | list[str] | None]
     source: str  # "<archive>:<line|row> N", for error messages and outputs
     error: str | None = None  # set when the record itself cannot be used
-    problems: list[AttachmentProblem] = field(default_factory=list)
-
-    @property
-    def warnings(self) -> list[str]:
-        return ([self.error] if self.error else []) + [str(p) for p in self.problems]

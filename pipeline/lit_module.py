@@ -136,6 +136,13 @@ class ComplaintClassifier(pl.LightningModule):
 
     # -- model --
 
+    def forward_features(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Fused vector ``(B, F)`` and explanation weights (see :class:`ComplaintModel`)."""
+        return self.model.forward_features(batch)
+
+    def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.forward_head(features)
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return self.model(batch)
 
@@ -220,8 +227,8 @@ class ComplaintClassifier(pl.LightningModule):
         self._log_epoch_metrics("test")
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        features, explain = self.model.forward_features(batch)
-        logits = self.model.forward_head(features)
+        features, explain = self.forward_features(batch)
+        logits = self.forward_head(features)
         probs = {t: torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()}
         return {"batch": batch, "probs": probs, "fusion_weights": explain["fusion_weights"], "layout": explain["layout"]}
 

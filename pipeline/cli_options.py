@@ -8,17 +8,16 @@ from pipeline.data.limits import Limits
 from pipeline.data.records import Columns
 
 
-def add_column_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """Where the manifest keeps each field. With ``defaults=False`` unset options stay None."""
-    d = (lambda v: v) if defaults else (lambda v: None)
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    """Where the manifest keeps each field; unset options keep the base columns (see columns_from_args)."""
     g = parser.add_argument_group("manifest columns")
-    g.add_argument("--id-column", default=d("id"), help="id column; absent -> row numbers (default: id)")
+    g.add_argument("--id-column", help="id column, or none: ids are row numbers (default: id)")
     g.add_argument(
         "--text-column", action="append", dest="text_columns", default=None,
         help="text column; repeat to join several, e.g. title and body (default: text)",
     )
-    g.add_argument("--attachments-column", default=d("attachments"), help="attachment list column (default: attachments)")
-    g.add_argument("--attachment-separator", default=d(";"), help="separator of attachment paths in CSV (default: ;)")
+    g.add_argument("--attachments-column", help="attachment list column, or none (default: attachments)")
+    g.add_argument("--attachment-separator", help="separator of attachment paths in CSV (default: ;)")
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -30,13 +29,18 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-compression-ratio", type=float, default=base.max_compression_ratio)
 
 
-def columns_from_args(args: argparse.Namespace, labels: tuple[str, ...] = ()) -> Columns:
+def _optional(value: str) -> str | None:
+    return None if value.lower() in ("", "none", "null") else value
+
+
+def columns_from_args(args: argparse.Namespace, base: Columns) -> Columns:
+    """``base`` (defaults, or what a model was trained with) with the options given on the command line."""
     return Columns(
-        id=None if args.id_column in ("", "none", None) else args.id_column,
-        text=tuple(args.text_columns or ["text"]),
-        attachments=None if args.attachments_column in ("", "none", None) else args.attachments_column,
-        attachment_separator=args.attachment_separator or ";",
-        labels=labels,
+        id=base.id if args.id_column is None else _optional(args.id_column),
+        text=tuple(args.text_columns) if args.text_columns else base.text,
+        attachments=base.attachments if args.attachments_column is None else _optional(args.attachments_column),
+        attachment_separator=args.attachment_separator or base.attachment_separator,
+        labels=base.labels,
     )
 
 

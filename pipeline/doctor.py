@@ -18,7 +18,7 @@ from pipeline.cli_options import add_column_options, add_limit_options, columns_
 from pipeline.data.archive import ArchiveError, open_archive
 from pipeline.data.manifest import ManifestReader
 from pipeline.data.media import MediaSpec, decode_attachment
-from pipeline.data.records import AttachmentError
+from pipeline.data.records import AttachmentError, Columns
 
 EXAMPLES = 5  # complaint ids shown per problem kind
 LONG_TEXT_CHARS = 10_000
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         report = scan(
-            args.archive, columns_from_args(args, tuple(args.label_column)), limits_from_args(args),
+            args.archive, columns_from_args(args, Columns(labels=tuple(args.label_column))), limits_from_args(args),
             decode=not args.no_decode, progress=progress,
         )
     except (ArchiveError, FileNotFoundError, PermissionError) as e:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.cli_options import add_column_options
+from pipeline.cli_options import add_column_options, columns_from_args
 from pipeline.data.archive import ArchiveError, open_archive
 from pipeline.data.dataset import RecordStream
 from pipeline.data.manifest import read_records
@@ -47,19 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--evaluate", action="store_true", help="score predictions against the archive's label columns")
     p.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
-    add_column_options(p, defaults=False)
+    add_column_options(p)
     return p.parse_args(argv)
-
-
-def columns_with_overrides(base: Columns, args: argparse.Namespace) -> Columns:
-    return Columns(
-        id=base.id if args.id_column is None else (None if args.id_column in ("", "none") else args.id_column),
-        text=tuple(args.text_columns) if args.text_columns else base.text,
-        attachments=base.attachments if args.attachments_column is None
-        else (None if args.attachments_column in ("", "none") else args.attachments_column),
-        attachment_separator=args.attachment_separator or base.attachment_separator,
-        labels=base.labels,
-    )
 
 
 def check_inputs(paths: list[str], columns: Columns, limits) -> list[dict]:
@@ -144,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
     analyzer = ComplaintAnalyzer.from_checkpoint(args.checkpoint)
     loaded = analyzer.run
-    columns = columns_with_overrides(loaded.columns, args)
+    columns = columns_from_args(args, loaded.columns)
     store = ChunkStore(output)
     inputs = check_inputs(args.input, columns, loaded.media.limits)
     ledger = {"inputs": inputs, "checkpoint_sha256": loaded.checkpoint_sha256, "batch_size": args.batch_size,

@@ -214,8 +214,10 @@ def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path):
     api_rows = list(analyzer.predict(tiny_demo["test"], batch_size=5))
     assert approx_rows(api_rows) == approx_rows(read_jsonl(out))
     rows = list(analyzer.predict([{"id": "a", "text": "屏幕碎了 screen cracked", "attachments": []},
-                                  {"text": "no id given", "attachments": ["media/x.jpg"]}], root=tiny_demo["test"]))
-    assert [r["id"] for r in rows] == ["a", "2"] and rows[1]["status"] == "partial"
+                                  {"text": "no id given", "attachments": ["media/x.jpg"]},
+                                  {"id": "a", "text": "same id again"}], root=tiny_demo["test"]))
+    assert [r["id"] for r in rows] == ["a", "2", "a"] and rows[1]["status"] == "partial"
+    assert rows[0]["status"] == "ok" and rows[2]["status"] == "error" and "duplicate id" in rows[2]["warnings"][0]
 
 
 def test_evaluate_scores_against_labels(trained_run, tiny_demo, tmp_path, capsys):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.data.archive import Archive, ArchiveError
-from pipeline.data.records import Columns, Record
+from pipeline.data.records import Columns, Record, mark_if_duplicate
 
 csv.field_size_limit(64 * 1024 * 1024)
 PARQUET_BATCH_ROWS = 1024
@@ -184,9 +184,7 @@ class ManifestReader:
         if rid is None:
             record.error = f"no id: column {cols.id!r} is empty"
         elif ids_from_column:
-            if rid in seen:
-                record.error = f"duplicate id: {rid!r} appeared earlier"
-            seen.add(rid)
+            mark_if_duplicate(record, seen)
         return record
 
 

@@ -57,3 +57,10 @@ class Record:
     labels: dict[str, str | list[str] | None]
     source: str  # "<archive>:<line|row> N", for error messages and outputs
     error: str | None = None  # set when the record itself cannot be used
+
+
+def mark_if_duplicate(record: Record, seen: set[str]) -> None:
+    """Flag a record whose id came earlier in the same input (the first one stays valid)."""
+    if record.id in seen:
+        record.error = f"duplicate id: {record.id!r} appeared earlier"
+    seen.add(record.id)

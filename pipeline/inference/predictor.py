@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from pipeline.data.archive import FolderArchive
 from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
-from pipeline.data.records import Columns, Record
+from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.inference.loading import LoadedRun, load_run
 from pipeline.inference.rows import rows_from_output
 
@@ -90,7 +90,5 @@ class DictStream:
             rid = str(item.get("id", n))
             atts = item.get("attachments") or []
             record = Record(rid, str(item.get("text") or ""), list(atts), {}, f"records:item {n}")
-            if rid in seen:
-                record.error = f"duplicate id: {rid!r} appeared earlier"
-            seen.add(rid)
+            mark_if_duplicate(record, seen)
             yield self.archive, record

@@ -147,5 +147,7 @@ def test_preload_keeps_exact_samples_within_budget(tmp_path):
     small = ComplaintDataset(ds.records, ds.archive, ds.featurizer)
     small.preload(budget_mb=0.01, num_workers=2)  # ~10 KB: a few samples only
     assert 0 < len(small.cache) < len(small)
+    # cached samples from the workers hold no shared memory (each would keep a file descriptor open)
+    assert not any(t.is_shared() for c in small.cache.values() for t in [c["text_ids"], *c["images"], *c["videos"]])
     last = len(small) - 1  # beyond the budget: decoded on demand, same result
     assert torch.equal(small[last]["text_ids"], ds.featurizer(ds.records[last], ds.archive)["text_ids"])

@@ -95,7 +95,23 @@ class ComplaintDataset(Dataset):
             used += sum(t.nbytes for t in [sample["text_ids"], *sample["images"], *sample["videos"]])
             if used > budget:
                 break
-            self.cache[i] = sample
+            self.cache[i] = private_copy(sample) if num_workers > 0 else sample
+
+
+def private_copy(value):
+    """``value`` with every tensor copied into this process's own memory.
+
+    A tensor received from a DataLoader worker keeps a shared-memory file
+    descriptor open for as long as it lives; a cache of thousands of them
+    would exhaust the process's descriptors.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: private_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [private_copy(v) for v in value]
+    return value
 
 
 class RecordStream:

@@ -57,6 +57,14 @@ def test_label_space_fit_encode_and_missing_labels(tmp_path):
     assert again.classes == space.classes and torch.equal(again.encode(train[1])["tags"], enc["tags"] * 0 + torch.tensor([0.0, 1.0]))
 
 
+def test_class_counts_in_class_order_ignore_missing_and_unknown():
+    tasks = [Task("cat", "category"), Task("tags", "tags", type="multilabel", separator="|")]
+    train = [rec("1", category="b", tags="x|y"), rec("2", category="b", tags="y"), rec("3", category="a", tags=None)]
+    space = LabelSpace.fit(tasks, train)
+    more = [rec("4", category=None, tags="y|zzz"), rec("5", category="zzz", tags=None)]
+    assert space.counts(train + more) == {"cat": [1, 2], "tags": [1, 3]}
+
+
 def test_unknown_label_lists_unknown_and_known():
     space = LabelSpace.fit([Task("cat", "category")], [rec("1", category="a"), rec("2", category="b")])
     with pytest.raises(UnknownLabelError, match=r"unknown \['zzz'\] \(known: \['a', 'b'\]\)"):

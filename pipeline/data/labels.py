@@ -43,6 +43,15 @@ class UnknownLabelError(ValueError):
     pass
 
 
+def value_counts(tasks: list[Task], records: Iterable[Record]) -> dict[str, Counter]:
+    """How many records carry each label value, per task."""
+    counts = {t.name: Counter() for t in tasks}
+    for r in records:
+        for t in tasks:
+            counts[t.name].update(t.values(r.labels.get(t.column)))
+    return counts
+
+
 class LabelSpace:
     """Class lists per task; encodes record labels to targets."""
 
@@ -53,10 +62,7 @@ class LabelSpace:
 
     @classmethod
     def fit(cls, tasks: list[Task], records: Iterable[Record]) -> "LabelSpace":
-        counts = {t.name: Counter() for t in tasks}
-        for r in records:
-            for t in tasks:
-                counts[t.name].update(t.values(r.labels.get(t.column)))
+        counts = value_counts(tasks, records)
         for t in tasks:
             if len(counts[t.name]) < 2 and t.type == MULTICLASS:
                 raise ValueError(
@@ -67,13 +73,8 @@ class LabelSpace:
 
     def counts(self, records: Iterable[Record]) -> dict[str, list[int]]:
         """Records per class of each task, in class order."""
-        out = {t.name: [0] * len(self.classes[t.name]) for t in self.tasks}
-        for r in records:
-            for t in self.tasks:
-                for v in t.values(r.labels.get(t.column)):
-                    if v in self._index[t.name]:
-                        out[t.name][self._index[t.name][v]] += 1
-        return out
+        counts = value_counts(self.tasks, records)
+        return {t.name: [counts[t.name][c] for c in self.classes[t.name]] for t in self.tasks}
 
     def encode(self, record: Record) -> dict[str, torch.Tensor]:
         """Targets per task: a class index (or IGNORE_INDEX), or a multi-hot vector (-1 if unlabelled)."""

@@ -29,7 +29,7 @@ import torch
 
 from pipeline import ComplaintAnalyzer
 from pipeline.data.dataset import RecordStream
-from pipeline.inference.command import CORES, DEFAULT_WORKERS
+from pipeline.inference.command import CORES, DEFAULT_WORKERS, model_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def main() -> None:
             results[n] = run_infer(args.checkpoint, archive, output, args.batch_size, args.workers)
             rows, ok = attachment_counts(output)
             print(f"{n:>7} records: {rows} rows, {ok} ok (all attachments used)", flush=True)
-        threads = max(1, CORES - args.workers)  # what infer.py gives the model beside its workers
+        threads = model_threads(args.workers)  # what infer.py gives the model beside its workers
         same = model_only_rate(args.checkpoint, tmp / f"archive{args.sizes[0]}", args.batch_size, threads)
         all_cores = model_only_rate(args.checkpoint, tmp / f"archive{args.sizes[0]}", args.batch_size, CORES)
     finally:

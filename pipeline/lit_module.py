@@ -114,7 +114,7 @@ class ComplaintClassifier(pl.LightningModule):
         shared = inspect.signature(ComplaintModel).parameters  # model options pass straight through
         self.model = ComplaintModel(
             num_classes={t: len(c) for t, c in task_classes.items()},
-            **{k: v for k, v in self.hparams.items() if k in shared and k != "num_classes"},
+            **{k: v for k, v in self.hparams.items() if k in shared},
         )
         self.metrics = torch.nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
 

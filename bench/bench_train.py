@@ -31,7 +31,7 @@ def datamodule(cfg: dict, **overrides) -> ComplaintDataModule:
 
 
 def step(model, optimizer, batch) -> int:
-    loss = model._loss(model(model._drop_modalities(batch)), batch["labels"])
+    loss = model.training_loss(batch)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import grad_norm
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import grad_norm, rank_zero_info
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -17,9 +19,10 @@ from torchmetrics.classification import (
     MultilabelAccuracy,
     MultilabelF1Score,
 )
+from torchmetrics.functional.classification import multiclass_f1_score, multilabel_f1_score
 
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.models.complaint_model import MODALITIES, ComplaintModel
+from pipeline.models.complaint_model import DEEP_WEIGHTS, MODALITIES, ComplaintModel
 
 SCHEDULERS = ("cosine", "onecycle", "constant")
 MAX_CLASS_WEIGHT = 10.0
@@ -52,7 +55,13 @@ class ComplaintClassifier(pl.LightningModule):
         video_temporal: ``attention``, ``lstm`` or ``mean`` over frames.
         fusion: ``attention`` (modality tokens) or ``concat`` (ablation).
         modality_dropout: chance, per sample and modality, of hiding it in training.
-        text_bag_dim: size of the bag-of-n-grams path beside the BiLSTM (0: off).
+        text_linear: a TF-IDF logistic regression on the text beside the network.
+            At the start of a fit it is solved on the training texts for each
+            inverse regularisation strength in ``text_linear_c`` (scikit-learn's
+            ``C``) and, per task, the one with the best validation macro-F1 is
+            kept; it is not trained further. Each validation epoch then picks,
+            per task, the blend of network and regression (:data:`DEEP_WEIGHTS`)
+            with the best macro-F1.
         task_weights: loss weight per task (default 1).
         class_weights: per task, one weight per class (in ``task_classes`` order).
         balance_classes: weight classes by inverse training frequency (capped at
@@ -72,7 +81,8 @@ class ComplaintClassifier(pl.LightningModule):
         embed_dim: int = 128,
         text_hidden: int = 128,
         text_layers: int = 1,
-        text_bag_dim: int = 0,
+        text_linear: bool = True,
+        text_linear_c: list[float] = [0.3, 1.0, 3.0, 10.0, 30.0],
         image_backbone: str = "small_cnn",
         image_dim: int = 128,
         backbone_weights: str | None = None,
@@ -105,6 +115,8 @@ class ComplaintClassifier(pl.LightningModule):
         for name, w in class_weights.items():
             if len(w) != len(task_classes[name]):
                 raise ValueError(f"class_weights[{name!r}] has {len(w)} values; task has classes {task_classes[name]}")
+        if text_linear and (not text_linear_c or min(text_linear_c) <= 0):
+            raise ValueError(f"text_linear_c={text_linear_c}: expected one or more positive numbers (C values)")
         if balance_classes:
             class_weights = {**balanced_weights(class_counts, multilabel_tasks), **class_weights}
         for name, w in class_weights.items():
@@ -116,9 +128,12 @@ class ComplaintClassifier(pl.LightningModule):
             num_classes={t: len(c) for t, c in task_classes.items()},
             **{k: v for k, v in self.hparams.items() if k in shared},
         )
-        self.metrics = torch.nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
+        # Per stage and task, one metric collection per blend tried: validation
+        # scores every blend in DEEP_WEIGHTS (to choose one), test the chosen one.
+        blends = len(DEEP_WEIGHTS) if self.model.text_linear is not None else 1
+        self.metrics = torch.nn.ModuleDict({"val": self._metrics(blends), "test": self._metrics(1)})
 
-    def _metrics(self) -> torch.nn.ModuleDict:
+    def _metrics(self, copies: int) -> torch.nn.ModuleDict:
         out = {}
         for task, classes in self.hparams.task_classes.items():
             n = len(classes)
@@ -131,8 +146,55 @@ class ComplaintClassifier(pl.LightningModule):
                     "f1_per_class": MulticlassF1Score(n, average=None, ignore_index=IGNORE_INDEX),
                     "confusion": MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX),
                 }
-            out[task] = MetricCollection(metrics)
+            out[task] = torch.nn.ModuleList([MetricCollection(metrics).clone() for _ in range(copies)])
         return torch.nn.ModuleDict(out)
+
+    def setup(self, stage: str) -> None:
+        if stage == TrainerFn.FITTING and self.model.text_linear is not None:
+            datamodule = self.trainer.datamodule
+            if not hasattr(datamodule, "text_tensors"):
+                raise TypeError("model.text_linear needs a data module with text_tensors() (ComplaintDataModule)")
+            self.fit_text_linear(datamodule.text_tensors("train"), datamodule.text_tensors("val"))
+
+    def fit_text_linear(self, train: tuple, val: tuple) -> dict[str, float]:
+        """Solve the TF-IDF regression for each ``text_linear_c``; keep, per task, the best on validation.
+
+        ``train`` and ``val`` are ``(ids (N, L), lengths (N,), targets {task: (N, ...)})``.
+        Returns the chosen ``C`` per task.
+        """
+        started = time.perf_counter()
+        linear = self.model.text_linear
+        device = linear.idf.device
+        (ids, lengths, targets), (val_ids, val_lengths, val_targets) = (
+            (split[0].to(device), split[1].to(device), {t: v.to(device) for t, v in split[2].items()})
+            for split in (train, val)
+        )
+        linear.set_idf(ids, lengths)
+        features, val_features = linear.sparse_features(ids, lengths), linear.sparse_features(val_ids, val_lengths)
+        best: dict[str, tuple] = {}
+        for c in self.hparams.text_linear_c:
+            linear.fit(features, lambda logits: self._loss(logits, targets), l2=1 / (2 * c * len(ids)))
+            with torch.no_grad():
+                val_logits = linear.logits(val_features)
+            for task in self.tasks:
+                score = self._macro_f1(task, val_logits[task], val_targets[task])
+                if task not in best or score > best[task][0]:
+                    rows = linear.task_slice(task)
+                    best[task] = (score, c, linear.weight[rows].clone(), linear.bias[rows].clone())
+        for task, (score, c, weight, bias) in best.items():
+            rows = linear.task_slice(task)
+            with torch.no_grad():
+                linear.weight[rows], linear.bias[rows] = weight, bias
+            rank_zero_info(f"text_linear {task}: C={c} (validation macro-F1 {score:.3f})")
+        rank_zero_info(f"text_linear: {len(self.hparams.text_linear_c)} regressions on {len(ids)} texts "
+                       f"in {time.perf_counter() - started:.1f} s")
+        return {task: c for task, (_, c, _, _) in best.items()}
+
+    def _macro_f1(self, task: str, logits: torch.Tensor, target: torch.Tensor) -> float:
+        n = len(self.hparams.task_classes[task])
+        if task in self.multilabel:
+            return float(multilabel_f1_score(torch.sigmoid(logits), target.long(), n, average="macro", ignore_index=-1))
+        return float(multiclass_f1_score(logits, target, n, average="macro", ignore_index=IGNORE_INDEX))
 
     # -- model --
 
@@ -182,9 +244,13 @@ class ComplaintClassifier(pl.LightningModule):
 
     # -- steps --
 
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """The network's loss: the TF-IDF path is fitted apart (:meth:`fit_text_linear`) and not blended in."""
+        features, _ = self.forward_features(self._drop_modalities(batch))
+        return self._loss(self.forward_head(features), batch["labels"])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(self._drop_modalities(batch))
-        loss = self._loss(logits, batch["labels"])
+        loss = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
 
@@ -194,12 +260,17 @@ class ComplaintClassifier(pl.LightningModule):
             self.log("train/grad_norm", norms["grad_2.0_norm_total"])
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        logits = self(batch)
-        self.log(f"{stage}/loss", self._loss(logits, batch["labels"]), batch_size=len(batch["ids"]), sync_dist=True)
-        for task in self.tasks:
-            target = batch["labels"][task]
-            preds = torch.sigmoid(logits[task]) if task in self.multilabel else logits[task]
-            self.metrics[stage][task].update(preds, target.long() if task in self.multilabel else target)
+        deep, linear = self.forward_head(self.forward_features(batch)[0]), self.model.linear_logits(batch)
+        loss = self._loss(self.model.blend(deep, linear), batch["labels"])
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["ids"]), sync_dist=True)
+        blends = len(self.metrics[stage][self.tasks[0]])
+        weights = [None] if blends == 1 else [torch.full_like(self.model.deep_weight, w) for w in DEEP_WEIGHTS]
+        for k, w in enumerate(weights):
+            logits = self.model.blend(deep, linear, w)
+            for task in self.tasks:
+                target = batch["labels"][task]
+                preds = torch.sigmoid(logits[task]) if task in self.multilabel else logits[task]
+                self.metrics[stage][task][k].update(preds, target.long() if task in self.multilabel else target)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -207,17 +278,31 @@ class ComplaintClassifier(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def _choose_blend(self, i: int, candidates: list[dict]) -> dict:
+        """The metrics of task ``i``'s blend: during a fit, the best one, which is then kept."""
+        choosing = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
+        if choosing:
+            best = max(range(len(candidates)), key=lambda k: float(candidates[k]["f1_macro"]))
+            self.model.deep_weight[i] = DEEP_WEIGHTS[best]
+        weight = float(self.model.deep_weight[i])
+        return candidates[min(range(len(DEEP_WEIGHTS)), key=lambda k: abs(DEEP_WEIGHTS[k] - weight))]
+
     def _log_epoch_metrics(self, stage: str) -> None:
         f1s = []
         self.last_metrics = getattr(self, "last_metrics", {})
-        for task in self.tasks:
-            values = self.metrics[stage][task].compute()
-            self.metrics[stage][task].reset()
+        for i, task in enumerate(self.tasks):
+            candidates = [m.compute() for m in self.metrics[stage][task]]
+            for m in self.metrics[stage][task]:
+                m.reset()
+            values = candidates[0] if len(candidates) == 1 else self._choose_blend(i, candidates)
             for name, value in values.items():
                 if value.numel() == 1:
                     self.log(f"{stage}/{task}_{name}", value, sync_dist=True)
             f1s.append(values["f1_macro"])
             self.last_metrics[f"{stage}/{task}"] = {k: v.tolist() for k, v in values.items()}
+            if self.model.text_linear is not None:
+                self.log(f"{stage}/{task}_deep_weight", self.model.deep_weight[i])
+                self.last_metrics[f"{stage}/{task}"]["deep_weight"] = float(self.model.deep_weight[i])
         self.log(f"{stage}/f1_macro", torch.stack(f1s).mean(), prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
@@ -228,7 +313,7 @@ class ComplaintClassifier(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         features, explain = self.forward_features(batch)
-        logits = self.forward_head(features)
+        logits = self.model.blend(self.forward_head(features), self.model.linear_logits(batch))
         probs = {t: torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()}
         return {"batch": batch, "probs": probs, "fusion_weights": explain["fusion_weights"], "layout": explain["layout"]}
 

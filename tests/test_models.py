@@ -158,32 +158,85 @@ def test_attention_fusion_layout():
     assert AttentionFusion.layout({"text": 1, "image": 2}) == [("text", 0), ("text", None), ("image", 0), ("image", 1), ("image", None)]
 
 
-def test_bag_of_ngrams_ignores_padding_and_empty_text():
-    from pipeline.models.bag_of_ngrams import BagOfNgrams
-    from pipeline.models.text_encoder import length_mask
+def test_tfidf_features_match_scikit_learn():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from pipeline.models.tfidf_linear import TfidfLinear
+
+    ids = torch.tensor([[5, 6, 5, 7, 0], [9, 5, 0, 0, 0], [3, 3, 3, 9, 6]])
+    lengths = torch.tensor([4, 2, 5])
+    docs = [row[:n].tolist() for row, n in zip(ids, lengths)]
+    reference = TfidfVectorizer(analyzer=lambda d: d, sublinear_tf=True).fit(docs)
+    tfidf = torch.tensor(reference.transform(docs).toarray(), dtype=torch.float)
+    expected = torch.zeros(3, 12)
+    for token, column in reference.vocabulary_.items():
+        expected[:, token] = tfidf[:, column]
+    linear = TfidfLinear(12, {"cat": 3})
+    linear.set_idf(ids, lengths)
+    torch.testing.assert_close(linear.features(ids, lengths), expected)
+    torch.testing.assert_close(linear.sparse_features(ids, lengths).to_dense(), expected)
+
+
+def test_tfidf_fit_matches_scikit_learn_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.models.tfidf_linear import TfidfLinear
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (60,), generator=g)
+    ids = torch.randint(2, 40, (60, 12), generator=g)
+    ids[:, 0] = 40 + y  # one token tells the class, the rest is noise
+    lengths = torch.randint(4, 13, (60,), generator=g)
+    linear = TfidfLinear(43, {"cat": 3})
+    linear.set_idf(ids, lengths)
+    features = linear.sparse_features(ids, lengths)
+    C = 3.0
+    linear.fit(features, lambda logits: torch.nn.functional.cross_entropy(logits["cat"], y), l2=1 / (2 * C * len(y)))
+    reference = LogisticRegression(C=C, max_iter=5000, tol=1e-8).fit(features.to_dense().numpy(), y.numpy())
+    with torch.no_grad():
+        probs = torch.softmax(linear.logits(features)["cat"], dim=1)
+    expected = torch.tensor(reference.predict_proba(features.to_dense().numpy()), dtype=torch.float)
+    torch.testing.assert_close(probs, expected, atol=1e-3, rtol=0)
+    assert not any(p.requires_grad for p in linear.parameters())  # never trained by the network's optimiser
+
+
+def test_tfidf_linear_ignores_padding_and_empty_text():
+    from pipeline.models.tfidf_linear import TfidfLinear
 
     torch.manual_seed(0)
-    bag = BagOfNgrams(50, dim=8, buckets=97)
-    torch.nn.init.normal_(bag.score.weight)
+    linear = TfidfLinear(50, {"cat": 3, "sev": 2})
+    torch.nn.init.normal_(linear.weight)
+    torch.nn.init.normal_(linear.bias)
     ids = torch.tensor([[5, 6, 7, 0], [9, 0, 0, 0], [0, 0, 0, 0]])
     lengths = torch.tensor([3, 1, 0])
-    short = bag(ids, length_mask(lengths, 4))
-    padded = bag(torch.cat([ids, torch.full((3, 5), 3)], 1), length_mask(lengths, 9))  # garbage after the end
-    torch.testing.assert_close(short, padded)
-    assert short[2].abs().sum() == 0  # no text, no vector
+    short = linear(ids, lengths)
+    padded = linear(torch.cat([ids, torch.full((3, 5), 3)], 1), lengths)  # garbage after the end
+    for task, n in (("cat", 3), ("sev", 2)):
+        assert short[task].shape == (3, n)
+        torch.testing.assert_close(short[task], padded[task])
+    torch.testing.assert_close(short["cat"][2], linear.bias[:3])  # no text: the bias alone
 
 
-def test_wide_text_path_reaches_the_heads():
-    m = model(text_bag_dim=8)
+def test_text_linear_blends_with_the_network_per_task():
+    m = model(text_linear=True)
     b = batch()
+    torch.nn.init.normal_(m.text_linear.weight)
     with torch.no_grad():
-        features, _ = m.forward_features(b)
-        assert features.shape == (4, 16 + 8)
-        before = m(b)["cat"]
-        m.text_bag.embedding.weight.add_(1.0)
-        after = m(b)["cat"]
-    assert not torch.allclose(before[:2], after[:2])  # records with text change
-    torch.testing.assert_close(before[2], after[2])  # the record without text does not
+        deep = m.forward_head(m.forward_features(b)[0])
+        linear = m.linear_logits(b)
+        m.deep_weight.copy_(torch.tensor([1.0, 0.0]))  # cat: the network alone; sev: the TF-IDF path alone
+        out = m(b)
+    torch.testing.assert_close(out["cat"], deep["cat"])
+    torch.testing.assert_close(out["sev"], linear["sev"])
+    assert not torch.allclose(deep["sev"], linear["sev"])
+    assert model(text_linear=True, modalities=("image",)).text_linear is None  # needs the text
+
+
+def test_text_linear_draws_no_random_numbers():
+    model(text_linear=True)  # seeds, then builds
+    after_with = torch.rand(3)
+    model(text_linear=False)
+    assert torch.equal(after_with, torch.rand(3))  # so the network is initialised and trained as without it
 
 
 def test_balanced_class_weights():
@@ -192,3 +245,25 @@ def test_balanced_class_weights():
     w = balanced_weights({"cat": [90, 10, 0], "tags": [1, 1]}, multilabel=["tags"])
     assert w["cat"][0] == pytest.approx(100 / (3 * 90)) and w["cat"][1] == pytest.approx(100 / 30)
     assert w["cat"][2] == MAX_CLASS_WEIGHT and "tags" not in w
+
+
+def test_fit_text_linear_learns_multiclass_and_multilabel_tasks_with_missing_labels():
+    def split(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        cat = torch.randint(0, 3, (n,), generator=g)
+        tags = torch.randint(0, 2, (n, 2), generator=g).float()
+        ids = torch.randint(2, 30, (n, 10), generator=g)
+        ids[:, 0], ids[:, 1], ids[:, 2] = 30 + cat, 33 + tags[:, 0].long(), 35 + tags[:, 1].long()
+        cat[:5], tags[5:10] = IGNORE_INDEX, -1.0  # unlabelled records take no part
+        return ids, torch.full((n,), 10), {"cat": cat, "tags": tags}
+
+    lit = ComplaintClassifier(vocab_size=37, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
+                              multilabel_tasks=["tags"], embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16,
+                              fusion_heads=2, text_linear_c=[0.01, 10.0])
+    chosen = lit.fit_text_linear(split(200, 0), split(100, 1))
+    assert chosen == {"cat": 10.0, "tags": 10.0}  # the weak penalty fits these clean tokens best
+    ids, lengths, targets = split(100, 2)
+    with torch.no_grad():
+        logits = lit.model.text_linear(ids, lengths)
+    assert lit._macro_f1("cat", logits["cat"], targets["cat"]) > 0.95
+    assert lit._macro_f1("tags", logits["tags"], targets["tags"]) > 0.95

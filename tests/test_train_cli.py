@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchmetrics.classification import MulticlassF1Score
+
 from pipeline.cli import ComplaintCLI
+from pipeline.data.labels import IGNORE_INDEX
 from pipeline.lit_module import ComplaintClassifier
+from pipeline.models.complaint_model import DEEP_WEIGHTS
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -89,6 +93,30 @@ def test_resume_from_last(tiny_demo, tmp_path):
     assert resumed.run_dir == first.run_dir
     assert resumed.trainer.current_epoch == 2
     assert json.loads((first.run_dir / "run.json").read_text())["epochs"] == 2
+
+
+def test_text_linear_blend_is_chosen_on_validation(tiny_demo, tmp_path):
+    c = fit(tiny_demo, tmp_path, "--model.text_linear", "true")
+    metrics = json.loads((c.run_dir / "metrics.json").read_text())
+    best = json.loads((c.run_dir / "run.json").read_text())["best_checkpoint"]
+    loaded = ComplaintClassifier.load_from_checkpoint(best, weights_only=True).eval()
+    assert (loaded.model.text_linear.idf != 1).any()  # IDF from the training texts, kept in the checkpoint
+    with torch.no_grad():
+        outputs = [(loaded.forward_head(loaded.forward_features(b)[0]), loaded.model.linear_logits(b), b["labels"])
+                   for b in c.datamodule.val_dataloader()]
+    for i, task in enumerate(loaded.tasks):
+        def f1(weight: float) -> float:
+            w = torch.full_like(loaded.model.deep_weight, weight)
+            preds = torch.cat([loaded.model.blend(deep, linear, w)[task].argmax(1) for deep, linear, _ in outputs])
+            target = torch.cat([labels[task] for _, _, labels in outputs])
+            n = len(loaded.hparams.task_classes[task])
+            return MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX)(preds, target).item()
+
+        scores = {w: f1(w) for w in DEEP_WEIGHTS}
+        chosen = metrics["val"][task]["deep_weight"]
+        assert float(loaded.model.deep_weight[i]) == chosen
+        assert scores[chosen] == pytest.approx(max(scores.values()))
+        assert metrics["val"][task]["f1_macro"] == pytest.approx(scores[chosen])
 
 
 def run_train(*args, timeout=600):

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -148,6 +149,22 @@ class ComplaintDataModule(pl.LightningDataModule):
     def pad_id(self) -> int:
         self._prepare()
         return self.tokenizer.pad_token_id
+
+    def text_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """A split's texts and targets, no attachments: token ids ``(N, L)`` (padded), lengths ``(N,)``
+        and targets per task as in batches. For models fitted on a whole split at once."""
+        self._prepare()
+        records = self.splits[split]
+        ids = []
+        for start in range(0, len(records), 1024):
+            ids += self.tokenizer([r.text for r in records[start:start + 1024]], add_special_tokens=False,
+                                  truncation=True, max_length=self.max_text_length)["input_ids"]
+        lengths = torch.tensor([len(x) for x in ids])
+        padded = torch.full((len(ids), max(int(lengths.max()), 1)), self.pad_id)
+        for row, x in zip(padded, ids):
+            row[: len(x)] = torch.tensor(x, dtype=torch.long)
+        encoded = [self.label_space.encode(r) for r in records]
+        return padded, lengths, {t.name: torch.stack([e[t.name] for e in encoded]) for t in self.tasks}
 
     # -- reading --
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models.bag_of_ngrams import BagOfNgrams
 from pipeline.models.fusion import FUSIONS
 from pipeline.models.heads import TaskHeads
 from pipeline.models.image_encoder import ImageEncoder
-from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder, length_mask
+from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
+from pipeline.models.tfidf_linear import TfidfLinear
 from pipeline.models.video_encoder import VideoEncoder
 
 MODALITIES = ("text", "image", "video")
 TEXT_ENCODERS = {"lstm": LSTMTextEncoder, "textcnn": TextCNNEncoder}
+DEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends of network and TF-IDF logits tried on validation
 
 
 def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -36,12 +37,15 @@ class ComplaintModel(nn.Module):
     """Batch dict (see :class:`pipeline.data.collate.Collator`) -> logits per task.
 
     ``forward_features`` gives the fused vector and explanation weights,
-    ``forward_head`` the logits; ``forward`` chains them.
+    ``forward_head`` the network's logits; ``forward`` chains them.
 
-    With ``text_bag_dim > 0`` a :class:`BagOfNgrams` vector of the text is
-    appended to the fused vector, so the heads also see the text linearly
-    (wide and deep): on small text data this is what keeps the model at or
-    above a TF-IDF + logistic-regression baseline.
+    With ``text_linear`` (and text among the modalities) a :class:`TfidfLinear`
+    logistic regression on the text runs beside the network, and ``forward``
+    returns, per task, ``w * network + (1 - w) * linear`` logits, where ``w``
+    is the buffer ``deep_weight`` (one value per task, chosen on validation by
+    the Lightning module from :data:`DEEP_WEIGHTS`; 1, the network alone, until
+    then). On small text data this is what keeps the model at or above a
+    TF-IDF + logistic-regression baseline.
     """
 
     def __init__(
@@ -53,7 +57,7 @@ class ComplaintModel(nn.Module):
         embed_dim: int = 128,
         text_hidden: int = 128,
         text_layers: int = 1,
-        text_bag_dim: int = 0,
+        text_linear: bool = True,
         image_backbone: str = "small_cnn",
         image_dim: int = 128,
         backbone_weights: str | None = None,
@@ -82,8 +86,6 @@ class ComplaintModel(nn.Module):
             else:
                 self.text_encoder = TextCNNEncoder(vocab_size, embed_dim, text_hidden, dropout=dropout, pad_id=pad_id)
             dims["text"] = self.text_encoder.out_dim
-        self.text_bag = BagOfNgrams(vocab_size, text_bag_dim) if text_bag_dim > 0 and "text" in self.modalities else None
-        self.wide_dropout = nn.Dropout(dropout)
         if "image" in self.modalities:
             self.image_encoder = ImageEncoder(image_backbone, image_dim, backbone_weights, freeze_backbone)
             dims["image"] = self.image_encoder.out_dim
@@ -95,8 +97,12 @@ class ComplaintModel(nn.Module):
             self.video_encoder = VideoEncoder(frames, video_temporal)
             dims["video"] = self.video_encoder.out_dim
         self.fusion = FUSIONS[fusion](dims, fusion_dim, fusion_heads, dropout)
-        bag_dim = self.text_bag.out_dim if self.text_bag is not None else 0
-        self.heads = TaskHeads(self.fusion.out_dim + bag_dim, num_classes, dropout)
+        self.heads = TaskHeads(self.fusion.out_dim, num_classes, dropout)
+        self.tasks = list(num_classes)
+        self.text_linear = None
+        if text_linear and "text" in self.modalities:
+            self.text_linear = TfidfLinear(vocab_size, num_classes, pad_id)
+            self.register_buffer("deep_weight", torch.ones(len(self.tasks)))  # the network alone until chosen
 
     def forward_features(self, batch: dict) -> tuple[torch.Tensor, dict]:
         items, explain = {}, {}
@@ -110,9 +116,6 @@ class ComplaintModel(nn.Module):
         if "video" in self.modalities:
             items["video"] = (encode_present(self.video_encoder, batch["videos"], batch["video_mask"]), batch["video_mask"])
         fused, weights = self.fusion(items)  # (B, F), (B, tokens)
-        if self.text_bag is not None:
-            mask = length_mask(batch["text_lengths"], batch["text_ids"].shape[1])
-            fused = torch.cat([fused, self.wide_dropout(self.text_bag(batch["text_ids"], mask))], dim=1)  # (B, F + bag)
         explain["fusion_weights"] = weights
         explain["layout"] = self.fusion.layout({m: items[m][1].shape[1] for m in self.modalities})
         return fused, explain
@@ -120,5 +123,19 @@ class ComplaintModel(nn.Module):
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.heads(features)
 
+    def linear_logits(self, batch: dict) -> dict[str, torch.Tensor] | None:
+        """The TF-IDF path's logits per task, or None without it."""
+        if self.text_linear is None:
+            return None
+        return self.text_linear(batch["text_ids"], batch["text_lengths"])
+
+    def blend(self, deep: dict[str, torch.Tensor], linear: dict[str, torch.Tensor] | None,
+              deep_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per task ``w * deep + (1 - w) * linear`` (``w``: ``deep_weight``, default the buffer)."""
+        if linear is None:
+            return deep
+        w = self.deep_weight if deep_weight is None else deep_weight
+        return {task: w[i] * deep[task] + (1 - w[i]) * linear[task] for i, task in enumerate(self.tasks)}
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        return self.forward_head(self.forward_features(batch)[0])
+        return self.blend(self.forward_head(self.forward_features(batch)[0]), self.linear_logits(batch))

@@ -21,6 +21,15 @@ PER_RECORD_KEYS = {
 }
 
 
+def pad_token_ids(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences -> ``(B, L)`` long, ``pad_id``-padded (L at least 1), and lengths ``(B,)``."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    ids = torch.full((len(sequences), max([1, *lengths.tolist()])), pad_id, dtype=torch.long)
+    for row, s in zip(ids, sequences):
+        row[: len(s)] = s
+    return ids, lengths
+
+
 @dataclass
 class Collator:
     """Batch layout (B records, N images, V videos, T frames, S pixels)::
@@ -40,19 +49,14 @@ class Collator:
 
     def __call__(self, samples: list[dict]) -> dict:
         B, S, T = len(samples), self.image_size, self.video_frames
-        L = max([len(s["text_ids"]) for s in samples] + [1])
         N = max([len(s["images"]) for s in samples] + [1])
         V = max([len(s["videos"]) for s in samples] + [1])
-        text_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        text_lengths = torch.zeros(B, dtype=torch.long)
+        text_ids, text_lengths = pad_token_ids([s["text_ids"] for s in samples], self.pad_id)
         images = torch.zeros(B, N, 3, S, S, dtype=torch.uint8)
         image_mask = torch.zeros(B, N, dtype=torch.bool)
         videos = torch.zeros(B, V, T, 3, S, S, dtype=torch.uint8)
         video_mask = torch.zeros(B, V, dtype=torch.bool)
         for b, s in enumerate(samples):
-            n = len(s["text_ids"])
-            text_ids[b, :n] = s["text_ids"]
-            text_lengths[b] = n
             for i, img in enumerate(s["images"]):
                 images[b, i] = img
                 image_mask[b, i] = True

@@ -17,14 +17,14 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from pipeline.data.archive import Archive, open_archive
-from pipeline.data.collate import Collator
+from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.dataset import ComplaintDataset, Featurizer
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import MediaSpec
 from pipeline.data.records import Columns, Record
-from pipeline.data.text import load_tokenizer, train_tokenizer
+from pipeline.data.text import encode_many, load_tokenizer, train_tokenizer
 
 TOKENIZER_DIR, LABELS_FILE = "tokenizer", "labels.json"
 
@@ -155,14 +155,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         and targets per task as in batches. For models fitted on a whole split at once."""
         self._prepare()
         records = self.splits[split]
-        ids = []
-        for start in range(0, len(records), 1024):
-            ids += self.tokenizer([r.text for r in records[start:start + 1024]], add_special_tokens=False,
-                                  truncation=True, max_length=self.max_text_length)["input_ids"]
-        lengths = torch.tensor([len(x) for x in ids])
-        padded = torch.full((len(ids), max(int(lengths.max()), 1)), self.pad_id)
-        for row, x in zip(padded, ids):
-            row[: len(x)] = torch.tensor(x, dtype=torch.long)
+        ids = encode_many(self.tokenizer, [r.text for r in records], self.max_text_length)
+        padded, lengths = pad_token_ids([torch.tensor(x, dtype=torch.long) for x in ids], self.pad_id)
         encoded = [self.label_space.encode(r) for r in records]
         return padded, lengths, {t.name: torch.stack([e[t.name] for e in encoded]) for t in self.tasks}
 

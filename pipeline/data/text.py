@@ -44,8 +44,18 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
+ENCODE_CHUNK = 1024  # texts per tokenizer call in encode_many: its per-text results stay small
+
+
+def encode_many(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text, truncated to ``max_length`` from the end (the start of a complaint is kept)."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        chunk = texts[start:start + ENCODE_CHUNK]
+        ids += tokenizer(chunk, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    return ids
+
+
 def encode(tokenizer: PreTrainedTokenizerFast, text: str, max_length: int) -> list[int]:
-    """Token ids, truncated to ``max_length`` from the end (the start of a complaint is kept)."""
-    if not text:
-        return []
-    return tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    """:func:`encode_many` of one text."""
+    return encode_many(tokenizer, [text], max_length)[0] if text else []

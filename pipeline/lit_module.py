@@ -19,7 +19,6 @@ from torchmetrics.classification import (
     MultilabelAccuracy,
     MultilabelF1Score,
 )
-from torchmetrics.functional.classification import multiclass_f1_score, multilabel_f1_score
 
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.models.complaint_model import DEEP_WEIGHTS, MODALITIES, ComplaintModel
@@ -171,13 +170,17 @@ class ComplaintClassifier(pl.LightningModule):
         )
         linear.set_idf(ids, lengths)
         features, val_features = linear.sparse_features(ids, lengths), linear.sparse_features(val_ids, val_lengths)
+        scorers = self._metrics(1).to(device)
         best: dict[str, tuple] = {}
         for c in self.hparams.text_linear_c:
             linear.fit(features, lambda logits: self._loss(logits, targets), l2=1 / (2 * c * len(ids)))
             with torch.no_grad():
                 val_logits = linear.logits(val_features)
             for task in self.tasks:
-                score = self._macro_f1(task, val_logits[task], val_targets[task])
+                scorer = scorers[task][0]
+                scorer.update(*self._metric_inputs(task, val_logits[task], val_targets[task]))
+                score = float(scorer.compute()["f1_macro"])
+                scorer.reset()
                 if task not in best or score > best[task][0]:
                     rows = linear.task_slice(task)
                     best[task] = (score, c, linear.weight[rows].clone(), linear.bias[rows].clone())
@@ -190,11 +193,11 @@ class ComplaintClassifier(pl.LightningModule):
                        f"in {time.perf_counter() - started:.1f} s")
         return {task: c for task, (_, c, _, _) in best.items()}
 
-    def _macro_f1(self, task: str, logits: torch.Tensor, target: torch.Tensor) -> float:
-        n = len(self.hparams.task_classes[task])
+    def _metric_inputs(self, task: str, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the task's metrics take: probabilities and 0/1 ints for multi-label, logits and indices otherwise."""
         if task in self.multilabel:
-            return float(multilabel_f1_score(torch.sigmoid(logits), target.long(), n, average="macro", ignore_index=-1))
-        return float(multiclass_f1_score(logits, target, n, average="macro", ignore_index=IGNORE_INDEX))
+            return torch.sigmoid(logits), target.long()
+        return logits, target
 
     # -- model --
 
@@ -268,9 +271,7 @@ class ComplaintClassifier(pl.LightningModule):
         for k, w in enumerate(weights):
             logits = self.model.blend(deep, linear, w)
             for task in self.tasks:
-                target = batch["labels"][task]
-                preds = torch.sigmoid(logits[task]) if task in self.multilabel else logits[task]
-                self.metrics[stage][task][k].update(preds, target.long() if task in self.multilabel else target)
+                self.metrics[stage][task][k].update(*self._metric_inputs(task, logits[task], batch["labels"][task]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")

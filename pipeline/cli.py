@@ -17,8 +17,11 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+import torch
+
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.lit_module import ComplaintClassifier
+from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, save_architecture
 from pipeline.reports.plots import confusion_matrix, learning_curves
 
 # The run folder, handed to DDP worker processes (which re-run this CLI); set it
@@ -88,6 +91,23 @@ class ComplaintCLI(LightningCLI):
                              "checkpoint.filename": "best-epoch{epoch:02d}", "checkpoint.auto_insert_metric_name": False})
         for name in ("vocab_size", "task_classes", "class_counts", "multilabel_tasks", "pad_id"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+        parser.link_arguments("model.teacher", "data.teacher")
+
+    def before_instantiate_classes(self) -> None:
+        """A pretrained text model brings its tokenizer: the data uses it unless told otherwise
+        (the transformer cannot be told otherwise: its embeddings are indexed by its own vocabulary)."""
+        cfg = self.config[self.subcommand]
+        model, data = cfg["model"], cfg["data"]
+        if "text" not in model["modalities"]:
+            return
+        if model["text_encoder"] == "transformer" and model["text_pretrained"]:
+            given = data["tokenizer_path"]
+            if given and Path(given).resolve() != Path(model["text_pretrained"]).resolve():
+                raise ValueError(f"data.tokenizer_path={given}: the transformer encoder reads the tokens of its own "
+                                 f"tokenizer, model.text_pretrained={model['text_pretrained']}; leave tokenizer_path unset")
+            data["tokenizer_path"] = model["text_pretrained"]
+        elif model["embeddings_from"] and not data["tokenizer_path"]:
+            data["tokenizer_path"] = model["embeddings_from"]
 
     # -- run folder --
 
@@ -144,6 +164,10 @@ class ComplaintCLI(LightningCLI):
             config["ckpt_path"] = None
             parser.save(config, self.run_dir / "config.yaml", overwrite=True, skip_none=False)
             self.datamodule.export_vocabularies(self.run_dir)
+            hp = self.model.hparams
+            if hp.text_encoder == "transformer" and "text" in self.model.model.modalities:
+                save_architecture(hp.text_pretrained, self.run_dir / TEXT_MODEL_DIR)
+        self.datamodule.teacher_cache = self.run_dir / "teacher_logits.pt"
         self.started = time.time()
 
     def after_fit(self) -> None:
@@ -153,6 +177,12 @@ class ComplaintCLI(LightningCLI):
         ckpt = best or None
         metrics = {}
         trainer.validate(self.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
+        deep_weights = None
+        if self.model.model.text_linear is not None:
+            deep_weights = self.model.choose_deep_weights()
+            if best and trainer.is_global_zero:
+                store_deep_weights(Path(best), self.model.model.deep_weight)
+            trainer.strategy.barrier()
         metrics["val"] = self._stage_metrics("val")
         if "test" in dm.splits:
             trainer.test(self.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
@@ -170,6 +200,7 @@ class ComplaintCLI(LightningCLI):
             "train_records": len(dm.splits["train"]),
             "val_records": len(dm.splits["val"]),
             "best_checkpoint": best or None,
+            "deep_weight": deep_weights,
             "best_score": float(trainer.checkpoint_callback.best_model_score)
             if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
             "epochs": trainer.current_epoch,
@@ -182,18 +213,29 @@ class ComplaintCLI(LightningCLI):
                     confusion_matrix(values["confusion"], dm.task_classes[task], f"{stage} {task}",
                                      run / f"confusion_{stage}_{task}.png")
         for task, values in metrics["val"].items():
-            print(f"val {task}: macro-F1 {values['f1_macro']:.3f}  accuracy {values['acc']:.3f}")
+            parts = ""
+            if "deep_weight" in values:
+                parts = (f"  (network {values['network']['f1_macro']:.3f}, TF-IDF {values['tfidf']['f1_macro']:.3f}, "
+                         f"deep_weight {values['deep_weight']})")
+            print(f"val {task}: macro-F1 {values['f1_macro']:.3f}  accuracy {values['acc']:.3f}{parts}")
         print(f"run: {run}")
 
     def _stage_metrics(self, stage: str) -> dict:
-        out = {}
+        out = self.model.metrics_report(stage)
         classes = self.datamodule.task_classes
-        for task in self.model.tasks:
-            values = dict(self.model.last_metrics.get(f"{stage}/{task}", {}))
+        for task, values in out.items():
             if "f1_per_class" in values:
                 values["f1_per_class"] = dict(zip(classes[task], values["f1_per_class"]))
-            out[task] = values
         return out
+
+
+def store_deep_weights(checkpoint: Path, deep_weight: torch.Tensor) -> None:
+    """Write the blend chosen after a fit into its best checkpoint (atomically), so every loader gets it."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt["state_dict"]["model.deep_weight"] = deep_weight.detach().cpu().clone()
+    partial = checkpoint.with_name(f".{checkpoint.name}.tmp")
+    torch.save(ckpt, partial)
+    os.replace(partial, checkpoint)
 
 
 def main(args=None) -> None:

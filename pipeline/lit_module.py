@@ -21,7 +21,10 @@ from torchmetrics.classification import (
 )
 
 from pipeline.data.labels import IGNORE_INDEX
+from pipeline.distillation import distillation_loss
 from pipeline.models.complaint_model import DEEP_WEIGHTS, MODALITIES, ComplaintModel
+from pipeline.models.pretrained_embeddings import copy_shared_rows, pretrained_input_embeddings, project_embeddings
+from pipeline.models.transformer_encoder import TransformerTextEncoder, has_weights
 
 SCHEDULERS = ("cosine", "onecycle", "constant")
 MAX_CLASS_WEIGHT = 10.0
@@ -48,7 +51,19 @@ class ComplaintClassifier(pl.LightningModule):
 
     Args:
         modalities: subset of ``text``, ``image``, ``video`` the model reads.
-        text_encoder: ``lstm`` (BiLSTM + attention) or ``textcnn``.
+        text_encoder: ``lstm`` (BiLSTM + attention), ``textcnn``, or ``transformer``
+            (a pretrained model from the local folder ``text_pretrained``, pooled by
+            ``text_pooling``: ``mean``, ``cls`` or ``attention``; ``text_freeze_layers``
+            keeps its embeddings and first N layers fixed).
+        text_lr: learning rate of pretrained text weights (the transformer, or the
+            embeddings of ``embeddings_from``); default ``lr``.
+        embeddings_from: a local pretrained model folder whose input embeddings start
+            the ``lstm``/``textcnn`` embedding table at the start of a fit: rows of
+            the tokens both vocabularies share are copied, reduced to ``embed_dim``
+            by PCA when smaller (see :func:`project_embeddings`).
+        teacher: a trained run folder of this project; the data module caches its
+            logits and training adds ``(1 - distill_alpha) * T^2 * KL(teacher || student)``
+            at ``T = distill_temperature`` to ``distill_alpha`` times the hard-label loss.
         image_backbone: ``small_cnn``, ``mobilenet_v3_small``, ``resnet18`` or ``efficientnet_b0``.
         backbone_weights: local state-dict file for the image backbone.
         video_temporal: ``attention``, ``lstm`` or ``mean`` over frames.
@@ -58,9 +73,11 @@ class ComplaintClassifier(pl.LightningModule):
             At the start of a fit it is solved on the training texts for each
             inverse regularisation strength in ``text_linear_c`` (scikit-learn's
             ``C``) and, per task, the one with the best validation macro-F1 is
-            kept; it is not trained further. Each validation epoch then picks,
-            per task, the blend of network and regression (:data:`DEEP_WEIGHTS`)
-            with the best macro-F1.
+            kept; it is not trained further. During the fit the model is the
+            network alone (``deep_weight`` 1), so checkpointing and early stopping
+            watch the network; after it, :meth:`choose_deep_weights` picks per task
+            the blend of network and regression (:data:`DEEP_WEIGHTS`) with the
+            best validation macro-F1.
         task_weights: loss weight per task (default 1).
         class_weights: per task, one weight per class (in ``task_classes`` order).
         balance_classes: weight classes by inverse training frequency (capped at
@@ -80,6 +97,11 @@ class ComplaintClassifier(pl.LightningModule):
         embed_dim: int = 128,
         text_hidden: int = 128,
         text_layers: int = 1,
+        text_pretrained: str | None = None,
+        text_pooling: str = "mean",
+        text_freeze_layers: int = 0,
+        text_lr: float | None = None,
+        embeddings_from: str | None = None,
         text_linear: bool = True,
         text_linear_c: list[float] = [0.3, 1.0, 3.0, 10.0, 30.0],
         image_backbone: str = "small_cnn",
@@ -101,6 +123,9 @@ class ComplaintClassifier(pl.LightningModule):
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
         scheduler: str = "cosine",
+        teacher: str | None = None,
+        distill_alpha: float = 0.2,
+        distill_temperature: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -114,6 +139,12 @@ class ComplaintClassifier(pl.LightningModule):
         for name, w in class_weights.items():
             if len(w) != len(task_classes[name]):
                 raise ValueError(f"class_weights[{name!r}] has {len(w)} values; task has classes {task_classes[name]}")
+        if embeddings_from and text_encoder == "transformer":
+            raise ValueError("model.embeddings_from starts an lstm or textcnn embedding table; "
+                             "the transformer encoder starts from text_pretrained")
+        if not 0 <= distill_alpha <= 1 or distill_temperature <= 0:
+            raise ValueError(f"distill_alpha={distill_alpha}, distill_temperature={distill_temperature}: "
+                             f"expected 0 <= alpha <= 1 and a positive temperature")
         if text_linear and (not text_linear_c or min(text_linear_c) <= 0):
             raise ValueError(f"text_linear_c={text_linear_c}: expected one or more positive numbers (C values)")
         if balance_classes:
@@ -127,10 +158,11 @@ class ComplaintClassifier(pl.LightningModule):
             num_classes={t: len(c) for t, c in task_classes.items()},
             **{k: v for k, v in self.hparams.items() if k in shared},
         )
-        # Per stage and task, one metric collection per blend tried: validation
-        # scores every blend in DEEP_WEIGHTS (to choose one), test the chosen one.
+        # Per stage and task, one metric collection per blend of network and TF-IDF
+        # regression in DEEP_WEIGHTS (network alone, regression alone and between).
         blends = len(DEEP_WEIGHTS) if self.model.text_linear is not None else 1
-        self.metrics = torch.nn.ModuleDict({"val": self._metrics(blends), "test": self._metrics(1)})
+        self.metrics = torch.nn.ModuleDict({"val": self._metrics(blends), "test": self._metrics(blends)})
+        self.epoch_metrics: dict[str, dict[str, list[dict]]] = {}  # stage -> task -> values per blend
 
     def _metrics(self, copies: int) -> torch.nn.ModuleDict:
         out = {}
@@ -149,11 +181,31 @@ class ComplaintClassifier(pl.LightningModule):
         return torch.nn.ModuleDict(out)
 
     def setup(self, stage: str) -> None:
-        if stage == TrainerFn.FITTING and self.model.text_linear is not None:
-            datamodule = self.trainer.datamodule
+        if stage != TrainerFn.FITTING:
+            return
+        hp, datamodule = self.hparams, self.trainer.datamodule
+        if hp.text_encoder == "transformer" and not has_weights(hp.text_pretrained):
+            raise FileNotFoundError(f"model.text_pretrained={hp.text_pretrained}: no model.safetensors there, "
+                                    f"so the transformer would start untrained")
+        if hp.teacher and getattr(datamodule, "teacher", None) != hp.teacher:
+            raise TypeError("model.teacher needs a data module that serves the teacher's logits (ComplaintDataModule)")
+        if hp.embeddings_from and "text" in self.model.modalities:
+            self.init_embeddings(datamodule.tokenizer.get_vocab())
+        if self.model.text_linear is not None:
             if not hasattr(datamodule, "text_tensors"):
                 raise TypeError("model.text_linear needs a data module with text_tensors() (ComplaintDataModule)")
             self.fit_text_linear(datamodule.text_tensors("train"), datamodule.text_tensors("val"))
+
+    def init_embeddings(self, vocab: dict[str, int]) -> int:
+        """Copy ``embeddings_from``'s input embeddings into the text encoder's table (see the class doc)."""
+        source_vocab, matrix = pretrained_input_embeddings(self.hparams.embeddings_from)
+        embedding = self.model.text_encoder.embedding
+        reduced = project_embeddings(matrix, embedding.embedding_dim)
+        copied = copy_shared_rows(embedding, vocab, source_vocab, reduced)
+        how = "as they are" if matrix.shape[1] == embedding.embedding_dim else f"by PCA to {embedding.embedding_dim}"
+        rank_zero_info(f"embeddings_from: {copied} of {len(vocab)} token rows from {self.hparams.embeddings_from} "
+                       f"({matrix.shape[1]} dimensions, {how}, scaled to unit variance)")
+        return copied
 
     def fit_text_linear(self, train: tuple, val: tuple) -> dict[str, float]:
         """Solve the TF-IDF regression for each ``text_linear_c``; keep, per task, the best on validation.
@@ -248,9 +300,18 @@ class ComplaintClassifier(pl.LightningModule):
     # -- steps --
 
     def training_loss(self, batch: dict) -> torch.Tensor:
-        """The network's loss: the TF-IDF path is fitted apart (:meth:`fit_text_linear`) and not blended in."""
+        """The network's loss: the TF-IDF path is fitted apart (:meth:`fit_text_linear`) and not blended in.
+
+        With teacher logits in the batch: ``alpha * hard-label loss + (1 - alpha) * distillation loss``.
+        """
         features, _ = self.forward_features(self._drop_modalities(batch))
-        return self._loss(self.forward_head(features), batch["labels"])
+        logits = self.forward_head(features)
+        hard = self._loss(logits, batch["labels"])
+        if "teacher_logits" not in batch:
+            return hard
+        hp = self.hparams
+        soft = distillation_loss(logits, batch["teacher_logits"], hp.distill_temperature, self.multilabel, hp.task_weights)
+        return hp.distill_alpha * hard + (1 - hp.distill_alpha) * soft
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(batch)
@@ -279,32 +340,58 @@ class ComplaintClassifier(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _choose_blend(self, i: int, candidates: list[dict]) -> dict:
-        """The metrics of task ``i``'s blend: during a fit, the best one, which is then kept."""
-        choosing = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
-        if choosing:
-            best = max(range(len(candidates)), key=lambda k: float(candidates[k]["f1_macro"]))
-            self.model.deep_weight[i] = DEEP_WEIGHTS[best]
-        weight = float(self.model.deep_weight[i])
-        return candidates[min(range(len(DEEP_WEIGHTS)), key=lambda k: abs(DEEP_WEIGHTS[k] - weight))]
+    def _blend_index(self, i: int) -> int:
+        """The candidate (index in :data:`DEEP_WEIGHTS`) that is task ``i``'s model as it stands."""
+        if self.model.text_linear is None:
+            return 0
+        return DEEP_WEIGHTS.index(float(self.model.deep_weight[i]))
 
     def _log_epoch_metrics(self, stage: str) -> None:
+        """Log the model as it stands (the network alone during a fit), and keep every blend's values."""
         f1s = []
-        self.last_metrics = getattr(self, "last_metrics", {})
+        self.epoch_metrics[stage] = {}
         for i, task in enumerate(self.tasks):
             candidates = [m.compute() for m in self.metrics[stage][task]]
             for m in self.metrics[stage][task]:
                 m.reset()
-            values = candidates[0] if len(candidates) == 1 else self._choose_blend(i, candidates)
+            self.epoch_metrics[stage][task] = [{k: v.tolist() for k, v in c.items()} for c in candidates]
+            values = candidates[self._blend_index(i)]
             for name, value in values.items():
                 if value.numel() == 1:
                     self.log(f"{stage}/{task}_{name}", value, sync_dist=True)
-            f1s.append(values["f1_macro"])
-            self.last_metrics[f"{stage}/{task}"] = {k: v.tolist() for k, v in values.items()}
             if self.model.text_linear is not None:
+                self.log(f"{stage}/{task}_tfidf_f1_macro", candidates[DEEP_WEIGHTS.index(0.0)]["f1_macro"], sync_dist=True)
                 self.log(f"{stage}/{task}_deep_weight", self.model.deep_weight[i])
-                self.last_metrics[f"{stage}/{task}"]["deep_weight"] = float(self.model.deep_weight[i])
+            f1s.append(values["f1_macro"])
         self.log(f"{stage}/f1_macro", torch.stack(f1s).mean(), prog_bar=True, sync_dist=True)
+
+    def metrics_report(self, stage: str) -> dict[str, dict]:
+        """Per task, the last ``stage`` epoch's metrics of the model as it stands; with the TF-IDF path also
+        ``deep_weight`` and the ``network`` alone and ``tfidf`` regression alone (accuracy, macro-F1)."""
+        out = {}
+        for i, task in enumerate(self.tasks):
+            candidates = self.epoch_metrics[stage][task]
+            out[task] = dict(candidates[self._blend_index(i)])
+            if self.model.text_linear is not None:
+                out[task]["deep_weight"] = float(self.model.deep_weight[i])
+                for part, w in (("network", 1.0), ("tfidf", 0.0)):
+                    out[task][part] = {k: candidates[DEEP_WEIGHTS.index(w)][k] for k in ("acc", "f1_macro")}
+        return out
+
+    def choose_deep_weights(self) -> dict[str, float]:
+        """Per task, the blend with the best macro-F1 in the last validation (ties: the smaller network
+        weight); stored in the ``deep_weight`` buffer, so checkpoints saved after this carry it."""
+        chosen = {}
+        for i, task in enumerate(self.tasks):
+            scores = [c["f1_macro"] for c in self.epoch_metrics["val"][task]]
+            best = max(range(len(scores)), key=scores.__getitem__)
+            self.model.deep_weight[i] = DEEP_WEIGHTS[best]
+            chosen[task] = DEEP_WEIGHTS[best]
+        return chosen
+
+    def on_fit_start(self) -> None:
+        if self.model.text_linear is not None:
+            self.model.deep_weight.fill_(1.0)  # the network alone until the fit is over
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
@@ -320,16 +407,28 @@ class ComplaintClassifier(pl.LightningModule):
 
     # -- optimisation --
 
+    def pretrained_text_parameters(self) -> list[torch.nn.Parameter]:
+        """The weights that ``text_lr`` trains: the transformer's, or the embeddings of ``embeddings_from``."""
+        encoder = getattr(self.model, "text_encoder", None)
+        if isinstance(encoder, TransformerTextEncoder):
+            return list(encoder.transformer.parameters())
+        if encoder is not None and self.hparams.embeddings_from:
+            return [encoder.embedding.weight]
+        return []
+
     def configure_optimizers(self):
         hp = self.hparams
+        pretrained = {id(p) for p in self.pretrained_text_parameters()} if hp.text_lr is not None else set()
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        groups = [{"params": [p for p in params if id(p) not in pretrained], "lr": hp.lr},
+                  {"params": [p for p in params if id(p) in pretrained], "lr": hp.text_lr}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "constant":
             return optimizer
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         if hp.scheduler == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total,
-                                                            pct_start=max(hp.warmup_fraction, 0.01))
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                            total_steps=total, pct_start=max(hp.warmup_fraction, 0.01))
         else:
             warmup = max(int(total * hp.warmup_fraction), 1)
 

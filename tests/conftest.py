@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
-from factory import bad_archive  # noqa: E402
+from factory import bad_archive, tiny_bert  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +32,15 @@ def tiny_demo(tmp_path_factory):
     make_demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_demo)
     return make_demo.build(tmp_path_factory.mktemp("tiny") / "demo", records=60, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tiny_demo, tmp_path_factory):
+    """A random 2-layer BERT folder with a WordPiece tokenizer of the tiny demo's texts (no download)."""
+    import json
+
+    texts = [json.loads(line)["text"] for line in open(tiny_demo["train"] / "complaints.jsonl", encoding="utf-8")]
+    return tiny_bert(tmp_path_factory.mktemp("tiny_bert"), texts)
 
 
 @pytest.fixture(scope="session")

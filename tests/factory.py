@@ -154,3 +154,26 @@ def pack_bad(root: Path, kind: str) -> Path:
     evil = {"../evil.jpg": image_bytes(), "/abs.jpg": image_bytes()}
     # the folder's symlink is skipped by pack(); recreate it as a link member
     return pack(root, kind, extra_members=evil, links={"media/link.jpg": "../../secret.jpg"})
+
+
+def tiny_bert(folder: Path, texts: list[str], seed: int = 0) -> Path:
+    """A random 2-layer BERT with a WordPiece tokenizer trained on ``texts``, saved as a local Hugging Face
+    folder (config.json, model.safetensors, tokenizer files): a stand-in for a real pretrained model."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                        sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

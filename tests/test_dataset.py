@@ -140,14 +140,14 @@ def test_preload_keeps_exact_samples_within_budget(tmp_path):
     loader = dm.train_dataloader()
     ds = dm.datasets["train"]
     assert len(ds.cache) == len(ds) and loader.num_workers == 0
-    fresh, kept = ds.featurizer(ds.records[5], ds.archive), ds[5]
+    fresh, kept = ds.featurizer(ds.records[5], ds.archives[5]), ds[5]
     assert torch.equal(fresh["text_ids"], kept["text_ids"])
     assert all(torch.equal(a, b) for a, b in zip(fresh["images"] + fresh["videos"], kept["images"] + kept["videos"]))
     assert len(fresh["images"]) == len(kept["images"]) and len(fresh["videos"]) == len(kept["videos"])
-    small = ComplaintDataset(ds.records, ds.archive, ds.featurizer)
+    small = ComplaintDataset(ds.records, ds.archives, ds.featurizer)
     small.preload(budget_mb=0.01, num_workers=2)  # ~10 KB: a few samples only
     assert 0 < len(small.cache) < len(small)
     # cached samples from the workers hold no shared memory (each would keep a file descriptor open)
     assert not any(t.is_shared() for c in small.cache.values() for t in [c["text_ids"], *c["images"], *c["videos"]])
     last = len(small) - 1  # beyond the budget: decoded on demand, same result
-    assert torch.equal(small[last]["text_ids"], ds.featurizer(ds.records[last], ds.archive)["text_ids"])
+    assert torch.equal(small[last]["text_ids"], ds.featurizer(ds.records[last], ds.archives[last])["text_ids"])

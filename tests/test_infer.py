@@ -59,6 +59,8 @@ def test_one_row_per_record_in_order_each_format(trained_run, tiny_demo, tmp_pat
     assert [r["id"] for r in rows] == expected
     meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
     assert meta["counts"]["records"] == len(expected) and len(meta["checkpoint_sha256"]) == 64
+    info = json.loads((trained_run / "run.json").read_text())
+    assert meta["deep_weight"] == info["deep_weight"] and set(meta["deep_weight"]) == {"category", "sentiment", "severity"}
     assert [Path(i["path"]).name for i in meta["inputs"]] == ["test", "val"]
     assert not out.with_name(out.name + ".parts").exists()
     assert f"records {len(expected)}: ok" in capsys.readouterr().out

@@ -41,10 +41,19 @@ def test_every_config_parses(config, capsys):
     assert "model:" in capsys.readouterr().out
 
 
+def required_args(config: Path, request) -> list[str]:
+    """What a config leaves for the user to give: a pretrained folder, a teacher run."""
+    if config.stem == "transformer":
+        return ["--model.text_pretrained", str(request.getfixturevalue("tiny_bert_dir"))]
+    if config.stem == "distill":
+        return ["--model.teacher", str(request.getfixturevalue("trained_run"))]
+    return []
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
-def test_fast_dev_run_every_config(config, tiny_demo, tmp_path):
-    c = cli(["fit", *config_args(config), *data_args(tiny_demo), "--trainer.fast_dev_run", "true",
-             "--runs_root", str(tmp_path)])
+def test_fast_dev_run_every_config(config, tiny_demo, tmp_path, request):
+    c = cli(["fit", *config_args(config), *data_args(tiny_demo), *required_args(config, request),
+             "--trainer.fast_dev_run", "true", "--runs_root", str(tmp_path)])
     assert c.trainer.state.finished
     assert (c.run_dir / "config.yaml").is_file() and (c.run_dir / "metrics.json").is_file()
 
@@ -95,15 +104,16 @@ def test_resume_from_last(tiny_demo, tmp_path):
     assert json.loads((first.run_dir / "run.json").read_text())["epochs"] == 2
 
 
-def test_text_linear_blend_is_chosen_on_validation(tiny_demo, tmp_path):
+def test_text_linear_blend_is_chosen_once_after_fit_and_the_network_is_what_training_watches(tiny_demo, tmp_path):
     c = fit(tiny_demo, tmp_path, "--model.text_linear", "true")
     metrics = json.loads((c.run_dir / "metrics.json").read_text())
-    best = json.loads((c.run_dir / "run.json").read_text())["best_checkpoint"]
-    loaded = ComplaintClassifier.load_from_checkpoint(best, weights_only=True).eval()
+    info = json.loads((c.run_dir / "run.json").read_text())
+    loaded = ComplaintClassifier.load_from_checkpoint(info["best_checkpoint"], weights_only=True).eval()
     assert (loaded.model.text_linear.idf != 1).any()  # IDF from the training texts, kept in the checkpoint
     with torch.no_grad():
         outputs = [(loaded.forward_head(loaded.forward_features(b)[0]), loaded.model.linear_logits(b), b["labels"])
                    for b in c.datamodule.val_dataloader()]
+    network_f1s, chosen_f1s = [], []
     for i, task in enumerate(loaded.tasks):
         def f1(weight: float) -> float:
             w = torch.full_like(loaded.model.deep_weight, weight)
@@ -113,10 +123,21 @@ def test_text_linear_blend_is_chosen_on_validation(tiny_demo, tmp_path):
             return MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX)(preds, target).item()
 
         scores = {w: f1(w) for w in DEEP_WEIGHTS}
-        chosen = metrics["val"][task]["deep_weight"]
-        assert float(loaded.model.deep_weight[i]) == chosen
+        reported = metrics["val"][task]
+        chosen = reported["deep_weight"]
+        assert float(loaded.model.deep_weight[i]) == chosen == info["deep_weight"][task]
         assert scores[chosen] == pytest.approx(max(scores.values()))
-        assert metrics["val"][task]["f1_macro"] == pytest.approx(scores[chosen])
+        assert reported["f1_macro"] == pytest.approx(scores[chosen])
+        assert reported["network"]["f1_macro"] == pytest.approx(scores[1.0])
+        assert reported["tfidf"]["f1_macro"] == pytest.approx(scores[0.0])
+        assert set(metrics["test"][task]) >= {"f1_macro", "network", "tfidf", "deep_weight"}
+        network_f1s.append(scores[1.0])
+        chosen_f1s.append(scores[chosen])
+    # checkpointing watched the network alone, not the blend (which scores differently here)
+    assert info["best_score"] == pytest.approx(sum(network_f1s) / len(network_f1s), abs=1e-6)
+    assert abs(sum(chosen_f1s) - sum(network_f1s)) > 0.01
+    last = torch.load(c.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert torch.equal(last["state_dict"]["model.deep_weight"], torch.ones(len(loaded.tasks)))  # saved in the fit
 
 
 def run_train(*args, timeout=600):

@@ -38,6 +38,7 @@ class Collator:
         images (B, N, 3, S, S) uint8; image_mask (B, N) bool
         videos (B, V, T, 3, S, S) uint8; video_mask (B, V) bool
         labels {task: (B,) long with IGNORE_INDEX | (B, C) float with -1}
+        teacher_logits {task: (B, C) float}: only in distillation training batches
         ids, sources, warnings, errors, image_paths, video_paths: per-record lists
 
     N, V and L are at least 1 so shapes stay valid when a whole batch lacks a modality.
@@ -76,6 +77,9 @@ class Collator:
                 batch[batch_key] = [s[key] for s in samples]
         if any("labels" in s for s in samples):
             batch["labels"] = self._labels(samples)
+        if "teacher_logits" in samples[0]:
+            batch["teacher_logits"] = {task: torch.stack([s["teacher_logits"][task] for s in samples])
+                                       for task in samples[0]["teacher_logits"]}
         return batch
 
     @staticmethod

@@ -9,6 +9,7 @@ import random
 import shutil
 import tempfile
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from pipeline.data.archive import Archive, open_archive
+from pipeline.data.augment import augmented_copy, mask_token
 from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.dataset import ComplaintDataset, Featurizer
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
@@ -63,6 +65,13 @@ class ComplaintDataModule(pl.LightningDataModule):
         cache_dir: where fitted vocabularies are cached (default ``~/.cache/complaint-pipeline``).
         sample_cache_mb: memory for samples decoded once before training, so that
             epochs do not decode the same attachments again (0: decode every epoch).
+        teacher: a trained run folder (linked from ``model.teacher`` by ``train.py``).
+            Its classes become this data's, and training batches carry its logits on
+            the distillation set: the training records, the records of the
+            ``unlabeled`` archives (labels, if any, are ignored) and
+            ``distill_augment`` augmented copies of each of their texts
+            (:mod:`pipeline.data.augment`, drawn with the run's seed). The logits
+            are computed once at the start of a fit and cached (``teacher_cache``).
     """
 
     def __init__(
@@ -89,6 +98,9 @@ class ComplaintDataModule(pl.LightningDataModule):
         limits: Limits = Limits(),
         cache_dir: str | None = None,
         sample_cache_mb: float = 1024,
+        teacher: str | None = None,
+        unlabeled: list[str] = [],
+        distill_augment: int = 0,
     ):
         super().__init__()
         if not tasks:
@@ -98,6 +110,10 @@ class ComplaintDataModule(pl.LightningDataModule):
             raise ValueError(f"data.tasks: task names repeat: {names}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"data.val_fraction={val_fraction}: expected a number between 0 and 1")
+        if (unlabeled or distill_augment) and not teacher:
+            raise ValueError("data.unlabeled and data.distill_augment are for distillation: set model.teacher too")
+        if distill_augment < 0:
+            raise ValueError(f"data.distill_augment={distill_augment}: expected a number of copies, 0 or more")
         self.train_path, self.val_path, self.test_path = train, val, test
         self.tasks = tasks
         self.columns = Columns(
@@ -115,6 +131,10 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.tokenizer_path = tokenizer_path
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.sample_cache_mb = sample_cache_mb
+        self.teacher, self.unlabeled_paths, self.distill_augment = teacher, list(unlabeled), distill_augment
+        self.teacher_cache: Path | None = None  # where teacher logits are cached (train.py: the run folder)
+        self.teacher_logits: dict[str, torch.Tensor] | None = None
+        self._teacher = None
         self.splits: dict[str, list[Record]] = {}
         self.datasets: dict[str, ComplaintDataset] = {}
         self.archives: dict[str, Archive] = {}
@@ -191,6 +211,8 @@ class ComplaintDataModule(pl.LightningDataModule):
             self.archives["val"] = self.archives["train"]
         if self.test_path:
             self.splits["test"] = self._read("test", self.test_path)
+        for i, path in enumerate(self.unlabeled_paths):
+            self.splits[f"unlabeled{i}"] = [replace(r, labels={}) for r in self._read(f"unlabeled{i}", path)]
         self._fit_vocabularies(self.splits["train"])
         for split in ("val", "test"):
             if split in self.splits:
@@ -202,8 +224,10 @@ class ComplaintDataModule(pl.LightningDataModule):
         The cache is keyed by a fingerprint of the training data and options, so
         every DDP process and every resumed run sees the same vocabularies.
         """
+        teacher_classes = self._teacher_classes()
         h = hashlib.sha256()
-        h.update(json.dumps([self.requested_vocab_size, self.tokenizer_path, [vars(t) for t in self.tasks]]).encode())
+        h.update(json.dumps([self.requested_vocab_size, self.tokenizer_path, [vars(t) for t in self.tasks],
+                             teacher_classes]).encode())
         for r in train:
             h.update(json.dumps([r.id, r.text, r.attachments, r.labels], ensure_ascii=False).encode())
         self.fingerprint = h.hexdigest()[:16]
@@ -217,7 +241,9 @@ class ComplaintDataModule(pl.LightningDataModule):
                 else train_tokenizer((r.text for r in train), self.requested_vocab_size)
             )
             tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
-            LabelSpace.fit(self.tasks, train).save(staging / LABELS_FILE)
+            fitted = LabelSpace.fit([t for t in self.tasks if t.name not in teacher_classes], train).classes
+            LabelSpace(self.tasks, {t.name: teacher_classes.get(t.name) or fitted[t.name] for t in self.tasks}).save(
+                staging / LABELS_FILE)
             try:
                 os.rename(staging, target)
             except OSError:  # another process got there first: use its copy
@@ -225,6 +251,31 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.artifacts_dir = target
         self.tokenizer = load_tokenizer(target / TOKENIZER_DIR)
         self.label_space = LabelSpace.load(target / LABELS_FILE)
+        if teacher_classes:
+            self.label_space.check(train, "data.train")
+
+    def teacher_run(self):
+        """The :class:`pipeline.teacher.Teacher` of ``teacher`` (opened once)."""
+        if self._teacher is None:
+            from pipeline.teacher import Teacher
+
+            self._teacher = Teacher(self.teacher)
+        return self._teacher
+
+    def _teacher_classes(self) -> dict[str, list[str]]:
+        """The teacher's class lists of the tasks it shares with this data (they become this data's)."""
+        if not self.teacher:
+            return {}
+        known = self.teacher_run().labels
+        types = {t.name: t.type for t in known.tasks}
+        shared = [t for t in self.tasks if t.name in types]
+        if not shared:
+            raise ValueError(f"model.teacher={self.teacher} predicts tasks {list(types)}; "
+                             f"data.tasks are {[t.name for t in self.tasks]}: none in common")
+        for t in shared:
+            if t.type != types[t.name]:
+                raise ValueError(f"task {t.name!r} is {t.type} here but {types[t.name]} in model.teacher={self.teacher}")
+        return {t.name: known.classes[t.name] for t in shared}
 
     def export_vocabularies(self, run_dir: str | Path) -> None:
         """Copy ``tokenizer/`` and ``labels.json`` into a run folder."""
@@ -249,14 +300,41 @@ class ComplaintDataModule(pl.LightningDataModule):
     def collator(self) -> Collator:
         return Collator(pad_id=self.pad_id, image_size=self.media.image_size, video_frames=self.media.video_frames)
 
+    def distillation_set(self, mask: str) -> tuple[list[Record], list[Archive]]:
+        """Training records, unlabeled records, then ``distill_augment`` augmented copies of each with text
+        (masked units become ``mask``), and the archive of each."""
+        self._prepare()
+        splits = ["train"] + [f"unlabeled{i}" for i in range(len(self.unlabeled_paths))]
+        records = [r for split in splits for r in self.splits[split]]
+        archives = [self.archives[split] for split in splits for _ in self.splits[split]]
+        texts = [(r, a) for r, a in zip(records, archives) if r.text]
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+        for copy in range(1, self.distill_augment + 1):
+            records += [augmented_copy(r, copy, seed, mask) for r, _ in texts]
+            archives += [a for _, a in texts]
+        return records, archives
+
     def setup(self, stage: str | None = None) -> None:
         self._prepare()
+        if self.teacher and stage in (None, "fit") and self.teacher_logits is None:
+            teacher = self.teacher_run()
+            records, archives = self.distillation_set(mask_token(teacher.tokenizer))
+            trainer = self.trainer
+            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+            cache = self.teacher_cache or self.artifacts_dir / "teacher_logits.pt"
+            logits = teacher.cached_logits(cache, records, archives, trainer=trainer, device=device,
+                                           batch_size=self.batch_size, num_workers=self.num_workers)
+            self.teacher_logits = {task: v for task, v in logits.items() if task in self.label_space.classes}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:
             raise ValueError(f"no {split} data: set data.{split} to an archive")
         if split not in self.datasets:
-            self.datasets[split] = ComplaintDataset(self.splits[split], self.archives[split], self.featurizer())
+            if split == "train" and self.teacher_logits is not None:
+                records, archives = self.distillation_set(mask_token(self.tokenizer))
+                self.datasets[split] = ComplaintDataset(records, archives, self.featurizer(), self.teacher_logits)
+            else:
+                self.datasets[split] = ComplaintDataset(self.splits[split], self.archives[split], self.featurizer())
             if self.sample_cache_mb > 0:
                 self.datasets[split].preload(self.sample_cache_mb, self.num_workers)
         dataset = self.datasets[split]

@@ -67,16 +67,22 @@ class Featurizer:
 class ComplaintDataset(Dataset):
     """Map-style dataset over records held in memory (training, validation, test).
 
+    ``archives`` is the archive of all records, or one per record (a distillation
+    set mixes archives). ``teacher_logits`` (``{task: (N, C)}``), when given, go
+    into each sample as its teacher's outputs.
+
     :meth:`preload` decodes samples once, in parallel, and keeps them (up to a
     memory budget) before the DataLoader workers start, so the workers, which
     inherit them, never decode the same photos and videos again epoch after
     epoch. Samples are deterministic (no random augmentation), so this is exact.
     """
 
-    def __init__(self, records: Sequence[Record], archive: Archive, featurizer: Featurizer):
+    def __init__(self, records: Sequence[Record], archives: Archive | Sequence[Archive], featurizer: Featurizer,
+                 teacher_logits: dict[str, torch.Tensor] | None = None):
         self.records = records
-        self.archive = archive
+        self.archives = archives if isinstance(archives, Sequence) else [archives] * len(records)
         self.featurizer = featurizer
+        self.teacher_logits = teacher_logits
         self.cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
@@ -84,7 +90,12 @@ class ComplaintDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         cached = self.cache.get(i)
-        return cached if cached is not None else self.featurizer(self.records[i], self.archive)
+        if cached is not None:
+            return cached
+        sample = self.featurizer(self.records[i], self.archives[i])
+        if self.teacher_logits is not None:
+            sample["teacher_logits"] = {task: logits[i] for task, logits in self.teacher_logits.items()}
+        return sample
 
     def preload(self, budget_mb: float, num_workers: int) -> None:
         """Decode samples in order, with ``num_workers`` processes, until ``budget_mb`` is used."""

@@ -244,6 +244,7 @@ def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inpu
         "inputs": inputs,
         "columns": {"id": columns.id, "text": list(columns.text), "attachments": columns.attachments},
         "counts": summary,
+        "deep_weight": loaded.deep_weights,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if evaluation:

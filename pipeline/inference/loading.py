@@ -17,6 +17,7 @@ from pipeline.data.media import MediaSpec
 from pipeline.data.records import Columns
 from pipeline.data.text import load_tokenizer
 from pipeline.lit_module import ComplaintClassifier
+from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
 
 
 class CheckpointError(Exception):
@@ -42,6 +43,14 @@ class LoadedRun:
             attachment_separator=d.get("attachment_separator", ";"),
             labels=tuple(dict.fromkeys(t.column for t in self.labels.tasks)),
         )
+
+    @property
+    def deep_weights(self) -> dict[str, float] | None:
+        """Per task, the network's share of the logits beside the TF-IDF regression (None without it)."""
+        model = self.model.model
+        if model.text_linear is None:
+            return None
+        return {task: float(w) for task, w in zip(model.tasks, model.deep_weight)}
 
     @property
     def media(self) -> MediaSpec:
@@ -88,6 +97,12 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     labels = LabelSpace.load(run / LABELS_FILE)
     # LightningCLI adds private keys (_instantiator, _class_path); the model takes the rest
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    # Pretrained weights were only where training started: the checkpoint holds them now.
+    hparams["backbone_weights"] = None
+    if hparams.get("text_encoder") == "transformer":
+        hparams["text_pretrained"] = str(run / TEXT_MODEL_DIR)
+        if not (run / TEXT_MODEL_DIR / "config.json").is_file():
+            raise CheckpointError(f"run folder {run} lacks {TEXT_MODEL_DIR}/config.json, the transformer's architecture")
     if hparams.get("task_classes") != labels.classes:
         raise CheckpointError(f"{run / LABELS_FILE} does not match the checkpoint's classes: wrong run folder?")
     try:

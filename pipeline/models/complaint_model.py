@@ -10,10 +10,11 @@ from pipeline.models.heads import TaskHeads
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
 from pipeline.models.tfidf_linear import TfidfLinear
+from pipeline.models.transformer_encoder import TransformerTextEncoder
 from pipeline.models.video_encoder import VideoEncoder
 
 MODALITIES = ("text", "image", "video")
-TEXT_ENCODERS = {"lstm": LSTMTextEncoder, "textcnn": TextCNNEncoder}
+TEXT_ENCODERS = ("lstm", "textcnn", "transformer")
 DEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends of network and TF-IDF logits tried on validation
 
 
@@ -43,9 +44,12 @@ class ComplaintModel(nn.Module):
     logistic regression on the text runs beside the network, and ``forward``
     returns, per task, ``w * network + (1 - w) * linear`` logits, where ``w``
     is the buffer ``deep_weight`` (one value per task, chosen on validation by
-    the Lightning module from :data:`DEEP_WEIGHTS`; 1, the network alone, until
-    then). On small text data this is what keeps the model at or above a
-    TF-IDF + logistic-regression baseline.
+    the Lightning module from :data:`DEEP_WEIGHTS` after a fit; 1, the network
+    alone, until then).
+
+    ``text_encoder``: ``lstm``, ``textcnn`` or ``transformer`` (a pretrained
+    model from the local folder ``text_pretrained``, see
+    :class:`TransformerTextEncoder`).
     """
 
     def __init__(
@@ -57,6 +61,9 @@ class ComplaintModel(nn.Module):
         embed_dim: int = 128,
         text_hidden: int = 128,
         text_layers: int = 1,
+        text_pretrained: str | None = None,
+        text_pooling: str = "mean",
+        text_freeze_layers: int = 0,
         text_linear: bool = True,
         image_backbone: str = "small_cnn",
         image_dim: int = 128,
@@ -76,6 +83,9 @@ class ComplaintModel(nn.Module):
             raise ValueError(f"modalities {list(modalities)}: expected a non-empty subset of {list(MODALITIES)}")
         if text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder {text_encoder!r} is not one of {list(TEXT_ENCODERS)}")
+        if (text_encoder == "transformer") != (text_pretrained is not None) and "text" in modalities:
+            raise ValueError(f"text_pretrained={text_pretrained!r} with text_encoder {text_encoder!r}: the transformer "
+                             f"encoder needs text_pretrained (a local model folder), and only it takes one")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion {fusion!r} is not one of {list(FUSIONS)}")
         self.modalities = tuple(m for m in MODALITIES if m in modalities)
@@ -83,6 +93,8 @@ class ComplaintModel(nn.Module):
         if "text" in self.modalities:
             if text_encoder == "lstm":
                 self.text_encoder = LSTMTextEncoder(vocab_size, embed_dim, text_hidden, text_layers, dropout, pad_id)
+            elif text_encoder == "transformer":
+                self.text_encoder = TransformerTextEncoder(text_pretrained, text_pooling, text_freeze_layers)
             else:
                 self.text_encoder = TextCNNEncoder(vocab_size, embed_dim, text_hidden, dropout=dropout, pad_id=pad_id)
             dims["text"] = self.text_encoder.out_dim

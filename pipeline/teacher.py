@@ -1,0 +1,100 @@
+"""A trained run as a distillation teacher: its classes, and its logits on records, computed once and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Subset
+
+from pipeline.data.archive import Archive
+from pipeline.data.dataset import ComplaintDataset
+from pipeline.data.labels import LabelSpace
+from pipeline.data.records import Record
+
+PROGRESS_EVERY_S = 10.0
+
+
+class Teacher:
+    """A run folder printed by ``train.py`` (any model of this project: transformer, BiLSTM, multimodal)."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        from pipeline.data.datamodule import LABELS_FILE, TOKENIZER_DIR
+        from pipeline.data.text import load_tokenizer
+        from pipeline.inference.loading import find_checkpoint, sha256
+
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise FileNotFoundError(f"model.teacher={run_dir}: not a folder; give a run folder printed by train.py")
+        self.checkpoint, run = find_checkpoint(self.run_dir)
+        self.checkpoint_sha256 = sha256(self.checkpoint)
+        self.labels = LabelSpace.load(run / LABELS_FILE)
+        self.tokenizer = load_tokenizer(run / TOKENIZER_DIR)
+
+    def cache_key(self, records: Sequence[Record]) -> str:
+        """What the logits depend on: the teacher's weights and each record's id, text and attachments."""
+        h = hashlib.sha256(self.checkpoint_sha256.encode())
+        for r in records:
+            h.update(json.dumps([r.id, r.text, r.attachments], ensure_ascii=False).encode())
+        return h.hexdigest()[:16]
+
+    @torch.no_grad()
+    def logits(self, records: Sequence[Record], archives: Sequence[Archive], device: torch.device | str = "cpu",
+               batch_size: int = 32, num_workers: int = 0) -> dict[str, torch.Tensor]:
+        """The teacher's output logits (blend included), in eval mode: ``{task: (N, C)}`` in record order."""
+        from pipeline.inference.predictor import ComplaintAnalyzer
+
+        analyzer = ComplaintAnalyzer.from_checkpoint(self.run_dir, device=str(device))
+        dataset = ComplaintDataset(records, archives, analyzer.featurizer())
+        order = sorted(range(len(records)), key=lambda i: len(records[i].text))  # similar lengths pad less
+        loader = DataLoader(Subset(dataset, order), batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=analyzer.collator())
+        started = last = time.monotonic()
+        parts: dict[str, list[torch.Tensor]] = {}
+        done = 0
+        for batch in loader:
+            moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            for task, value in analyzer.model(moved).items():
+                parts.setdefault(task, []).append(value.float().cpu())
+            done += len(batch["ids"])
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                rank_zero_info(f"teacher logits: {done}/{len(records)} records, "
+                               f"{done / (time.monotonic() - started):.1f} records/s")
+                last = time.monotonic()
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        rank_zero_info(f"teacher logits: {len(records)} records in {time.monotonic() - started:.1f} s on {device}")
+        return {task: torch.cat(chunks)[inverse] for task, chunks in parts.items()}
+
+    def cached_logits(self, cache: Path, records: Sequence[Record], archives: Sequence[Archive], trainer=None,
+                      **kwargs) -> dict[str, torch.Tensor]:
+        """:meth:`logits`, read from ``cache`` when it holds them for these records, else computed and saved.
+
+        Under DDP the first process computes and the others wait for its file.
+        """
+        key = self.cache_key(records)
+        if (trainer is None or trainer.is_global_zero) and self._read(cache, key) is None:
+            logits = self.logits(records, archives, **kwargs)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            torch.save({"key": key, "teacher": str(self.run_dir), "logits": logits}, partial)
+            os.replace(partial, cache)
+        if trainer is not None:
+            trainer.strategy.barrier()
+        logits = self._read(cache, key)
+        if logits is None:
+            raise RuntimeError(f"teacher logits in {cache} are not those of this teacher and training data")
+        return logits
+
+    @staticmethod
+    def _read(cache: Path, key: str) -> dict[str, torch.Tensor] | None:
+        if not cache.is_file():
+            return None
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        return saved["logits"] if saved.get("key") == key else None

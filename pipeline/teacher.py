@@ -72,24 +72,32 @@ class Teacher:
         rank_zero_info(f"teacher logits: {len(records)} records in {time.monotonic() - started:.1f} s on {device}")
         return {task: torch.cat(chunks)[inverse] for task, chunks in parts.items()}
 
-    def cached_logits(self, cache: Path, records: Sequence[Record], archives: Sequence[Archive], trainer=None,
-                      **kwargs) -> dict[str, torch.Tensor]:
-        """:meth:`logits`, read from ``cache`` when it holds them for these records, else computed and saved.
+    def cached_logits(self, records: Sequence[Record], archives: Sequence[Archive], cache_dir: Path,
+                      run_cache: Path | None = None, trainer=None, **kwargs) -> dict[str, torch.Tensor]:
+        """:meth:`logits`, computed only when neither ``cache_dir`` (kept across runs, by content) nor
+        ``run_cache`` (a run's own copy) holds them for these records; both then keep them.
 
         Under DDP the first process computes and the others wait for its file.
         """
         key = self.cache_key(records)
-        if (trainer is None or trainer.is_global_zero) and self._read(cache, key) is None:
-            logits = self.logits(records, archives, **kwargs)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            torch.save({"key": key, "teacher": str(self.run_dir), "logits": logits}, partial)
-            os.replace(partial, cache)
+        shared = cache_dir / f"teacher_logits-{key}.pt"
+        places = [shared] + ([run_cache] if run_cache else [])
+        if trainer is None or trainer.is_global_zero:
+            held = {place: self._read(place, key) for place in places}
+            logits = next((v for v in held.values() if v is not None), None)
+            if logits is None:
+                logits = self.logits(records, archives, **kwargs)
+            for place in places:
+                if held[place] is None:
+                    place.parent.mkdir(parents=True, exist_ok=True)
+                    partial = place.with_name(f".{place.name}.{os.getpid()}.tmp")
+                    torch.save({"key": key, "teacher": str(self.run_dir), "logits": logits}, partial)
+                    os.replace(partial, place)
         if trainer is not None:
             trainer.strategy.barrier()
-        logits = self._read(cache, key)
+        logits = self._read(shared, key)
         if logits is None:
-            raise RuntimeError(f"teacher logits in {cache} are not those of this teacher and training data")
+            raise RuntimeError(f"teacher logits in {shared} are not those of this teacher and training data")
         return logits
 
     @staticmethod

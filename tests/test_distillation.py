@@ -161,9 +161,13 @@ def test_teacher_logits_are_computed_once_and_cached_in_the_run(tiny_demo, train
         expected = torch.tensor(list(row["severity_probs"].values()))
         torch.testing.assert_close(probs, expected, atol=1e-5, rtol=0)
 
-    # resuming reads them back from the run
+    # resuming reads them back from the run, and a new run on the same records from the shared cache
     resumed = fit([*args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])
     assert resumed.run_dir == c.run_dir and len(calls) == 1 and resumed.trainer.current_epoch == 3
+    again = fit([*args, "--trainer.max_epochs", "1"])
+    assert again.run_dir != c.run_dir and len(calls) == 1
+    assert torch.equal(torch.load(again.run_dir / "teacher_logits.pt", weights_only=True)["logits"]["severity"],
+                       saved["severity"])
 
 
 # -- embeddings_from --

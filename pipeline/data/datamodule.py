@@ -71,7 +71,8 @@ class ComplaintDataModule(pl.LightningDataModule):
             ``unlabeled`` archives (labels, if any, are ignored) and
             ``distill_augment`` augmented copies of each of their texts
             (:mod:`pipeline.data.augment`, drawn with the run's seed). The logits
-            are computed once at the start of a fit and cached (``teacher_cache``).
+            are computed once and cached beside the vocabularies, for later fits on the
+            same records, and in ``teacher_cache`` (``train.py``: the run folder).
     """
 
     def __init__(
@@ -132,7 +133,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.sample_cache_mb = sample_cache_mb
         self.teacher, self.unlabeled_paths, self.distill_augment = teacher, list(unlabeled), distill_augment
-        self.teacher_cache: Path | None = None  # where teacher logits are cached (train.py: the run folder)
+        self.teacher_cache: Path | None = None  # a run's copy of the teacher logits
         self.teacher_logits: dict[str, torch.Tensor] | None = None
         self._teacher = None
         self.splits: dict[str, list[Record]] = {}
@@ -321,9 +322,8 @@ class ComplaintDataModule(pl.LightningDataModule):
             records, archives = self.distillation_set(mask_token(teacher.tokenizer))
             trainer = self.trainer
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            cache = self.teacher_cache or self.artifacts_dir / "teacher_logits.pt"
-            logits = teacher.cached_logits(cache, records, archives, trainer=trainer, device=device,
-                                           batch_size=self.batch_size, num_workers=self.num_workers)
+            logits = teacher.cached_logits(records, archives, self.artifacts_dir, self.teacher_cache, trainer=trainer,
+                                           device=device, batch_size=self.batch_size, num_workers=self.num_workers)
             self.teacher_logits = {task: v for task, v in logits.items() if task in self.label_space.classes}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

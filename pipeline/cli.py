@@ -13,11 +13,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import torch
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
-import torch
 
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.lit_module import ComplaintClassifier

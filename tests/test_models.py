@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.lit_module import ComplaintClassifier
@@ -60,6 +61,22 @@ def test_padding_changes_nothing_in_text_encoders():
         if w1 is not None:
             torch.testing.assert_close(w1, w2[:, :4])
             assert w2[:, 4:].abs().sum() == 0 and w1[1, 2:].abs().sum() == 0
+
+
+def test_lstm_on_padded_rows_equals_packed_sequences_in_values_and_gradients():
+    torch.manual_seed(0)
+    enc = LSTMTextEncoder(50, 16, 16, num_layers=2).eval()  # eval: no dropout between layers
+    x = torch.randn(5, 9, 16, requires_grad=True)
+    lengths = torch.tensor([9, 4, 1, 7, 2])
+    valid = (torch.arange(9) < lengths.unsqueeze(1)).unsqueeze(-1)
+    packed, padded = enc._packed(x, lengths) * valid, enc._padded(x, lengths) * valid
+    torch.testing.assert_close(padded, packed)
+    weights = list(enc.lstm.parameters())
+    for a, b in zip(torch.autograd.grad(packed.pow(2).sum(), [x, *weights]),
+                    torch.autograd.grad(padded.pow(2).sum(), [x, *weights])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert [n for n, _ in enc.named_parameters() if n.startswith("lstm")] == [n for n, _ in nn.LSTM(
+        16, 16, 2, bidirectional=True).named_parameters(prefix="lstm")]  # the state dict is unchanged
 
 
 def test_record_without_text_or_attachments_works():

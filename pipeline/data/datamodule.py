@@ -253,7 +253,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.tokenizer = load_tokenizer(target / TOKENIZER_DIR)
         self.label_space = LabelSpace.load(target / LABELS_FILE)
         if teacher_classes:
-            self.label_space.check(train, "data.train")
+            self.label_space.check(train, f"data.train (the classes are model.teacher's, {self.teacher})")
 
     def teacher_run(self):
         """The :class:`pipeline.teacher.Teacher` of ``teacher`` (opened once)."""

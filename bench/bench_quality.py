@@ -115,30 +115,6 @@ def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5) -> float:
     return json.loads(out.with_name(out.name + ".meta.json").read_text())["counts"]["records_per_s"]
 
 
-def text_task(name: str, rows: list[dict], analyzer: str, ngrams, extra: list[str], runs_root: str,
-              seeds: list[int]) -> None:
-    splits = split_rows(rows, "label")
-    sizes = {k: len(v) for k, v in splits.items()}
-    scores = []
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = write_archives(splits, Path(tmp))
-        baseline = tfidf_baseline(splits, analyzer, ngrams)
-        for seed in seeds:
-            metrics = train([
-                "--config", "configs/demo.yaml", "--config", "configs/text_only.yaml",
-                "--data.train", str(paths["train"]), "--data.val", str(paths["val"]), "--data.test", str(paths["test"]),
-                "--data.tasks", '[{"name": "label", "column": "label"}]', "--runs_root", runs_root, "--experiment", name,
-                "--seed_everything", str(seed), *extra,
-            ])
-            scores.append(metrics["test"]["label"]["f1_macro"])
-            print(f"{name:8s} {sizes}  seed {seed}  test macro-F1: ours (text-only) {scores[-1]:.3f}  "
-                  f"TF-IDF+LR {baseline:.3f}  difference {scores[-1] - baseline:+.3f}", flush=True)
-    if len(scores) > 1:
-        mean = statistics.mean(scores)
-        print(f"{name:8s} mean of {len(scores)} seeds: ours {mean:.3f} (sd {statistics.stdev(scores):.3f})  "
-              f"TF-IDF+LR {baseline:.3f}  difference {mean - baseline:+.3f}", flush=True)
-
-
 def cfpb_rows(shared: Path) -> list[dict]:
     rows = []
     with open(shared / "cfpb_sample" / "complaints_sample.csv", newline="", encoding="utf-8") as f:
@@ -179,6 +155,32 @@ def split_archives(name: str, shared: Path, base: Path) -> tuple[dict, dict[str,
     return splits, write_archives(splits, base)
 
 
+def text_only_args(paths: dict[str, Path], runs_root: str, spec: dict) -> list[str]:
+    """train.py arguments of a text-only run on the split's archives, with the data set's model options."""
+    return ["--config", "configs/demo.yaml", "--config", "configs/text_only.yaml",
+            "--data.train", str(paths["train"]), "--data.val", str(paths["val"]), "--data.test", str(paths["test"]),
+            "--data.tasks", '[{"name": "label", "column": "label"}]', "--runs_root", runs_root, *spec["model"]]
+
+
+def text_task(name: str, shared: Path, runs_root: str, seeds: list[int]) -> None:
+    spec = DATASETS[name]
+    scores = []
+    with tempfile.TemporaryDirectory() as tmp:
+        splits, paths = split_archives(name, shared, Path(tmp))
+        sizes = {k: len(v) for k, v in splits.items()}
+        baseline = tfidf_baseline(splits, spec["analyzer"], spec["ngrams"])
+        for seed in seeds:
+            metrics = train([*text_only_args(paths, runs_root, spec), "--experiment", name,
+                             "--seed_everything", str(seed)])
+            scores.append(metrics["test"]["label"]["f1_macro"])
+            print(f"{name:8s} {sizes}  seed {seed}  test macro-F1: ours (text-only) {scores[-1]:.3f}  "
+                  f"TF-IDF+LR {baseline:.3f}  difference {scores[-1] - baseline:+.3f}", flush=True)
+    if len(scores) > 1:
+        mean = statistics.mean(scores)
+        print(f"{name:8s} mean of {len(scores)} seeds: ours {mean:.3f} (sd {statistics.stdev(scores):.3f})  "
+              f"TF-IDF+LR {baseline:.3f}  difference {mean - baseline:+.3f}", flush=True)
+
+
 def check_same_split(run: Path, paths: dict[str, Path]) -> None:
     """Refuse a reused teacher whose archives are not byte for byte this split's."""
     import filecmp
@@ -200,9 +202,7 @@ def pretrained(name: str, shared: Path, runs_root: str, seeds: list[int], model_
         sizes = {k: len(v) for k, v in splits.items()}
         print(f"{name}: {sizes}", flush=True)
         baseline = tfidf_baseline(splits, spec["analyzer"], spec["ngrams"])
-        common = ["--config", "configs/demo.yaml", "--config", "configs/text_only.yaml",
-                  "--data.train", str(paths["train"]), "--data.val", str(paths["val"]), "--data.test", str(paths["test"]),
-                  "--data.tasks", '[{"name": "label", "column": "label"}]', "--runs_root", runs_root, *spec["model"]]
+        common = text_only_args(paths, runs_root, spec)
         bilstm = []
         for seed in seeds:
             metrics = train([*common, "--model.text_linear", "false", "--experiment", f"{name}_bilstm",
@@ -247,16 +247,6 @@ def pretrained(name: str, shared: Path, runs_root: str, seeds: list[int], model_
           f"({student_rate / teacher_rate:.1f}x)", flush=True)
 
 
-def cfpb(shared: Path, runs_root: str, seeds: list[int]) -> None:
-    spec = DATASETS["cfpb"]
-    text_task("cfpb", spec["rows"](shared), spec["analyzer"], spec["ngrams"], spec["model"], runs_root, seeds)
-
-
-def waimai(shared: Path, runs_root: str, seeds: list[int]) -> None:
-    spec = DATASETS["waimai"]
-    text_task("waimai", spec["rows"](shared), spec["analyzer"], spec["ngrams"], spec["model"], runs_root, seeds)
-
-
 def ablation(runs_root: str) -> None:
     variants = {"attention fusion": [], "concat fusion": ["configs/concat_fusion.yaml"],
                 "text only": ["configs/text_only.yaml"], "image only": ["configs/image_only.yaml"]}
@@ -287,10 +277,9 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     if "ablation" in parts:
         ablation(args.runs_root)
-    if "cfpb" in parts:
-        cfpb(Path(args.shared), args.runs_root, seeds)
-    if "waimai" in parts:
-        waimai(Path(args.shared), args.runs_root, seeds)
+    for name in DATASETS:
+        if name in parts:
+            text_task(name, Path(args.shared), args.runs_root, seeds)
     if "pretrained" in parts:
         if not args.pretrained:
             parser.error("--only pretrained needs --pretrained PATH (e.g. from ../shared/tools/get_minilm.sh)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -74,13 +75,19 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
+def error_text(e: Exception) -> str:
+    """A decoder's message without object addresses (PIL names its ``<BytesIO object at 0x...>``), so that
+    the same bad file gives the same warning in every run."""
+    return re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", str(e)) or type(e).__name__
+
+
 def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
     """Decode, orient by EXIF, convert to RGB and resize to ``(3, size, size)`` uint8."""
     try:
         im = Image.open(io.BytesIO(data))
         width, height = im.size
     except Exception as e:  # the magic bytes said image, so this is corruption
-        raise AttachmentError(UNREADABLE, str(e)) from None
+        raise AttachmentError(UNREADABLE, error_text(e)) from None
     if width * height > limits.max_image_pixels:
         raise AttachmentError(TOO_LARGE, f"{width}x{height} pixels > limit {limits.max_image_pixels}")
     try:
@@ -90,7 +97,7 @@ def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
         im = _to_rgb(im).resize((size, size), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     except Exception as e:  # truncated or corrupt data surfaces here, as many types
-        raise AttachmentError(UNREADABLE, str(e) or type(e).__name__) from None
+        raise AttachmentError(UNREADABLE, error_text(e)) from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
@@ -116,7 +123,7 @@ def decode_video(data: bytes, size: int, num_frames: int, limits: Limits) -> tor
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except Exception as e:
-        raise AttachmentError(UNREADABLE, f"not a decodable video: {e}") from None
+        raise AttachmentError(UNREADABLE, f"not a decodable video: {error_text(e)}") from None
     with container:
         if not container.streams.video:
             raise AttachmentError(UNSUPPORTED, "no video stream")
@@ -137,7 +144,7 @@ def decode_video(data: bytes, size: int, num_frames: int, limits: Limits) -> tor
         except AttachmentError:
             raise
         except Exception as e:
-            raise AttachmentError(UNREADABLE, f"video decode failed: {e}") from None
+            raise AttachmentError(UNREADABLE, f"video decode failed: {error_text(e)}") from None
     if not frames:
         raise AttachmentError(UNREADABLE, "no decodable frames")
     # A clip shorter than T frames: repeat frames uniformly so every video has T.

@@ -23,9 +23,14 @@ def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -
 
     Padding slots are never seen by the encoder (their content cannot matter).
     With no slot present, one slot is encoded and multiplied by zero, so every
-    parameter still takes part in the graph (DDP requires it).
+    parameter still takes part in the graph (DDP requires it). An ONNX export
+    traces the general case only, so its graph serves every mask (none present
+    included: the encoder then sees an empty batch).
     """
     B, K = present.shape
+    if torch.jit.is_tracing():
+        feats = encoder(x[present])
+        return feats.new_zeros(B, K, feats.shape[-1]).index_put((present,), feats)
     any_present = bool(present.any())
     feats = encoder(x[present] if any_present else x[:1, 0])  # (M, D)
     out = feats.new_zeros(B, K, feats.shape[-1])

@@ -66,7 +66,8 @@ class LSTMTextEncoder(nn.Module):
         B, L = ids.shape
         x = self.dropout(self.embedding(ids))  # (B, L, E)
         valid = lengths.clamp(min=1)
-        states = self._packed(x, valid) if x.is_cuda else self._padded(x, valid)  # (B, L, 2H); cuDNN packs fast
+        # (B, L, 2H). cuDNN runs packed sequences fast, and ONNX's LSTM takes the lengths itself.
+        states = self._packed(x, valid) if x.is_cuda or torch.jit.is_tracing() else self._padded(x, valid)
         mask = length_mask(valid, L)
         attended, weights = self.attention(states, mask)  # (B, 2H), (B, L)
         maxed = states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (B, 2H)

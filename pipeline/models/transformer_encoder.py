@@ -111,10 +111,10 @@ class TransformerTextEncoder(nn.Module):
         return out, length_mask(lengths + self.specials, L + self.specials)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, L = ids.shape
-        kept = min(L, self.max_tokens)
-        lengths = lengths.clamp(max=kept)
-        full, mask = self.with_specials(ids[:, :kept], lengths)
+        L = ids.shape[1]
+        ids, lengths = ids[:, :self.max_tokens], lengths.clamp(max=self.max_tokens)  # no Python min: ONNX-traceable
+        kept = ids.shape[1]
+        full, mask = self.with_specials(ids, lengths)
         states = self.transformer(input_ids=full, attention_mask=mask.long()).last_hidden_state  # (B, kept + s, H)
         offset = int(self.cls_id is not None)
         text_mask = length_mask(lengths, kept)  # (B, kept): the text's own tokens

@@ -33,7 +33,7 @@ class VideoEncoder(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         B, T = clips.shape[:2]
-        frames = self.frame_encoder(clips.flatten(0, 1)).view(B, T, -1)  # (B, T, D)
+        frames = self.frame_encoder(clips.flatten(0, 1)).unflatten(0, (B, T))  # (B, T, D); B may be 0
         if self.temporal == "mean":
             return frames.mean(dim=1)
         if self.temporal == "lstm":

@@ -22,6 +22,7 @@ from torchmetrics.classification import (
 
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.distillation import distillation_loss
+from pipeline.inference.length_groups import in_length_groups
 from pipeline.models.complaint_model import DEEP_WEIGHTS, MODALITIES, ComplaintModel
 from pipeline.models.pretrained_embeddings import copy_shared_rows, pretrained_input_embeddings, project_embeddings
 from pipeline.models.transformer_encoder import TransformerTextEncoder, has_weights
@@ -153,6 +154,7 @@ class ComplaintClassifier(pl.LightningModule):
             self.register_buffer(f"class_weight_{name}", torch.tensor(w, dtype=torch.float))
         self.tasks = list(task_classes)
         self.multilabel = set(multilabel_tasks)
+        self.predict_group_size: int | None = None  # records per forward pass in predict_step (None: the batch)
         shared = inspect.signature(ComplaintModel).parameters  # model options pass straight through
         self.model = ComplaintModel(
             num_classes={t: len(c) for t, c in task_classes.items()},
@@ -399,7 +401,10 @@ class ComplaintClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
-    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
+        return in_length_groups(self._predict, batch, self.predict_group_size)
+
+    def _predict(self, batch: dict) -> dict:
         features, explain = self.forward_features(batch)
         logits = self.model.blend(self.forward_head(features), self.model.linear_logits(batch))
         probs = {t: torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()}

@@ -149,6 +149,16 @@ def bad_archive(base: Path) -> tuple[Path, dict[str, str]]:
     return root, {rid: reason for rid, (_, reason) in cases.items()}
 
 
+def bad_with_record_problems(base: Path) -> Path:
+    """:func:`bad_archive` plus a duplicate id, a malformed manifest line and a good record after them."""
+    root, _ = bad_archive(base)
+    with open(root / "complaints.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"id": "good", "text": "a repeated id", "attachments": []}\n')  # duplicate of the first record
+        f.write('{"id": "broken", "text": \n')  # malformed line
+        f.write('{"id": "last", "text": "still read after the bad lines", "attachments": []}\n')
+    return root
+
+
 def pack_bad(root: Path, kind: str) -> Path:
     """Pack the bad archive with its unsafe members: a zip-slip name, an absolute name, an outward symlink."""
     evil = {"../evil.jpg": image_bytes(), "/abs.jpg": image_bytes()}

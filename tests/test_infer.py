@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from factory import bad_archive, image_bytes, write_manifest
+from factory import bad_with_record_problems, image_bytes, write_manifest
 from pipeline import ComplaintAnalyzer
 from pipeline.inference.command import main as infer_main
 from pipeline.inference.loading import CheckpointError, load_run
@@ -64,15 +64,6 @@ def test_one_row_per_record_in_order_each_format(trained_run, tiny_demo, tmp_pat
     assert [Path(i["path"]).name for i in meta["inputs"]] == ["test", "val"]
     assert not out.with_name(out.name + ".parts").exists()
     assert f"records {len(expected)}: ok" in capsys.readouterr().out
-
-
-def bad_with_record_problems(base: Path) -> Path:
-    root, _ = bad_archive(base)
-    with open(root / "complaints.jsonl", "a", encoding="utf-8") as f:
-        f.write('{"id": "good", "text": "a repeated id", "attachments": []}\n')  # duplicate of the first record
-        f.write('{"id": "broken", "text": \n')  # malformed line
-        f.write('{"id": "last", "text": "still read after the bad lines", "attachments": []}\n')
-    return root
 
 
 @pytest.mark.parametrize("kind", ["folder", "zip", "tar"])

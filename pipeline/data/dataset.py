@@ -22,7 +22,10 @@ PRELOAD_CHUNK = 32  # samples per message from a preloading worker
 
 @dataclass
 class Featurizer:
-    """Turns one :class:`Record` into a sample dict; never raises for a bad attachment."""
+    """Turns one :class:`Record` into a sample dict; never raises for a bad attachment.
+
+    ``read_media`` False (a model without images or videos) leaves attachments unread.
+    """
 
     tokenizer: object
     media: MediaSpec
@@ -30,11 +33,12 @@ class Featurizer:
     max_images: int = 4
     max_videos: int = 2
     labels: LabelSpace | None = None
+    read_media: bool = True
 
     def __call__(self, record: Record, archive: Archive) -> dict:
         problems: list[AttachmentProblem] = []
         images, image_paths, videos, video_paths = [], [], [], []
-        if record.error is None:
+        if record.error is None and self.read_media:
             for path in record.attachments:
                 try:
                     kind, tensor = decode_attachment(archive.read(path), self.media)

@@ -17,8 +17,10 @@ from pipeline.data.dataset import RecordStream
 from pipeline.data.manifest import read_records
 from pipeline.data.records import Columns
 from pipeline.inference.evaluate import Evaluation
-from pipeline.inference.loading import CheckpointError
-from pipeline.inference.predictor import ComplaintAnalyzer
+from pipeline.export import ExportError
+from pipeline.inference.loading import CheckpointError, load_run
+from pipeline.inference.onnx_backend import BACKENDS
+from pipeline.inference.predictor import BLOCK, GROUP_SIZE, ComplaintAnalyzer, resolve_device
 from pipeline.inference.rows import ERROR, OK, PARTIAL
 from pipeline.inference.writers import ChunkStore, columns_for, output_format, write_output
 
@@ -28,7 +30,8 @@ DEFAULT_WORKERS = max(1, min(8, CORES // 2))
 
 
 def model_threads(num_workers: int, devices: int = 1) -> int:
-    """Torch threads per process on CPU: the cores the decoding workers leave, shared by the processes.
+    """Model threads per process on CPU (torch's, or onnxruntime's intra-op pool): the cores the decoding
+    workers leave, shared by the processes.
 
     Oversubscribing them (e.g. 2 workers + 2 spinning torch threads on 2 cores) was 1.5x slower here.
     """
@@ -44,12 +47,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="run folder printed by train.py, or a .ckpt file in it")
     p.add_argument("--input", required=True, nargs="+", help="archive(s): folder, .zip, .tar(.gz) or manifest file")
     p.add_argument("--output", required=True, help="predictions file: .jsonl, .csv or .parquet")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"DataLoader processes decoding attachments (default here: {DEFAULT_WORKERS})")
+    p.add_argument("--batch-size", type=int, default=BLOCK,
+                   help=f"records read, decoded and written together (default {BLOCK}; the unit of --resume)")
+    p.add_argument("--group-size", type=int, default=GROUP_SIZE,
+                   help=f"records per forward pass, grouped by text length so that short texts are not padded to "
+                        f"long ones (default {GROUP_SIZE}; 0: the whole batch)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help=f"DataLoader processes decoding attachments (default here: {DEFAULT_WORKERS}; "
+                        f"none when no record has an attachment or the model reads text only)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for the model on CPU (default: the cores the workers leave free)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+                   help="model threads on CPU (default: the cores the workers leave free)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU when there is one)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use)")
     p.add_argument("--devices", type=int, default=1, help="processes (DDP) sharing the records")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run with the same output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -71,6 +81,11 @@ def check_inputs(paths: list[str], columns: Columns, limits) -> list[dict]:
         st = os.stat(path)
         described.append({"path": str(Path(path).resolve()), "bytes": st.st_size, "mtime": st.st_mtime})
     return described
+
+
+def any_attachments(stream: RecordStream) -> bool:
+    """Whether any record names an attachment (reads the manifests, never the media)."""
+    return any(record.attachments for _, record in stream())
 
 
 class Progress:
@@ -138,12 +153,24 @@ def run(args: argparse.Namespace) -> int:
         raise FatalError(f"--output {output}: folder {output.parent} does not exist")
     if args.batch_size < 1 or args.devices < 1:
         raise FatalError("--batch-size and --devices must be at least 1")
+    if args.backend != "torch" and args.devices > 1:
+        raise FatalError(f"--backend {args.backend} runs in one process: --devices > 1 needs --backend torch")
     is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
-    analyzer = ComplaintAnalyzer.from_checkpoint(args.checkpoint)
-    loaded = analyzer.run
+    args.device = resolve_device(args.device)
+    loaded = load_run(args.checkpoint)
     columns = columns_from_args(args, loaded.columns)
-    store = ChunkStore(output)
     inputs = check_inputs(args.input, columns, loaded.media.limits)
+    stream = RecordStream(args.input, columns, loaded.media.limits)
+    if args.num_workers is None:  # decoding workers only where there is media for the model to see
+        reads_media = any(m in loaded.model.model.modalities for m in ("image", "video"))
+        args.num_workers = DEFAULT_WORKERS if reads_media and any_attachments(stream) else 0
+    threads = args.threads or model_threads(args.num_workers, args.devices)
+    try:
+        analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads if args.device == "cpu" else None,
+                                     args.group_size or None)
+    except ExportError as e:
+        raise FatalError(f"--backend {args.backend}: {e}") from None
+    store = ChunkStore(output)
     ledger = {"inputs": inputs, "checkpoint_sha256": loaded.checkpoint_sha256, "batch_size": args.batch_size,
               "evaluate": args.evaluate, "columns": list(columns.text)}
     if not is_child:
@@ -174,14 +201,13 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     if args.device == "cpu":
-        torch.set_num_threads(args.threads or model_threads(args.num_workers, args.devices))
+        torch.set_num_threads(threads)
     rank = int(os.environ.get("LOCAL_RANK", 0))
-    stream = RecordStream(args.input, columns, loaded.media.limits)
     dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
     loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers)
     writer = make_writer(store, loaded.labels, args.evaluate, block)
     trainer = pl.Trainer(
-        accelerator=args.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
+        accelerator=analyzer.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
         logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
         use_distributed_sampler=False, callbacks=[writer],
     )
@@ -194,11 +220,13 @@ def run(args: argparse.Namespace) -> int:
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return 0
-    return finish(args, store, output, loaded, columns, inputs, started, predict_seconds, resumed=bool(skip))
+    runtime = {"backend": args.backend, "device": args.device, "threads": threads if args.device == "cpu" else None,
+               "num_workers": args.num_workers, "onnxruntime_providers": getattr(analyzer.model, "providers", None)}
+    return finish(args, store, output, loaded, columns, inputs, started, predict_seconds, runtime, resumed=bool(skip))
 
 
 def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inputs, started: float,
-           predict_seconds: float, resumed: bool) -> int:
+           predict_seconds: float, runtime: dict, resumed: bool) -> int:
     chunks = store.chunks()
     expected = 0
     for first, end, _ in chunks:
@@ -245,6 +273,7 @@ def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inpu
         "columns": {"id": columns.id, "text": list(columns.text), "attachments": columns.attachments},
         "counts": summary,
         "deep_weight": loaded.deep_weights,
+        "runtime": runtime,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if evaluation:
@@ -259,7 +288,8 @@ def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inpu
     (output.with_name(output.name + ".meta.json")).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     store.remove()
     print(f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}  |  "
-          f"{summary['records_per_s']} records/s  |  decoding {summary['decode_seconds']} s, model {summary['model_seconds']} s")
+          f"{summary['records_per_s']} records/s  |  decoding {summary['decode_seconds']} s, model {summary['model_seconds']} s  |  "
+          f"{runtime['backend']} on {runtime['device']}")
     if evaluation:
         for task, r in meta["evaluation"].items():
             extra = f"  (unknown true labels: {r['unknown_true_labels']})" if r["unknown_true_labels"] else ""

@@ -13,7 +13,18 @@ from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.inference.loading import LoadedRun, load_run
+from pipeline.inference.onnx_backend import BACKENDS
 from pipeline.inference.rows import rows_from_output
+
+BLOCK = 128  # records read, decoded and written together
+GROUP_SIZE = 32  # records per forward pass, grouped by text length
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 class ComplaintAnalyzer:
@@ -21,24 +32,45 @@ class ComplaintAnalyzer:
 
     ``predict`` yields the same dicts as the rows of ``infer.py`` output, one per
     record, in input order.
+
+    ``backend``: ``torch`` (the eager model), ``onnxruntime`` or
+    ``onnxruntime-int8`` (the run's ONNX export, made on first use). ``threads``
+    is onnxruntime's intra-op thread count (torch's is the caller's
+    ``torch.set_num_threads``). Batches run in groups of at most ``group_size``
+    records of similar text length (see :func:`in_length_groups`; None: whole).
     """
 
-    def __init__(self, run: LoadedRun, device: str = "cpu"):
+    def __init__(self, run: LoadedRun, device: str = "auto", backend: str = "torch", threads: int | None = None,
+                 group_size: int | None = GROUP_SIZE):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
         self.run = run
-        self.device = device
+        self.backend = backend
+        device = resolve_device(device)
+        if backend == "torch":
+            self.model, self.device = run.model.to(device), device
+        else:  # onnxruntime takes host tensors and moves them to the GPU itself
+            from pipeline.inference.onnx_backend import OnnxClassifier
+
+            self.model = OnnxClassifier(run, int8=backend.endswith("int8"), device=device, threads=threads)
+            self.device = "cpu"
+        self.model.predict_group_size = group_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu") -> "ComplaintAnalyzer":
-        return cls(load_run(path, device), device)
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", backend: str = "torch",
+                        threads: int | None = None, group_size: int | None = GROUP_SIZE) -> "ComplaintAnalyzer":
+        return cls(load_run(path), device, backend, threads, group_size)
 
     @property
-    def model(self):
-        return self.run.model
+    def reads_media(self) -> bool:
+        """Whether the model sees photos or videos (a text-only model leaves attachments unread)."""
+        return any(m in self.run.model.model.modalities for m in ("image", "video"))
 
     def featurizer(self) -> Featurizer:
         d = self.run.data
         return Featurizer(self.run.tokenizer, self.run.media, max_text_length=d.get("max_text_length", 256),
-                          max_images=d.get("max_images", 4), max_videos=d.get("max_videos", 2))
+                          max_images=d.get("max_images", 4), max_videos=d.get("max_videos", 2),
+                          read_media=self.reads_media)
 
     def collator(self) -> Collator:
         media = self.run.media
@@ -53,7 +85,7 @@ class ComplaintAnalyzer:
         moved = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         return rows_from_output(self.model.predict_step(moved, 0), self.run.labels, evaluate)
 
-    def predict(self, source: str | os.PathLike | Iterable, batch_size: int = 32, num_workers: int = 0,
+    def predict(self, source: str | os.PathLike | Iterable, batch_size: int = BLOCK, num_workers: int = 0,
                 columns: Columns | None = None, root: str | os.PathLike = ".") -> Iterator[dict]:
         """Predict an archive path (or a list of paths), or an iterable of dicts.
 

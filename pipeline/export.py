@@ -1,0 +1,288 @@
+"""ONNX export of a trained run: ``python -m pipeline.export RUN_DIR [--int8]``.
+
+Writes ``RUN_DIR/export/model.onnx`` (and ``model.int8.onnx`` with ``--int8``)
+and ``export.json``, which names the graph's inputs and outputs, their types and
+dynamic axes, the classes of each task and the checkpoint the graph came from.
+
+The graph is the whole forward pass: text encoder (BiLSTM, TextCNN or
+transformer), image CNN, video encoder, fusion, heads, the TF-IDF regression
+and its blend, then softmax (sigmoid for multi-label tasks). Batch size, text
+length, attachment counts and frames per clip are dynamic. Every export is
+checked against the eager model on batches of other shapes than the traced
+one before it is kept, so a graph that baked in a shape never reaches a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.inference.loading import CheckpointError, LoadedRun, load_run
+
+EXPORT_DIR = "export"
+GRAPH_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+INFO_FILE = "export.json"
+OPSET = 17
+TOLERANCE = 1e-4  # largest difference from the eager model's probabilities that an export may show
+# (name, dtype, axes) of every input the graph can take; a model takes those of its modalities
+INPUTS = {
+    "text": [("text_ids", "int64", ["batch", "tokens"]), ("text_lengths", "int64", ["batch"])],
+    "image": [("images", "uint8", ["batch", "images", 3, "pixels", "pixels"]), ("image_mask", "bool", ["batch", "images"])],
+    "video": [("videos", "uint8", ["batch", "videos", "frames", 3, "pixels", "pixels"]),
+              ("video_mask", "bool", ["batch", "videos"])],
+}
+
+
+class ExportError(Exception):
+    """The run cannot be exported (one clear line naming the part)."""
+
+
+class ExportedForward(nn.Module):
+    """The model as tensors in, tensors out: ``(probabilities per task..., fusion weights)``.
+
+    The same numbers :meth:`ComplaintClassifier.predict_step` gives, in the order
+    of :func:`output_names`.
+    """
+
+    def __init__(self, model: nn.Module, multilabel: set[str]):
+        super().__init__()
+        self.model = model
+        self.multilabel = multilabel
+        self.inputs = input_names(model)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        batch = dict(zip(self.inputs, tensors))
+        features, explain = self.model.forward_features(batch)
+        logits = self.model.blend(self.model.forward_head(features), self.model.linear_logits(batch))
+        probs = [torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()]
+        return (*probs, explain["fusion_weights"])
+
+
+def input_names(model: nn.Module) -> list[str]:
+    return [name for m in model.modalities for name, _, _ in INPUTS[m]]
+
+
+def output_names(model: nn.Module) -> list[str]:
+    return [f"probs_{task}" for task in model.tasks] + ["fusion_weights"]
+
+
+def example_batch(run: LoadedRun, batch: int, tokens: int, images: int, videos: int, frames: int,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random inputs of the given sizes: the first record has every slot and the full text, the second nothing."""
+    g = torch.Generator().manual_seed(seed)
+    S = run.media.image_size
+    lengths = torch.randint(0, tokens + 1, (batch,), generator=g)
+    lengths[0] = tokens
+    image_mask = torch.rand(batch, images, generator=g) < 0.5
+    video_mask = torch.rand(batch, videos, generator=g) < 0.5
+    image_mask[0], video_mask[0] = True, True
+    if batch > 1:
+        lengths[1], image_mask[1], video_mask[1] = 0, False, False
+    return {
+        "text_ids": torch.randint(1, len(run.tokenizer), (batch, tokens), generator=g),
+        "text_lengths": lengths,
+        "images": torch.randint(0, 256, (batch, images, 3, S, S), dtype=torch.uint8, generator=g),
+        "image_mask": image_mask,
+        "videos": torch.randint(0, 256, (batch, videos, frames, 3, S, S), dtype=torch.uint8, generator=g),
+        "video_mask": video_mask,
+    }
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Hide what native code writes to the process's stderr (the exporter's C++ shape-inference notes)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _quiet_export(module: nn.Module, args: tuple, f, **kw) -> None:
+    # Tracing warns about every Python int it sees; the check against the eager model is what counts.
+    with warnings.catch_warnings(), native_stderr_silenced():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, f, opset_version=OPSET, dynamo=False, **kw)
+
+
+def failing_part(model: nn.Module, batch: dict[str, torch.Tensor]) -> str:
+    """The first part of ``model`` that does not export on its own (the fusion and heads when all do)."""
+    text = (batch["text_ids"], batch["text_lengths"])
+    parts = [("text encoder", getattr(model, "text_encoder", None), text),
+             ("TF-IDF regression", model.text_linear, text),
+             ("image encoder", getattr(model, "image_encoder", None), (batch["images"][:, 0],)),
+             ("video encoder", getattr(model, "video_encoder", None), (batch["videos"][:, 0],))]
+    for name, part, args in parts:
+        if part is None:
+            continue
+        try:
+            _quiet_export(part, args, io.BytesIO())
+        except Exception as e:  # the exporter raises many types
+            return f"{name} ({type(part).__name__}): {str(e).strip().splitlines()[0]}"
+    return f"fusion and heads ({type(model.fusion).__name__})"
+
+
+def trace(run: LoadedRun, path: Path) -> None:
+    model = run.model.model.cpu().eval()
+    forward = ExportedForward(model, set(run.model.multilabel))
+    batch = example_batch(run, batch=3, tokens=7, images=2, videos=2, frames=run.media.video_frames)
+    names, outputs = forward.inputs, output_names(model)
+    axes = {name: {i: a for i, a in enumerate(shape) if isinstance(a, str)}
+            for m in model.modalities for name, _, shape in INPUTS[m]}
+    axes.update({o: {0: "batch"} for o in outputs})
+    axes["fusion_weights"][1] = "fusion_tokens"
+    try:
+        # Gradients on: PyTorch's fused inference kernels for attention (which ONNX lacks) stay off.
+        _quiet_export(forward, tuple(batch[n] for n in names), str(path), input_names=names, output_names=outputs,
+                      dynamic_axes=axes, external_data=False)
+    except Exception as e:
+        raise ExportError(f"cannot export {failing_part(model, batch)}") from e
+
+
+def check_against_eager(run: LoadedRun, path: Path, tolerance: float = TOLERANCE) -> float:
+    """Largest difference between the graph and the eager model on batches of other shapes than the traced one."""
+    import onnxruntime as ort
+
+    model = run.model.model.cpu().eval()
+    forward = ExportedForward(model, set(run.model.multilabel))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for sizes in [dict(batch=5, tokens=11, images=3, videos=1), dict(batch=1, tokens=1, images=1, videos=1),
+                  dict(batch=4, tokens=3, images=1, videos=2)]:
+        batch = example_batch(run, **sizes, frames=run.media.video_frames, seed=1)
+        if sizes["batch"] == 1:
+            batch["image_mask"][:], batch["video_mask"][:] = False, False  # no attachment in the whole batch
+        with torch.no_grad():
+            expected = forward(*[batch[n] for n in forward.inputs])
+        try:
+            got = session.run(None, {n: batch[n].numpy() for n in forward.inputs})
+        except Exception as e:  # onnxruntime's errors have no common type
+            raise ExportError(f"the exported graph fails on a batch of sizes {sizes}: {str(e).splitlines()[0]}") from e
+        for name, e, g in zip(output_names(model), expected, got):
+            if e.shape != g.shape:
+                raise ExportError(f"the exported graph gives {name} of shape {list(g.shape)} for batch sizes "
+                                  f"{sizes}, the model {list(e.shape)}: a shape was fixed at export")
+            worst = max(worst, float(np.abs(e.numpy() - g).max()))
+    if worst > tolerance:
+        raise ExportError(f"the exported graph differs from the model by {worst:.2g} (more than {tolerance:g}) "
+                          f"on batches of other sizes than the traced one")
+    return worst
+
+
+def quantize(src: Path, dst: Path) -> None:
+    """Dynamic INT8: weights of the LSTM, MatMul and Gemm nodes stored as int8, activations quantised per batch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process first fails on LSTM graphs (symbolic shapes)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
+
+
+def describe(run: LoadedRun, int8: bool, max_difference: float) -> dict:
+    import onnxruntime as ort
+
+    model = run.model.model
+    return {
+        "checkpoint": str(run.checkpoint.resolve()),
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "graphs": {k: v for k, v in GRAPH_FILES.items() if k == "fp32" or int8},
+        "opset": OPSET,
+        "inputs": [{"name": n, "dtype": d, "shape": s} for m in model.modalities for n, d, s in INPUTS[m]],
+        "outputs": [{"name": f"probs_{t}", "dtype": "float32", "shape": ["batch", len(run.labels.classes[t])],
+                     "classes": run.labels.classes[t], "activation": "sigmoid" if t in run.model.multilabel else "softmax"}
+                    for t in model.tasks] + [{"name": "fusion_weights", "dtype": "float32", "shape": ["batch", "fusion_tokens"]}],
+        "max_difference_from_eager": max_difference,
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
+    }
+
+
+def export_run(run: LoadedRun, dest: Path, int8: bool = False) -> Path:
+    """Export ``run`` into ``dest`` (written whole, then moved into place); returns ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
+    try:
+        trace(run, work / GRAPH_FILES["fp32"])
+        difference = check_against_eager(run, work / GRAPH_FILES["fp32"])
+        if int8:
+            quantize(work / GRAPH_FILES["fp32"], work / GRAPH_FILES["int8"])
+        (work / INFO_FILE).write_text(json.dumps(describe(run, int8, difference), indent=2, ensure_ascii=False))
+        if dest.exists():
+            shutil.rmtree(dest)
+        work.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def current_export(run: LoadedRun, dest: Path, int8: bool) -> bool:
+    """Whether ``dest`` holds an export of this very checkpoint (with the INT8 graph when asked for)."""
+    info = dest / INFO_FILE
+    if not info.is_file():
+        return False
+    described = json.loads(info.read_text())
+    wanted = ["fp32", "int8"] if int8 else ["fp32"]
+    return (described.get("checkpoint_sha256") == run.checkpoint_sha256
+            and all((dest / GRAPH_FILES[k]).is_file() for k in wanted))
+
+
+def export_folder(run: LoadedRun) -> Path:
+    """The run folder's ``export/``, or a per-checkpoint folder in the user's cache when the run is read-only."""
+    run_dir = run.checkpoint.parent.parent if run.checkpoint.parent.name == "checkpoints" else run.checkpoint.parent
+    if os.access(run_dir, os.W_OK):
+        return run_dir / EXPORT_DIR
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "complaint-pipeline" / "onnx" / run.checkpoint_sha256[:16]
+
+
+def ensure_export(run: LoadedRun, int8: bool = False) -> Path:
+    """The folder of a current export of ``run``, exporting it first if needed (printed to stderr)."""
+    dest = export_folder(run)
+    if not current_export(run, dest, int8):
+        print(f"exporting {run.checkpoint.name} to ONNX in {dest} ...", file=sys.stderr, flush=True)
+        export_run(run, dest, int8)
+    return dest
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.export", description="Export a trained run to ONNX.")
+    p.add_argument("run", help="run folder printed by train.py, or a .ckpt file in it")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic INT8 quantisation)")
+    p.add_argument("--output", help="folder to write (default: RUN/export)")
+    args = p.parse_args(argv)
+    try:
+        run = load_run(args.run)
+        dest = export_run(run, Path(args.output) if args.output else export_folder(run), args.int8)
+    except (CheckpointError, ExportError) as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 2
+    info = json.loads((dest / INFO_FILE).read_text())
+    for graph in info["graphs"].values():
+        print(f"{dest / graph}  ({(dest / graph).stat().st_size / 2**20:.1f} MiB)")
+    print(f"{dest / INFO_FILE}: inputs {', '.join(i['name'] for i in info['inputs'])}; "
+          f"largest difference from the eager model {info['max_difference_from_eager']:.2g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""ONNX Runtime backend: the exported graph behind the same ``predict_step`` as the eager model."""
+
+from __future__ import annotations
+
+import sys
+
+import pytorch_lightning as pl
+import torch
+
+from pipeline.export import GRAPH_FILES, ensure_export, input_names
+from pipeline.inference.length_groups import in_length_groups
+from pipeline.inference.loading import LoadedRun
+
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+
+
+def providers_for(device: str) -> list[str]:
+    """CUDA first when asked for and this onnxruntime has it (the CPU provider takes what CUDA cannot run)."""
+    import onnxruntime as ort
+
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        print("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on CPU", file=sys.stderr)
+    return ["CPUExecutionProvider"]
+
+
+class OnnxClassifier(pl.LightningModule):
+    """Runs a run's ONNX export (made on first use, see :func:`pipeline.export.ensure_export`).
+
+    Batches stay on the host: onnxruntime copies them to the GPU itself when
+    its CUDA provider runs the graph. ``threads`` is onnxruntime's intra-op
+    thread count (None: its default, all cores).
+    """
+
+    def __init__(self, run: LoadedRun, int8: bool = False, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+
+        super().__init__()
+        model = run.model.model
+        self.graph = ensure_export(run, int8) / GRAPH_FILES["int8" if int8 else "fp32"]
+        options = ort.SessionOptions()
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.graph), options, providers=providers_for(device))
+        self.inputs = input_names(model)
+        self.tasks = list(model.tasks)
+        self.modalities = model.modalities
+        self.layout = model.fusion.layout
+        self.predict_group_size: int | None = None  # records per session run in predict_step (None: the batch)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
+        return in_length_groups(self._predict, batch, self.predict_group_size)
+
+    def _predict(self, batch: dict) -> dict:
+        out = self.session.run(None, {name: batch[name].cpu().numpy() for name in self.inputs})
+        counts = {"text": 1, "image": batch["image_mask"].shape[1], "video": batch["video_mask"].shape[1]}
+        return {
+            "batch": batch,
+            "probs": {task: torch.from_numpy(p) for task, p in zip(self.tasks, out)},
+            "fusion_weights": torch.from_numpy(out[-1]),
+            "layout": self.layout({m: counts[m] for m in self.modalities}),
+        }

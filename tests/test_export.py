@@ -1,0 +1,204 @@
+"""ONNX export and the onnxruntime backends: dynamic shapes, rows equal to eager, INT8, errors naming the part."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from factory import bad_with_record_problems, write_manifest
+from pipeline import ComplaintAnalyzer
+from pipeline.cli import ComplaintCLI
+from pipeline.data.dataset import RecordStream
+from pipeline.export import ExportError, ExportedForward, example_batch, export_run
+from pipeline.export import main as export_main
+from pipeline.inference.command import main as infer_main
+from pipeline.inference.length_groups import in_length_groups
+from pipeline.inference.loading import load_run
+from pipeline.models.image_encoder import ImageEncoder
+from pipeline.models.text_encoder import LSTMTextEncoder
+
+ROOT = Path(__file__).parents[1]
+
+
+def fit(tiny, runs: Path, *extra) -> Path:
+    return ComplaintCLI(args=[
+        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
+        "--data.train", str(tiny["train"]), "--data.val", str(tiny["val"]), "--data.test", "null",
+        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--runs_root", str(runs), *extra,
+    ]).run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(trained_run, tiny_demo, tiny_bert_dir, tmp_path_factory):
+    """Copies of a multimodal run, plus a text-only BiLSTM run and a text-only transformer run."""
+    base = tmp_path_factory.mktemp("export_runs")
+    return {
+        "multimodal": shutil.copytree(trained_run, base / "multimodal"),
+        "text_only": fit(tiny_demo, base),
+        "transformer": fit(tiny_demo, base, "--config", str(ROOT / "configs" / "transformer.yaml"),
+                           "--model.text_pretrained", str(tiny_bert_dir)),
+    }
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def infer(run, archive, out, *extra) -> list[dict]:
+    assert infer_main(["--checkpoint", str(run), "--input", str(archive), "--output", str(out), "--overwrite",
+                       "--num-workers", "0", *map(str, extra)]) == 0
+    return rows(out)
+
+
+def assert_same_rows(eager: list[dict], other: list[dict], tolerance: float) -> None:
+    assert [r["id"] for r in eager] == [r["id"] for r in other]
+    for a, b in zip(eager, other):
+        assert (a["status"], a["warnings"]) == (b["status"], b["warnings"]), a["id"]
+        for key, value in a.items():
+            if key.endswith("_probs") and value is not None:
+                assert a[key[:-6]] == b[key[:-6]], (a["id"], key)
+                assert max(abs(value[c] - b[key][c]) for c in value) <= tolerance, (a["id"], key)
+        if a["modality_weights"] is not None:
+            wa, wb = a["modality_weights"], b["modality_weights"]
+            assert wa["attachments"].keys() == wb["attachments"].keys()
+            assert all(abs(wa[k] - wb[k]) <= tolerance for k in ("text", "image", "video", "absent"))
+
+
+@pytest.mark.parametrize("kind", ["multimodal", "text_only", "transformer"])
+def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count(runs, kind, capsys):
+    run = runs[kind]
+    assert export_main([str(run)]) == 0
+    info = json.loads((run / "export" / "export.json").read_text())
+    expected_inputs = ["text_ids", "text_lengths"] + (
+        ["images", "image_mask", "videos", "video_mask"] if kind == "multimodal" else [])
+    assert [i["name"] for i in info["inputs"]] == expected_inputs
+    assert [o["name"] for o in info["outputs"]] == ["probs_category", "probs_sentiment", "probs_severity", "fusion_weights"]
+    assert info["checkpoint_sha256"] == load_run(run).checkpoint_sha256
+    loaded = load_run(run)
+    forward = ExportedForward(loaded.model.model, set(loaded.model.multilabel))
+    session = ort.InferenceSession(str(run / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch, tokens, images in [(1, 1, 0), (33, 500, 3), (33, 1, 1), (1, 500, 2), (7, 40, 0)]:
+        inputs = example_batch(loaded, batch, tokens, images=max(images, 1), videos=2, frames=4, seed=batch + tokens)
+        if images == 0:
+            inputs["image_mask"][:] = False
+        with torch.no_grad():
+            expected = forward(*[inputs[n] for n in forward.inputs])
+        got = session.run(None, {n: inputs[n].numpy() for n in forward.inputs})
+        for e, g in zip(expected, got):
+            assert e.shape == g.shape
+            np.testing.assert_allclose(g, e.numpy(), atol=1e-4, err_msg=f"{kind} {batch} x {tokens}, {images} images")
+
+
+@pytest.mark.parametrize("archive", ["demo", "bad_input"])
+def test_onnxruntime_rows_equal_eager_rows(runs, tiny_demo, tmp_path, archive):
+    source = tiny_demo["test"] if archive == "demo" else bad_with_record_problems(tmp_path / "in")
+    eager = infer(runs["multimodal"], source, tmp_path / "eager.jsonl", "--backend", "torch")
+    ort_rows = infer(runs["multimodal"], source, tmp_path / "ort.jsonl", "--backend", "onnxruntime")
+    assert_same_rows(eager, ort_rows, tolerance=1e-4)
+    assert {r["status"] for r in ort_rows} == ({"ok"} if archive == "demo" else {"ok", "partial", "error"})
+    meta = json.loads((tmp_path / "ort.jsonl.meta.json").read_text())
+    assert meta["runtime"]["backend"] == "onnxruntime"
+    assert meta["runtime"]["onnxruntime_providers"][-1] == "CPUExecutionProvider"
+    assert meta["runtime"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
+
+
+def test_python_api_onnxruntime_backend_gives_the_eager_rows(runs, tiny_demo):
+    run = runs["text_only"]
+    eager = list(ComplaintAnalyzer.from_checkpoint(run, device="cpu").predict(tiny_demo["test"], batch_size=13))
+    fast = list(ComplaintAnalyzer.from_checkpoint(run, backend="onnxruntime").predict(tiny_demo["test"], batch_size=13))
+    assert_same_rows(eager, fast, tolerance=1e-4)
+
+
+def test_int8_export_is_quantised_and_close_to_eager(runs, tiny_demo, tmp_path):
+    run = runs["text_only"]
+    assert export_main([str(run), "--int8"]) == 0
+    graph = onnx.load(str(run / "export" / "model.int8.onnx"))
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} & {node.op_type for node in graph.graph.node}
+    eager = infer(run, tiny_demo["test"], tmp_path / "eager.jsonl", "--backend", "torch")
+    int8 = infer(run, tiny_demo["test"], tmp_path / "int8.jsonl", "--backend", "onnxruntime-int8")
+    differences = [abs(a["severity_probs"][c] - b["severity_probs"][c]) for a, b in zip(eager, int8) for c in a["severity_probs"]]
+    assert 0 < max(differences) < 0.05  # really another graph, and still close
+
+
+def test_export_is_made_once_and_redone_for_another_checkpoint(runs):
+    run = runs["text_only"]
+    shutil.rmtree(run / "export", ignore_errors=True)
+    ComplaintAnalyzer.from_checkpoint(run, backend="onnxruntime")
+    graph = run / "export" / "model.onnx"
+    made = graph.stat().st_mtime_ns
+    ComplaintAnalyzer.from_checkpoint(run, backend="onnxruntime")
+    assert graph.stat().st_mtime_ns == made
+    info = json.loads((run / "export" / "export.json").read_text())
+    (run / "export" / "export.json").write_text(json.dumps({**info, "checkpoint_sha256": "0" * 64}))
+    ComplaintAnalyzer.from_checkpoint(run, backend="onnxruntime")
+    assert graph.stat().st_mtime_ns != made
+
+
+def test_a_part_that_cannot_be_exported_is_named(runs, monkeypatch, tmp_path, tiny_demo, capsys):
+    def unexportable(self, images):
+        return torch.linalg.svdvals(images.float()[:, 0]).sum(1, keepdim=True).expand(-1, self.out_dim)
+
+    monkeypatch.setattr(ImageEncoder, "forward", unexportable)
+    run = shutil.copytree(runs["multimodal"], tmp_path / "run", ignore=shutil.ignore_patterns("export"))
+    loaded = load_run(run)
+    with pytest.raises(ExportError, match=r"^cannot export image encoder \(ImageEncoder\)"):
+        export_run(loaded, tmp_path / "export")
+    assert not (tmp_path / "export").exists()  # nothing half-written
+    code = infer_main(["--checkpoint", str(run), "--input", str(tiny_demo["test"]), "--output",
+                       str(tmp_path / "p.jsonl"), "--backend", "onnxruntime", "--num-workers", "0"])
+    assert code == 2 and "cannot export image encoder" in capsys.readouterr().err
+
+
+def test_a_graph_that_fixed_a_shape_at_export_is_refused(runs, monkeypatch, tmp_path):
+    real = LSTMTextEncoder.forward
+
+    def fixed_length(self, ids, lengths):  # int() of a tensor: tracing keeps the example's value
+        return real(self, ids[:, :int(lengths.max())], lengths)
+
+    monkeypatch.setattr(LSTMTextEncoder, "forward", fixed_length)
+    with pytest.raises(ExportError, match="shape was fixed|differs from the model|fails on a batch of sizes"):
+        export_run(load_run(runs["text_only"]), tmp_path / "export")
+
+
+def test_text_only_model_reads_no_media_and_starts_no_decoding_workers(runs, tmp_path):
+    archive = bad_with_record_problems(tmp_path / "in")
+    out = tmp_path / "p.jsonl"
+    assert infer_main(["--checkpoint", str(runs["text_only"]), "--input", str(archive), "--output", str(out)]) == 0
+    by_id = {r["id"]: r for r in rows(out)}
+    assert by_id["corrupt"]["status"] == "ok" and by_id["traversal"]["warnings"] == []  # attachments never read
+    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["runtime"]["num_workers"] == 0
+
+
+def test_multimodal_model_on_an_archive_without_attachments_starts_no_workers(runs, tmp_path):
+    root = tmp_path / "texts"
+    write_manifest(root, [{"id": str(i), "text": f"parcel {i} late"} for i in range(5)])
+    out = tmp_path / "p.jsonl"
+    assert infer_main(["--checkpoint", str(runs["multimodal"]), "--input", str(root), "--output", str(out)]) == 0
+    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["runtime"]["num_workers"] == 0
+    assert len(rows(out)) == 5
+
+
+def test_length_groups_give_the_whole_batch_results_in_its_order(runs, tiny_demo):
+    analyzer = ComplaintAnalyzer.from_checkpoint(runs["multimodal"], device="cpu", group_size=None)
+    run = analyzer.run
+    stream = RecordStream([str(tiny_demo["test"]), str(tiny_demo["val"])], run.columns, run.media.limits)
+    stream_batch = next(iter(analyzer.dataset(stream, 13)))
+    lit = analyzer.model
+    whole = lit.predict_step(stream_batch)
+    grouped = in_length_groups(lit._predict, stream_batch, 4)
+    assert len(stream_batch["ids"]) == 13 and len(set(stream_batch["text_lengths"].tolist())) > 3
+    for task, p in whole["probs"].items():
+        torch.testing.assert_close(grouped["probs"][task], p, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grouped["fusion_weights"], whole["fusion_weights"], atol=1e-5, rtol=0)
+
+
+def test_onnxruntime_backend_refuses_several_processes(runs, tiny_demo, tmp_path, capsys):
+    code = infer_main(["--checkpoint", str(runs["text_only"]), "--input", str(tiny_demo["test"]), "--output",
+                       str(tmp_path / "p.jsonl"), "--backend", "onnxruntime", "--devices", "2"])
+    assert code == 2 and "--backend torch" in capsys.readouterr().err

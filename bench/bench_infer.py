@@ -1,23 +1,37 @@
-"""Inference throughput and memory: infer.py end to end vs the model alone, and peak RSS vs archive size.
+"""Inference speed and memory per backend (eager torch, onnxruntime, onnxruntime INT8), all in one run.
 
-    python bench/bench_infer.py --checkpoint runs/demo/<run> [--sizes 2000 20000] [--batch-size 32]
+    python bench/bench_infer.py --checkpoint runs/demo/<run> --text-checkpoint RUN \\
+        [--text-source ../shared/data/waimai_10k/waimai_10k.csv] [--records 20000] [--repeats 5]
 
-Archives of N complaints are built from the demo's photos and videos (ids made
-unique). For each size, infer.py runs as a subprocess and the summed RSS of
-its process tree (DataLoader workers included, shared pages counted once per
-process) is sampled; its records/s is the prediction phase's (model loading
-excluded). The model-only rate runs the same model on batches decoded and
-collated beforehand, with the threads infer.py gives it (the cores its
-decoding workers leave) and with all cores. All in one run.
+Two archives of ``--records`` complaints: the demo's photos and videos with
+their texts (ids made unique), and a text-only one, the ``review`` (or
+``Consumer complaint narrative``) column of ``--text-source`` repeated.
+``--text-checkpoint`` is a text-only run trained on that kind of text (see
+README, Fast inference).
+
+For each model and backend:
+
+* model only: the same pre-decoded blocks, the threads infer.py gives the model
+  (the cores its decoding workers leave), backends interleaved, median of
+  ``--repeats``;
+* end to end: infer.py as a subprocess, records/s of its prediction phase
+  (model loading and export excluded), and the peak RSS of its process tree
+  (decoding workers included); for the demo, eager's peak at a tenth of the
+  records too (memory must not grow with the archive);
+* as on main before the ONNX backends: eager, blocks of 32, no length groups,
+  the default decoding worker for every archive;
+* with ``--evaluate`` archives (the runs' test splits), macro-F1 per backend.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,15 +40,20 @@ from pathlib import Path
 
 import psutil
 import torch
+import yaml
 
 from pipeline import ComplaintAnalyzer
 from pipeline.data.dataset import RecordStream
 from pipeline.inference.command import CORES, DEFAULT_WORKERS, model_threads
+from pipeline.inference.loading import load_run
+from pipeline.inference.predictor import BLOCK
 
 ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+MAIN_SETTINGS = ["--batch-size", "32", "--group-size", "0", "--num-workers", str(DEFAULT_WORKERS)]
 
 
-def build_archive(source: Path, n: int, out: Path) -> Path:
+def demo_archive(source: Path, n: int, out: Path) -> Path:
     rows = [json.loads(line) for line in open(source / "complaints.jsonl", encoding="utf-8")]
     out.mkdir(parents=True)
     shutil.copytree(source / "media", out / "media")  # a link would lead outside the archive: refused
@@ -44,18 +63,23 @@ def build_archive(source: Path, n: int, out: Path) -> Path:
     return out
 
 
-def attachment_counts(output: Path) -> tuple[int, int]:
-    """(rows, rows whose attachments all decoded) of a predictions file: proof the media was read."""
-    rows = [json.loads(line) for line in open(output, encoding="utf-8")]
-    return len(rows), sum(r["status"] == "ok" for r in rows)
+def text_archive(source: Path, n: int, out: Path) -> Path:
+    with open(source, newline="", encoding="utf-8") as f:
+        texts = [r.get("review") or r.get("Consumer complaint narrative") or "" for r in csv.DictReader(f)]
+    texts = [t for t in texts if t.strip()]
+    out.mkdir(parents=True)
+    with open(out / "complaints.jsonl", "w", encoding="utf-8") as f:
+        for i, text in zip(range(n), itertools.cycle(texts)):
+            f.write(json.dumps({"id": str(i), "text": text}, ensure_ascii=False) + "\n")
+    return out
 
 
-def run_infer(checkpoint: str, archive: Path, output: Path, batch_size: int, workers: int) -> tuple[float, int]:
-    """(records/s of the prediction phase, peak RSS in bytes of the process tree)."""
+def run_infer(checkpoint: str, archive: Path, output: Path, *options: str) -> tuple[dict, int]:
+    """(infer.py's meta.json, peak RSS in bytes of its process tree)."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "infer.py"), "--checkpoint", checkpoint, "--input", str(archive), "--output",
-         str(output), "--batch-size", str(batch_size), "--num-workers", str(workers), "--overwrite"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+         str(output), "--overwrite", *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     parent, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -65,60 +89,105 @@ def run_infer(checkpoint: str, archive: Path, output: Path, batch_size: int, wor
         except psutil.NoSuchProcess:
             pass
         time.sleep(0.1)
-    out = proc.stdout.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"infer.py failed ({proc.returncode})")
-    return float(re.search(r"([\d.]+) records/s", out).group(1)), peak
+        raise RuntimeError(f"infer.py {' '.join(options)} failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    return json.loads(output.with_name(output.name + ".meta.json").read_text()), peak
 
 
-def model_only_rate(checkpoint: str, archive: Path, batch_size: int, threads: int, batches: int = 20) -> float:
+def model_only_rates(checkpoint: str, archive: Path, threads: int, repeats: int, blocks: int = 12) -> dict[str, float]:
+    """Median records/s per backend on the same pre-decoded blocks, backends interleaved."""
     torch.set_num_threads(threads)
-    analyzer = ComplaintAnalyzer.from_checkpoint(checkpoint)
-    run = analyzer.run
-    dataset = analyzer.dataset(RecordStream([str(archive)], run.columns, run.media.limits), batch_size)
-    cached = list(itertools.islice(iter(dataset), batches))
-    analyzer.predict_batch(cached[0])  # warm-up
-    n, start = 0, time.perf_counter()
+    analyzers = {b: ComplaintAnalyzer.from_checkpoint(checkpoint, device="cpu", backend=b, threads=threads)
+                 for b in BACKENDS}
+    run = analyzers["torch"].run
+    cached = list(itertools.islice(iter(analyzers["torch"].dataset(RecordStream([str(archive)], run.columns,
+                                                                                  run.media.limits), BLOCK)), blocks))
+    records = sum(len(b["ids"]) for b in cached)
+    rates = {b: [] for b in BACKENDS}
     with torch.inference_mode():
-        for batch in cached:
-            analyzer.model.predict_step(batch, 0)
-            n += len(batch["ids"])
-    return n / (time.perf_counter() - start)
+        for analyzer in analyzers.values():
+            analyzer.model.predict_step(cached[0])  # warm-up
+        for _ in range(repeats):
+            for backend, analyzer in analyzers.items():
+                start = time.perf_counter()
+                for batch in cached:
+                    analyzer.model.predict_step(batch)
+                rates[backend].append(records / (time.perf_counter() - start))
+    return {b: statistics.median(r) for b, r in rates.items()}
+
+
+def test_archive(checkpoint: str) -> Path | None:
+    run = Path(checkpoint)
+    data = yaml.safe_load((run / "config.yaml").read_text()).get("data") or {}
+    return ROOT / data["test"] if data.get("test") else None  # relative paths are from the repository
+
+
+def macro_f1(meta: dict) -> dict[str, float]:
+    return {task: round(r["f1_macro"], 4) for task, r in meta["evaluation"].items()}
+
+
+def bench_model(name: str, checkpoint: str, archive: Path, tmp: Path, repeats: int, small: Path | None) -> dict:
+    workers = DEFAULT_WORKERS if load_run(checkpoint).reads_media and name == "demo" else 0
+    threads = model_threads(workers)
+    out = {"workers": workers, "threads": threads, "model_only": model_only_rates(checkpoint, archive, threads, repeats)}
+    out["end_to_end"] = {}
+    for label, options in [("torch, as on main", MAIN_SETTINGS)] + [(b, ["--backend", b]) for b in BACKENDS]:
+        meta, peak = run_infer(checkpoint, archive, tmp / f"{name}.jsonl", *options)
+        out["end_to_end"][label] = {"records_per_s": meta["counts"]["records_per_s"], "peak_rss_mib": peak / 2**20,
+                                    "decode_s": meta["counts"]["decode_seconds"], "model_s": meta["counts"]["model_seconds"]}
+        print(f"  {name} end to end, {label}: {meta['counts']['records_per_s']} records/s", flush=True)
+    if small is not None:  # memory must not grow with the archive
+        out["peak_rss_small_mib"] = run_infer(checkpoint, small, tmp / f"{name}-small.jsonl")[1] / 2**20
+    test = test_archive(checkpoint)
+    if test is not None:
+        out["macro_f1"] = {b: macro_f1(run_infer(checkpoint, test, tmp / f"{name}-test.jsonl", "--backend", b,
+                                                 "--evaluate")[0]) for b in BACKENDS}
+    return out
+
+
+def report(name: str, records: int, r: dict) -> None:
+    mo, e2e = r["model_only"], r["end_to_end"]
+    print(f"\n{name} ({records} records): {r['workers']} decoding workers, {r['threads']} model threads, {CORES} cores")
+    print(f"  model only (pre-decoded, blocks of {BLOCK}, length groups as infer.py):")
+    for b in BACKENDS:
+        print(f"    {b:17s} {mo[b]:8.1f} records/s   x{mo[b] / mo['torch']:.2f} eager")
+    print("  infer.py end to end:")
+    base = e2e["torch, as on main"]["records_per_s"]
+    for label, v in e2e.items():
+        print(f"    {label:17s} {v['records_per_s']:8.1f} records/s   x{v['records_per_s'] / base:.2f} main   "
+              f"peak RSS {v['peak_rss_mib']:6.0f} MiB   decoding {v['decode_s']:5.1f} s, model {v['model_s']:5.1f} s")
+    if "peak_rss_small_mib" in r:
+        print(f"  peak RSS, eager, {records} / {records // 10} records: "
+              f"{e2e['torch']['peak_rss_mib'] / r['peak_rss_small_mib']:.3f}")
+    for b, f1 in r.get("macro_f1", {}).items():
+        change = {t: round(100 * (v - r["macro_f1"]["torch"][t]), 2) for t, v in f1.items()}
+        print(f"  test macro-F1 {b:17s} {f1}   change vs eager (points) {change}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--source", default=str(ROOT / "data" / "demo" / "train"))
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--checkpoint", required=True, help="a multimodal run (the demo's)")
+    parser.add_argument("--text-checkpoint", required=True, help="a text-only run for --text-source's kind of text")
+    parser.add_argument("--demo-source", default=str(ROOT / "data" / "demo" / "train"))
+    parser.add_argument("--text-source", default=str(ROOT.parent / "shared" / "data" / "waimai_10k" / "waimai_10k.csv"))
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
     try:
+        archives = {"demo": demo_archive(Path(args.demo_source), args.records, tmp / "demo"),
+                    "text-only": text_archive(Path(args.text_source), args.records, tmp / "text")}
+        small = {"demo": demo_archive(Path(args.demo_source), args.records // 10, tmp / "demo-small"), "text-only": None}
+        checkpoints = {"demo": args.checkpoint, "text-only": args.text_checkpoint}
         results = {}
-        for n in args.sizes:
-            archive = build_archive(Path(args.source), n, tmp / f"archive{n}")
-            output = tmp / f"pred{n}.jsonl"
-            results[n] = run_infer(args.checkpoint, archive, output, args.batch_size, args.workers)
-            rows, ok = attachment_counts(output)
-            print(f"{n:>7} records: {rows} rows, {ok} ok (all attachments used)", flush=True)
-        threads = model_threads(args.workers)  # what infer.py gives the model beside its workers
-        same = model_only_rate(args.checkpoint, tmp / f"archive{args.sizes[0]}", args.batch_size, threads)
-        all_cores = model_only_rate(args.checkpoint, tmp / f"archive{args.sizes[0]}", args.batch_size, CORES)
+        for name, archive in archives.items():
+            print(f"{name}: {archive}", flush=True)
+            results[name] = bench_model(name, checkpoints[name], archive, tmp, args.repeats, small[name])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    first = args.sizes[0]
-    print(f"{CORES} cores; infer.py: batch size {args.batch_size}, {args.workers} decoding workers, {threads} model threads")
-    for n, (rate, peak) in results.items():
-        print(f"{n:>7} records: end to end {rate:7.1f} records/s   peak RSS {peak / 2**20:7.0f} MiB")
-    print(f"model only (pre-decoded), {threads} threads as in infer.py: {same:7.1f} records/s")
-    print(f"model only (pre-decoded), all {CORES} cores:              {all_cores:7.1f} records/s")
-    print(f"ratio end to end / model only, same threads ({first} records): {results[first][0] / same:.2f}")
-    print(f"ratio end to end / model only, all cores    ({first} records): {results[first][0] / all_cores:.2f}")
-    if len(args.sizes) > 1:
-        last = args.sizes[-1]
-        print(f"peak RSS {last} / {first} records: {results[last][1] / results[first][1]:.3f}")
+    for name, r in results.items():
+        report(name, args.records, r)
+    print(json.dumps(results), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -202,3 +202,15 @@ def test_onnxruntime_backend_refuses_several_processes(runs, tiny_demo, tmp_path
     code = infer_main(["--checkpoint", str(runs["text_only"]), "--input", str(tiny_demo["test"]), "--output",
                        str(tmp_path / "p.jsonl"), "--backend", "onnxruntime", "--devices", "2"])
     assert code == 2 and "--backend torch" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or "CUDAExecutionProvider" in ort.get_available_providers(),
+                    reason="the messages of a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line_for_torch_and_the_cpu_for_onnxruntime(runs, tiny_demo, tmp_path, capsys):
+    args = ["--checkpoint", str(runs["text_only"]), "--input", str(tiny_demo["test"]), "--device", "cuda"]
+    assert infer_main([*args, "--output", str(tmp_path / "a.jsonl")]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert infer_main([*args, "--output", str(tmp_path / "b.jsonl"), "--backend", "onnxruntime"]) == 0
+    assert "no CUDA provider here" in capsys.readouterr().err
+    runtime = json.loads((tmp_path / "b.jsonl.meta.json").read_text())["runtime"]
+    assert runtime["device"] == "cpu" and runtime["onnxruntime_providers"] == ["CPUExecutionProvider"]

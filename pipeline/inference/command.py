@@ -156,14 +156,16 @@ def run(args: argparse.Namespace) -> int:
     if args.backend != "torch" and args.devices > 1:
         raise FatalError(f"--backend {args.backend} runs in one process: --devices > 1 needs --backend torch")
     is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
-    args.device = resolve_device(args.device)
+    try:
+        args.device = resolve_device(args.device, args.backend)
+    except ValueError as e:
+        raise FatalError(f"--device: {e}") from None
     loaded = load_run(args.checkpoint)
     columns = columns_from_args(args, loaded.columns)
     inputs = check_inputs(args.input, columns, loaded.media.limits)
     stream = RecordStream(args.input, columns, loaded.media.limits)
     if args.num_workers is None:  # decoding workers only where there is media for the model to see
-        reads_media = any(m in loaded.model.model.modalities for m in ("image", "video"))
-        args.num_workers = DEFAULT_WORKERS if reads_media and any_attachments(stream) else 0
+        args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else 0
     threads = args.threads or model_threads(args.num_workers, args.devices)
     try:
         analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads if args.device == "cpu" else None,

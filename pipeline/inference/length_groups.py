@@ -10,7 +10,8 @@ import torch
 GROUPED_KEYS = ("text_ids", "text_lengths", "images", "image_mask", "videos", "video_mask")
 
 
-def in_length_groups(predict: Callable[[dict], dict], batch: dict, group_size: int | None) -> dict:
+def in_length_groups(predict: Callable[[dict], dict], batch: dict, group_size: int | None,
+                     map_groups: Callable = map) -> dict:
     """``predict(batch)``'s output (probabilities and fusion weights), computed in groups.
 
     A batch pads every text to its longest one, and a recurrent encoder pays
@@ -18,19 +19,21 @@ def in_length_groups(predict: Callable[[dict], dict], batch: dict, group_size: i
     Records are sorted by text length, cut into equal groups of at most
     ``group_size`` (None: one group), each trimmed to its longest text; the
     outputs are put back in the batch's order. Results are the same as in one
-    batch (the encoders ignore padding) up to float rounding.
+    batch (the encoders ignore padding) up to float rounding. ``map_groups``
+    applies ``predict`` to the groups (e.g. a thread pool's ``map``).
     """
     lengths = batch["text_lengths"]
     B = len(lengths)
     if not group_size or B <= group_size:
         return predict(batch)
     order = torch.argsort(lengths.cpu(), stable=True).to(lengths.device)
-    probs, weights, layout = {}, None, None
-    for idx in order.chunk(math.ceil(B / group_size)):
-        longest = max(1, int(lengths[idx].max()))
+    indices, groups = order.chunk(math.ceil(B / group_size)), []
+    for idx in indices:
         group = {k: batch[k][idx] for k in GROUPED_KEYS}
-        group["text_ids"] = group["text_ids"][:, :longest]
-        out = predict(group)
+        group["text_ids"] = group["text_ids"][:, :max(1, int(lengths[idx].max()))]
+        groups.append(group)
+    probs, weights, layout = {}, None, None
+    for idx, out in zip(indices, map_groups(predict, groups)):
         for task, p in out["probs"].items():
             probs.setdefault(task, p.new_empty(B, *p.shape[1:]))[idx] = p
         w = out["fusion_weights"]

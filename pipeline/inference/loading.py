@@ -53,6 +53,11 @@ class LoadedRun:
         return {task: float(w) for task, w in zip(model.tasks, model.deep_weight)}
 
     @property
+    def reads_media(self) -> bool:
+        """Whether the model sees photos or videos (a text-only model leaves attachments unread)."""
+        return any(m in self.model.model.modalities for m in ("image", "video"))
+
+    @property
     def media(self) -> MediaSpec:
         d = self.data
         return MediaSpec(image_size=d.get("image_size", 128), video_frames=d.get("video_frames", 8),

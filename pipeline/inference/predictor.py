@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -13,18 +14,28 @@ from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.inference.loading import LoadedRun, load_run
-from pipeline.inference.onnx_backend import BACKENDS
+from pipeline.inference.onnx_backend import BACKENDS, OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
 
 BLOCK = 128  # records read, decoded and written together
 GROUP_SIZE = 32  # records per forward pass, grouped by text length
 
 
-def resolve_device(device: str) -> str:
-    """``auto``: the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+def resolve_device(device: str, backend: str = "torch") -> str:
+    """The device ``backend`` runs on; ``auto``: the GPU when there is one it can use.
+
+    The onnxruntime backends use a GPU through onnxruntime's CUDA provider;
+    asked for ``cuda`` without it, they say so and run on the CPU.
+    """
+    gpu = torch.cuda.is_available()
+    if backend == "torch":
+        if device.startswith("cuda") and not gpu:
+            raise ValueError(f"device {device!r}: torch sees no CUDA GPU here; use auto or cpu")
+        return ("cuda" if gpu else "cpu") if device == "auto" else device
+    if device.startswith("cuda") and not cuda_provider_available():
+        print("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on CPU", file=sys.stderr)
+        return "cpu"
+    return ("cuda" if gpu and cuda_provider_available() else "cpu") if device == "auto" else device
 
 
 class ComplaintAnalyzer:
@@ -46,12 +57,10 @@ class ComplaintAnalyzer:
             raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
         self.run = run
         self.backend = backend
-        device = resolve_device(device)
+        device = resolve_device(device, backend)
         if backend == "torch":
             self.model, self.device = run.model.to(device), device
         else:  # onnxruntime takes host tensors and moves them to the GPU itself
-            from pipeline.inference.onnx_backend import OnnxClassifier
-
             self.model = OnnxClassifier(run, int8=backend.endswith("int8"), device=device, threads=threads)
             self.device = "cpu"
         self.model.predict_group_size = group_size
@@ -61,16 +70,11 @@ class ComplaintAnalyzer:
                         threads: int | None = None, group_size: int | None = GROUP_SIZE) -> "ComplaintAnalyzer":
         return cls(load_run(path), device, backend, threads, group_size)
 
-    @property
-    def reads_media(self) -> bool:
-        """Whether the model sees photos or videos (a text-only model leaves attachments unread)."""
-        return any(m in self.run.model.model.modalities for m in ("image", "video"))
-
     def featurizer(self) -> Featurizer:
         d = self.run.data
         return Featurizer(self.run.tokenizer, self.run.media, max_text_length=d.get("max_text_length", 256),
                           max_images=d.get("max_images", 4), max_videos=d.get("max_videos", 2),
-                          read_media=self.reads_media)
+                          read_media=self.run.reads_media)
 
     def collator(self) -> Collator:
         media = self.run.media

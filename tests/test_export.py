@@ -118,6 +118,9 @@ def test_python_api_onnxruntime_backend_gives_the_eager_rows(runs, tiny_demo):
 def test_int8_export_is_quantised_and_close_to_eager(runs, tiny_demo, tmp_path):
     run = runs["text_only"]
     assert export_main([str(run), "--int8"]) == 0
+    info = json.loads((run / "export" / "export.json").read_text())
+    assert info["graphs"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+    assert info["max_difference_from_eager"]["fp32"] <= 1e-4 < info["max_difference_from_eager"]["int8"]
     graph = onnx.load(str(run / "export" / "model.int8.onnx"))
     assert {"DynamicQuantizeLSTM", "MatMulInteger"} & {node.op_type for node in graph.graph.node}
     eager = infer(run, tiny_demo["test"], tmp_path / "eager.jsonl", "--backend", "torch")

@@ -44,14 +44,13 @@ class OnnxClassifier(pl.LightningModule):
         self.graph = ensure_export(run, int8) / GRAPH_FILES["int8" if int8 else "fp32"]
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
-        # Idle pool threads sleep instead of spinning: they share the cores with decoding workers and torch's
-        # own threads (collation), and spinning ran 10-30% slower here.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers_for(device)
         self.pool = None
         if threads and providers[0] == "CPUExecutionProvider":
             options.intra_op_num_threads = 1
             self.pool = ThreadPoolExecutor(threads, thread_name_prefix="onnxruntime")  # session.run is thread-safe
+        else:  # onnxruntime's own pool: its idle threads sleep rather than spin (10-30% slower here beside torch's)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.graph), options, providers=providers)
         self.inputs = input_names(model)
         self.tasks = list(model.tasks)

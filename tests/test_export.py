@@ -19,6 +19,7 @@ from pipeline.export import main as export_main
 from pipeline.inference.command import main as infer_main
 from pipeline.inference.length_groups import in_length_groups
 from pipeline.inference.loading import load_run
+from pipeline.inference.onnx_backend import cuda_provider_available
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.text_encoder import LSTMTextEncoder
 
@@ -105,7 +106,8 @@ def test_onnxruntime_rows_equal_eager_rows(runs, tiny_demo, tmp_path, archive):
     meta = json.loads((tmp_path / "ort.jsonl.meta.json").read_text())
     assert meta["runtime"]["backend"] == "onnxruntime"
     assert meta["runtime"]["onnxruntime_providers"][-1] == "CPUExecutionProvider"
-    assert meta["runtime"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
+    on_gpu = torch.cuda.is_available() and cuda_provider_available()
+    assert meta["runtime"]["device"] == ("cuda" if on_gpu else "cpu")  # --device auto
 
 
 def test_python_api_onnxruntime_backend_gives_the_eager_rows(runs, tiny_demo):

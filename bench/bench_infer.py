@@ -7,7 +7,7 @@ Two archives of ``--records`` complaints: the demo's photos and videos with
 their texts (ids made unique), and a text-only one, the ``review`` (or
 ``Consumer complaint narrative``) column of ``--text-source`` repeated.
 ``--text-checkpoint`` is a text-only run trained on that kind of text (see
-README, Fast inference).
+README, Results).
 
 For each model and backend:
 
@@ -30,7 +30,6 @@ import argparse
 import csv
 import itertools
 import json
-import re
 import shutil
 import statistics
 import subprocess

@@ -17,8 +17,9 @@ For each model and backend:
 * end to end: infer.py as a subprocess, records/s of its prediction phase
   (model loading and export excluded), and the peak RSS of its process tree
   (decoding workers included); configurations interleaved, the best of
-  ``--rounds`` (a shared machine's noise only ever slows a run down); for the demo, eager's peak at a tenth of the
-  records too (memory must not grow with the archive);
+  ``--rounds`` (a shared machine's noise only ever slows a run down); for
+  the demo, eager's peak at a tenth of the records too (memory must not grow
+  with the archive);
 * as on main before the ONNX backends: eager, blocks of 32, no length groups,
   the default decoding worker for every archive;
 * with ``--evaluate`` archives (the runs' test splits), macro-F1 per backend.

@@ -72,7 +72,7 @@ def assert_same_rows(eager: list[dict], other: list[dict], tolerance: float) -> 
 
 
 @pytest.mark.parametrize("kind", ["multimodal", "text_only", "transformer"])
-def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count(runs, kind, capsys):
+def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count(runs, kind):
     run = runs[kind]
     assert export_main([str(run)]) == 0
     info = json.loads((run / "export" / "export.json").read_text())

@@ -117,7 +117,7 @@ def model_only_rates(checkpoint: str, archive: Path, threads: int, repeats: int,
     return {b: statistics.median(r) for b, r in rates.items()}
 
 
-def test_archive(checkpoint: str) -> Path | None:
+def evaluation_archive(checkpoint: str) -> Path | None:
     run = Path(checkpoint)
     data = yaml.safe_load((run / "config.yaml").read_text()).get("data") or {}
     return ROOT / data["test"] if data.get("test") else None  # relative paths are from the repository
@@ -143,7 +143,7 @@ def bench_model(name: str, checkpoint: str, archive: Path, tmp: Path, repeats: i
                                             "decode_s": counts["decode_seconds"], "model_s": counts["model_seconds"]}
     if small is not None:  # memory must not grow with the archive
         out["peak_rss_small_mib"] = run_infer(checkpoint, small, tmp / f"{name}-small.jsonl")[1] / 2**20
-    test = test_archive(checkpoint)
+    test = evaluation_archive(checkpoint)
     if test is not None:
         out["macro_f1"] = {b: macro_f1(run_infer(checkpoint, test, tmp / f"{name}-test.jsonl", "--backend", b,
                                                  "--evaluate")[0]) for b in BACKENDS}

@@ -51,24 +51,17 @@ class ExportError(Exception):
 
 
 class ExportedForward(nn.Module):
-    """The model as tensors in, tensors out: ``(probabilities per task..., fusion weights)``.
+    """A classifier's one-pass prediction as tensors in, tensors out: ``(probabilities per task..., fusion
+    weights)``, in the order of :func:`output_names`."""
 
-    The same numbers :meth:`ComplaintClassifier.predict_step` gives, in the order
-    of :func:`output_names`.
-    """
-
-    def __init__(self, model: nn.Module, multilabel: set[str]):
+    def __init__(self, classifier: nn.Module):
         super().__init__()
-        self.model = model
-        self.multilabel = multilabel
-        self.inputs = input_names(model)
+        self.classifier = classifier
+        self.inputs = input_names(classifier.model)
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        batch = dict(zip(self.inputs, tensors))
-        features, explain = self.model.forward_features(batch)
-        logits = self.model.blend(self.model.forward_head(features), self.model.linear_logits(batch))
-        probs = [torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()]
-        return (*probs, explain["fusion_weights"])
+        out = self.classifier.predict_pass(dict(zip(self.inputs, tensors)))
+        return (*out["probs"].values(), out["fusion_weights"])
 
 
 def input_names(model: nn.Module) -> list[str]:
@@ -140,8 +133,8 @@ def failing_part(model: nn.Module, batch: dict[str, torch.Tensor]) -> str:
 
 
 def trace(run: LoadedRun, path: Path) -> None:
-    model = run.model.model.cpu().eval()
-    forward = ExportedForward(model, set(run.model.multilabel))
+    forward = ExportedForward(run.model.cpu().eval())
+    model = run.model.model
     batch = example_batch(run, batch=3, tokens=7, images=2, videos=2, frames=run.media.video_frames)
     names, outputs = forward.inputs, output_names(model)
     axes = {name: {i: a for i, a in enumerate(shape) if isinstance(a, str)}
@@ -160,8 +153,8 @@ def check_against_eager(run: LoadedRun, path: Path, tolerance: float = TOLERANCE
     """Largest difference between the graph and the eager model on batches of other shapes than the traced one."""
     import onnxruntime as ort
 
-    model = run.model.model.cpu().eval()
-    forward = ExportedForward(model, set(run.model.multilabel))
+    forward = ExportedForward(run.model.cpu().eval())
+    model = run.model.model
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for sizes in [dict(batch=5, tokens=11, images=3, videos=1), dict(batch=1, tokens=1, images=1, videos=1),

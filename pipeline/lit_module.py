@@ -402,9 +402,10 @@ class ComplaintClassifier(pl.LightningModule):
         self._log_epoch_metrics("test")
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
-        return in_length_groups(self._predict, batch, self.predict_group_size)
+        return in_length_groups(self.predict_pass, batch, self.predict_group_size)
 
-    def _predict(self, batch: dict) -> dict:
+    def predict_pass(self, batch: dict) -> dict:
+        """Probabilities per task and fusion weights of ``batch`` in one forward pass."""
         features, explain = self.forward_features(batch)
         logits = self.model.blend(self.forward_head(features), self.model.linear_logits(batch))
         probs = {t: torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()}

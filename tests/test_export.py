@@ -82,7 +82,7 @@ def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count
     assert [o["name"] for o in info["outputs"]] == ["probs_category", "probs_sentiment", "probs_severity", "fusion_weights"]
     assert info["checkpoint_sha256"] == load_run(run).checkpoint_sha256
     loaded = load_run(run)
-    forward = ExportedForward(loaded.model.model, set(loaded.model.multilabel))
+    forward = ExportedForward(loaded.model)
     session = ort.InferenceSession(str(run / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch, tokens, images in [(1, 1, 0), (33, 500, 3), (33, 1, 1), (1, 500, 2), (7, 40, 0)]:
         inputs = example_batch(loaded, batch, tokens, images=max(images, 1), videos=2, frames=4, seed=batch + tokens)
@@ -196,7 +196,7 @@ def test_length_groups_give_the_whole_batch_results_in_its_order(runs, tiny_demo
     stream_batch = next(iter(analyzer.dataset(stream, 13)))
     lit = analyzer.model
     whole = lit.predict_step(stream_batch)
-    grouped = in_length_groups(lit._predict, stream_batch, 4)
+    grouped = in_length_groups(lit.predict_pass, stream_batch, 4)
     assert len(stream_batch["ids"]) == 13 and len(set(stream_batch["text_lengths"].tolist())) > 3
     for task, p in whole["probs"].items():
         torch.testing.assert_close(grouped["probs"][task], p, atol=1e-5, rtol=0)

@@ -166,10 +166,9 @@ def run(args: argparse.Namespace) -> int:
     stream = RecordStream(args.input, columns, loaded.media.limits)
     if args.num_workers is None:  # decoding workers only where there is media for the model to see
         args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else 0
-    threads = args.threads or model_threads(args.num_workers, args.devices)
+    threads = (args.threads or model_threads(args.num_workers, args.devices)) if args.device == "cpu" else None
     try:
-        analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads if args.device == "cpu" else None,
-                                     args.group_size or None)
+        analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads, args.group_size or None)
     except ExportError as e:
         raise FatalError(f"--backend {args.backend}: {e}") from None
     store = ChunkStore(output)
@@ -222,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return 0
-    runtime = {"backend": args.backend, "device": args.device, "threads": threads if args.device == "cpu" else None,
+    runtime = {"backend": args.backend, "device": args.device, "threads": threads,
                "num_workers": args.num_workers, "onnxruntime_providers": getattr(analyzer.model, "providers", None)}
     return finish(args, store, output, loaded, columns, inputs, started, predict_seconds, runtime, resumed=bool(skip))
 

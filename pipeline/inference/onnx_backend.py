@@ -63,9 +63,9 @@ class OnnxClassifier(pl.LightningModule):
         return self.session.get_providers()
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
-        return in_length_groups(self._predict, batch, self.predict_group_size, self.pool.map if self.pool else map)
+        return in_length_groups(self.predict_pass, batch, self.predict_group_size, self.pool.map if self.pool else map)
 
-    def _predict(self, batch: dict) -> dict:
+    def predict_pass(self, batch: dict) -> dict:
         out = self.session.run(None, {name: batch[name].cpu().numpy() for name in self.inputs})
         counts = {"text": 1, "image": batch["image_mask"].shape[1], "video": batch["video_mask"].shape[1]}
         return {

@@ -46,9 +46,10 @@ class ComplaintAnalyzer:
 
     ``backend``: ``torch`` (the eager model), ``onnxruntime`` or
     ``onnxruntime-int8`` (the run's ONNX export, made on first use). ``threads``
-    is onnxruntime's intra-op thread count (torch's is the caller's
-    ``torch.set_num_threads``). Batches run in groups of at most ``group_size``
-    records of similar text length (see :func:`in_length_groups`; None: whole).
+    is how many single-threaded onnxruntime runs go at once on CPU (torch's
+    threads are the caller's ``torch.set_num_threads``). Batches run in groups
+    of at most ``group_size`` records of similar text length (see
+    :func:`in_length_groups`; None: whole).
     """
 
     def __init__(self, run: LoadedRun, device: str = "auto", backend: str = "torch", threads: int | None = None,

@@ -61,7 +61,8 @@ def _still_brand(data: bytes) -> bool:
     return data[4:8] == b"ftyp" and data[8:12] in STILL_BRANDS
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode; transparency over white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.uint32)
         scale = 257 if arr.max(initial=0) > 255 else 1
@@ -94,7 +95,7 @@ def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
         if im.format == "JPEG":
             im.draft("RGB", (size, size))  # DCT-domain downscale: decodes far fewer pixels
         im = ImageOps.exif_transpose(im)
-        im = _to_rgb(im).resize((size, size), Image.BILINEAR)
+        im = to_rgb(im).resize((size, size), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     except Exception as e:  # truncated or corrupt data surfaces here, as many types
         raise AttachmentError(UNREADABLE, error_text(e)) from None
@@ -104,7 +105,7 @@ def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
 _local = threading.local()
 
 
-def _frame_array(frame, size: int) -> np.ndarray:
+def _frame_array(frame, size: int | tuple[int, int]) -> np.ndarray:
     # One reformatter per thread and process: it keeps its scaler between frames of the
     # same geometry, ~15x faster than one per frame (frame.to_ndarray(width=...)).
     # Single-threaded scaling: DataLoader workers give the parallelism, and a scaler
@@ -113,11 +114,13 @@ def _frame_array(frame, size: int) -> np.ndarray:
         from av.video.reformatter import VideoReformatter
 
         _local.reformatter, _local.pid = VideoReformatter(), os.getpid()
-    return _local.reformatter.reformat(frame, width=size, height=size, format="rgb24", threads=1).to_ndarray()
+    width, height = (size, size) if isinstance(size, int) else size
+    return _local.reformatter.reformat(frame, width=width, height=height, format="rgb24", threads=1).to_ndarray()
 
 
-def decode_video(data: bytes, size: int, num_frames: int, limits: Limits) -> torch.Tensor:
-    """Sample ``num_frames`` frames uniformly over the clip: ``(T, 3, size, size)`` uint8."""
+def decode_video(data: bytes, size: int | tuple[int, int], num_frames: int, limits: Limits) -> torch.Tensor:
+    """Sample ``num_frames`` frames uniformly over the clip: ``(T, 3, size, size)`` uint8 (``size`` may
+    also be ``(width, height)``)."""
     import av
 
     try:

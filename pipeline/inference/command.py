@@ -17,6 +17,7 @@ from pipeline.data.dataset import RecordStream
 from pipeline.data.manifest import read_records
 from pipeline.data.records import Columns
 from pipeline.inference.evaluate import Evaluation
+from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
 from pipeline.export import ExportError
 from pipeline.inference.loading import CheckpointError, load_run
 from pipeline.inference.onnx_backend import BACKENDS
@@ -64,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="finish an interrupted run with the same output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--evaluate", action="store_true", help="score predictions against the archive's label columns")
+    p.add_argument("--explain", metavar="DIR", default=None,
+                   help="also write an HTML report explaining the least confident predictions to DIR/index.html")
+    p.add_argument("--explain-limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                   help=f"records in the --explain report, least confident first (default {DEFAULT_LIMIT}; 0: all)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
     add_column_options(p)
     return p.parse_args(argv)
@@ -153,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         raise FatalError(f"--output {output}: folder {output.parent} does not exist")
     if args.batch_size < 1 or args.devices < 1:
         raise FatalError("--batch-size and --devices must be at least 1")
+    if args.explain_limit < 0:
+        raise FatalError(f"--explain-limit {args.explain_limit}: expected 0 (all) or more")
     if args.backend != "torch" and args.devices > 1:
         raise FatalError(f"--backend {args.backend} runs in one process: --devices > 1 needs --backend torch")
     is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
@@ -223,11 +230,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     runtime = {"backend": args.backend, "device": args.device, "threads": threads,
                "num_workers": args.num_workers, "onnxruntime_providers": getattr(analyzer.model, "providers", None)}
-    return finish(args, store, output, loaded, columns, inputs, started, predict_seconds, runtime, resumed=bool(skip))
+    return finish(args, store, output, analyzer, stream, columns, inputs, started, predict_seconds, runtime,
+                  resumed=bool(skip))
 
 
-def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inputs, started: float,
-           predict_seconds: float, runtime: dict, resumed: bool) -> int:
+def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, stream: RecordStream, columns: Columns,
+           inputs, started: float, predict_seconds: float, runtime: dict, resumed: bool) -> int:
+    loaded = analyzer.run
     chunks = store.chunks()
     expected = 0
     for first, end, _ in chunks:
@@ -238,17 +247,20 @@ def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inpu
     counts = {OK: 0, PARTIAL: 0, ERROR: 0}
     evaluation = Evaluation({t.name: loaded.labels.classes[t.name] for t in loaded.labels.tasks if t.type == "multiclass"}) if args.evaluate else None
     first_rows = []
+    tasks = [t.name for t in loaded.labels.tasks]
+    picker = LowestConfidence(tasks, args.explain_limit) if args.explain else None
 
     def counted(rows):
-        for row in rows:
+        for position, row in enumerate(rows):
             counts[row["status"]] += 1
+            if picker:
+                picker.add(position, row)
             if evaluation:
                 evaluation.add(row)
             if len(first_rows) < 3:
                 first_rows.append(row)
             yield row
 
-    tasks = [t.name for t in loaded.labels.tasks]
     multilabel = {t.name for t in loaded.labels.tasks if t.type == "multilabel"}
     try:
         write_output(counted(store.rows()), output, columns_for(tasks, args.evaluate), multilabel)
@@ -286,6 +298,8 @@ def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inpu
         for task, r in results.items():
             confusion_matrix(r["confusion"], r["labels"], f"{task} ({r['records']} records)",
                              output.with_name(f"{output.name}.confusion_{task}.png"))
+    if picker:
+        meta["explain"] = explain(args, analyzer, stream, picker)
     (output.with_name(output.name + ".meta.json")).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     store.remove()
     print(f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}  |  "
@@ -299,7 +313,25 @@ def finish(args, store: ChunkStore, output: Path, loaded, columns: Columns, inpu
         shown = {k: row[k] for k in ["id", "status", *tasks] if k in row}
         print(json.dumps(shown, ensure_ascii=False))
     print(f"output: {output}")
+    if picker:
+        print(f"explanations: {meta['explain']['index']} ({meta['explain']['records']} records, "
+              f"{meta['explain']['seconds_per_record']} s each)")
     return 0
+
+
+def explain(args, analyzer: ComplaintAnalyzer, stream: RecordStream, picker: LowestConfidence) -> dict:
+    """The ``--explain`` report of the rows ``picker`` kept."""
+    from pipeline.explain.report import write_report
+
+    about = (f"{args.checkpoint} on {', '.join(args.input)}: {len(picker.picked())} of {picker.seen} records, "
+             f"least confident first" + (f" ({picker.without_prediction} without a prediction left out)"
+                                         if picker.without_prediction else ""))
+    try:
+        summary = write_report(analyzer, stream, picker, args.explain, about)
+    except OSError as e:
+        raise FatalError(f"--explain {args.explain}: {e}") from None
+    return {"index": str(summary.index.resolve()), "records": summary.records,
+            "seconds_per_record": round(summary.seconds_per_record, 3)}
 
 
 def _git_commit():

@@ -13,6 +13,7 @@ from pipeline.data.archive import FolderArchive
 from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
+from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
 from pipeline.inference.loading import LoadedRun, load_run
 from pipeline.inference.onnx_backend import BACKENDS, OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
@@ -112,6 +113,20 @@ class ComplaintAnalyzer:
                 next_block += 1
         for block in sorted(pending):
             yield from pending[block]
+
+
+    def explain(self, source: str | os.PathLike | list, out_dir: str | os.PathLike, limit: int = DEFAULT_LIMIT,
+                batch_size: int = BLOCK, num_workers: int = 0, columns: Columns | None = None):
+        """Predict archive path(s) ``source``, then write the HTML report of the ``limit`` least confident
+        records (0: all) to ``out_dir``, as ``infer.py --explain`` does. Returns a :class:`ReportSummary`."""
+        from pipeline.explain.report import write_report
+
+        paths = [str(source)] if isinstance(source, (str, os.PathLike)) else [str(s) for s in source]
+        picker = LowestConfidence([t.name for t in self.run.labels.tasks], limit)
+        for position, row in enumerate(self.predict(paths, batch_size, num_workers, columns)):
+            picker.add(position, row)
+        stream = RecordStream(paths, columns or self.run.columns, self.run.media.limits)
+        return write_report(self, stream, picker, out_dir)
 
 
 class DictStream:

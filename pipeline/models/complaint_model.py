@@ -42,7 +42,8 @@ def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -
 class ComplaintModel(nn.Module):
     """Batch dict (see :class:`pipeline.data.collate.Collator`) -> logits per task.
 
-    ``forward_features`` gives the fused vector and explanation weights,
+    ``forward_features`` gives the fused vector, explanation weights and each
+    modality's encoded items,
     ``forward_head`` the network's logits; ``forward`` chains them.
 
     With ``text_linear`` (and text among the modalities) a :class:`TfidfLinear`
@@ -121,20 +122,23 @@ class ComplaintModel(nn.Module):
             self.text_linear = TfidfLinear(vocab_size, num_classes, pad_id)
             self.register_buffer("deep_weight", torch.ones(len(self.tasks)))  # the network alone until chosen
 
-    def forward_features(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        items, explain = {}, {}
-        if "text" in self.modalities:
+    def forward_features(self, batch: dict, encoded: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """Fused vector ``(B, F)`` and explanation weights. ``encoded`` holds, for some modalities, their
+        ``(vectors (B, K, D), present (B, K))`` already computed: those encoders do not run again."""
+        items, explain = dict(encoded or {}), {}
+        if "text" in self.modalities and "text" not in items:
             lengths = batch["text_lengths"]
             vec, token_weights = self.text_encoder(batch["text_ids"], lengths)  # (B, D), (B, L)
             items["text"] = (vec.unsqueeze(1), (lengths > 0).unsqueeze(1))
             explain["token_weights"] = token_weights
-        if "image" in self.modalities:
+        if "image" in self.modalities and "image" not in items:
             items["image"] = (encode_present(self.image_encoder, batch["images"], batch["image_mask"]), batch["image_mask"])
-        if "video" in self.modalities:
+        if "video" in self.modalities and "video" not in items:
             items["video"] = (encode_present(self.video_encoder, batch["videos"], batch["video_mask"]), batch["video_mask"])
-        fused, weights = self.fusion(items)  # (B, F), (B, tokens)
+        fused, weights = self.fusion({m: items[m] for m in self.modalities})  # (B, F), (B, tokens)
         explain["fusion_weights"] = weights
         explain["layout"] = self.fusion.layout({m: items[m][1].shape[1] for m in self.modalities})
+        explain["items"] = items
         return fused, explain
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

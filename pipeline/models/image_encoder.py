@@ -87,6 +87,11 @@ class ImageEncoder(nn.Module):
                 f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
 
+    @property
+    def last_conv_block(self) -> nn.Module:
+        """The backbone's last convolutional block: the layer Grad-CAM reads."""
+        return self.backbone.layer4 if hasattr(self.backbone, "layer4") else self.backbone.features
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.freeze:

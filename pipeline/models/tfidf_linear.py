@@ -68,6 +68,15 @@ class TfidfLinear(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.logits(self.features(ids, lengths))
 
+    def token_contributions(self, ids: torch.Tensor, lengths: torch.Tensor, task: str,
+                            target: torch.Tensor) -> torch.Tensor:
+        """Each token's part of ``task``'s logit for class ``target (B,)``: its vocabulary entry's feature times
+        weight, shared equally among the entry's repeats. ``(B, L)``; per row they sum to the logit minus the bias."""
+        valid = length_mask(lengths, ids.shape[1]) & (ids != self.pad_id)
+        weight = self.weight[self.task_slice(task)][target]  # (B, V)
+        per_entry = self.features(ids, lengths) * weight / self._counts(ids, lengths).clamp(min=1)
+        return per_entry.gather(1, ids) * valid
+
     def task_slice(self, task: str) -> slice:
         start = 0
         for name, n in self.num_classes.items():

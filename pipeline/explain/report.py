@@ -1,0 +1,171 @@
+"""``infer.py --explain DIR``: an HTML report that explains chosen predictions, with its pictures beside it.
+
+The records are read again from their archives (only the chosen ones are
+decoded), explained in small batches by :class:`Explainer`, and written as
+``DIR/index.html`` and ``DIR/img/*.png``. The rows shown are the prediction
+rows of the run, so the page and the output file agree.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.data.media import IMAGE
+from pipeline.explain.attribution import Explainer
+from pipeline.explain.images import overlay, photo, save_png, video_frames
+from pipeline.explain.page import page
+from pipeline.explain.selection import LowestConfidence, record_confidence
+
+EXPLAIN_BATCH = 8  # records explained together
+KEY_FRAMES = 3  # frames shown per video
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass
+class ReportSummary:
+    index: Path
+    records: int
+    seconds: float
+
+    @property
+    def seconds_per_record(self) -> float:
+        return self.seconds / max(self.records, 1)
+
+
+def text_segments(tokenizer, text: str, ids: list[int], scores: np.ndarray | None) -> list[tuple[str, float | None]] | None:
+    """``text`` cut into (piece, score) with each token's score scaled to [-1, 1]; unscored gaps get None.
+
+    Pieces come from the tokenizer's character offsets, so the reader sees the
+    complaint as written; tokens past the model's length limit stay unshaded.
+    """
+    if scores is None:
+        return None
+    peak = float(np.abs(scores).max()) if len(scores) else 0.0
+    scaled = scores / peak if peak > 0 else np.zeros_like(scores)
+    encoded = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max(len(ids), 1),
+                        return_offsets_mapping=True)
+    if encoded["input_ids"] != ids:  # not the tokens the model read: show the tokens themselves
+        return [(token + " ", float(s)) for token, s in zip(tokenizer.convert_ids_to_tokens(ids), scaled)]
+    segments: list[tuple[str, float | None]] = []
+    cursor = 0
+    for (start, end), score in zip(encoded["offset_mapping"], scaled):
+        if start < cursor:  # a character split into several tokens: it is shaded by its first
+            continue
+        if start > cursor:
+            segments.append((text[cursor:start], None))
+        segments.append((text[start:end], float(score)))
+        cursor = end
+    if cursor < len(text):
+        segments.append((text[cursor:], None))
+    return segments
+
+
+class ReportWriter:
+    """Explains batches of chosen records and collects their cards; :meth:`close` writes the page."""
+
+    def __init__(self, analyzer, out_dir: str | Path):
+        self.analyzer, self.run = analyzer, analyzer.run
+        self.out = Path(out_dir)
+        self.images = self.out / "img"
+        self.out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.images, ignore_errors=True)  # an earlier report's pictures
+        self.images.mkdir()
+        self.explainer = Explainer(self.run.model)
+        self.device = next(self.run.model.parameters()).device
+        self.records: list[dict] = []
+
+    def add(self, items: list[tuple[int, dict, str, dict, dict]]) -> None:
+        """``items``: ``(position, row, text, sample, attachment bytes by path)`` of up to a batch of records."""
+        batch = self.analyzer.collator()([sample for _, _, _, sample, _ in items])
+        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        explanations = self.explainer.explain(batch)
+        for (position, row, text, sample, originals), explained in zip(items, explanations):
+            self.records.append(self._card(position, row, text, sample, originals, explained))
+
+    def _card(self, n: int, row: dict, text: str, sample: dict, originals: dict, explained: dict) -> dict:
+        tokenizer, ids = self.run.tokenizer, sample["text_ids"].tolist()
+        pictures = self._pictures(n, sample, originals)
+        tasks = {}
+        for task, part in explained.items():
+            network = part["deep_weight"] > 0
+            tasks[task] = {
+                "label": row[task], "confidence": row[f"{task}_confidence"], "probs": row[f"{task}_probs"],
+                "deep_weight": part["deep_weight"], "tfidf_share": part["tfidf_share"],
+                "text_network": text_segments(tokenizer, text, ids, part["tokens"]) if ids else None,
+                "text_tfidf": text_segments(tokenizer, text, ids, part["tfidf_tokens"]) if ids else None,
+                "attachments": self._attachment_views(n, task, pictures, part if network else None),
+            }
+        return {"n": n, "id": row["id"], "source": row["source"], "status": row["status"], "warnings": row["warnings"],
+                "confidence": record_confidence(row, list(explained)), "fusion": row["modality_weights"], "tasks": tasks}
+
+    def _pictures(self, n: int, sample: dict, originals: dict) -> list[tuple[str, str, list]]:
+        """``(kind, path, pictures)`` per attachment the model saw, in the model's order (photos, then clips)."""
+        frames = self.run.media.video_frames
+        out = [(IMAGE, path, [photo(originals[path])]) for path in sample["image_paths"]]
+        out += [("video", path, video_frames(originals[path], frames, self.run.media.limits)) for path in sample["video_paths"]]
+        return out
+
+    def _attachment_views(self, n: int, task: str, pictures: list, part: dict | None) -> list[dict]:
+        """Per attachment, the PNGs to show: overlaid with the task's Grad-CAM, or as received without ``part``."""
+        cams = (part["images"] + part["videos"]) if part else [None] * len(pictures)
+        views = []
+        for k, ((kind, path, frames), cam) in enumerate(zip(pictures, cams)):
+            if kind == IMAGE:
+                views.append({"kind": "image", "path": path, "src": self._save(frames[0], cam, f"{n}-{k}-{task}")})
+                continue
+            if cam is None:  # no Grad-CAM for this task: the middle frame
+                order, mass = [len(frames) // 2], np.zeros(len(frames))
+            else:
+                mass = np.maximum(cam, 0).reshape(len(cam), -1).sum(1)
+                order = list(np.argsort(-mass, kind="stable")[:KEY_FRAMES])
+            total = float(mass.sum()) or 1.0
+            views.append({"kind": "video", "path": path, "num_frames": len(frames), "ranked": cam is not None,
+                          "frames": [{"index": int(t), "share": float(mass[t]) / total,
+                                      "src": self._save(frames[t], None if cam is None else cam[t], f"{n}-{k}-{task}-f{t}")}
+                                     for t in order]})
+        return views
+
+    def _save(self, picture, cam, name: str) -> str:
+        path = self.images / f"{name}.png"
+        save_png(picture if cam is None else overlay(picture, cam), path)
+        return f"img/{path.name}"
+
+    def close(self, about: str) -> Path:
+        index = self.out / "index.html"
+        classes = {task.name: self.run.labels.classes[task.name] for task in self.run.labels.tasks}
+        index.write_text(page(self.records, classes, about), encoding="utf-8")
+        return index
+
+
+def write_report(analyzer, stream, picker: LowestConfidence, out_dir: str | Path, about: str = "") -> ReportSummary:
+    """Explain the rows ``picker`` kept (positions in ``stream``) into ``out_dir``; progress goes to stderr."""
+    started = last = time.monotonic()
+    picked = picker.picked()
+    writer = ReportWriter(analyzer, out_dir)
+    featurizer = analyzer.featurizer()
+    pending, done = [], 0
+    for n, (archive, record) in enumerate(stream()):
+        if n not in picked:
+            continue
+        sample = featurizer(record, archive)
+        originals = {path: archive.read(path) for path in sample["image_paths"] + sample["video_paths"]}
+        pending.append((n, picked[n], record.text, sample, originals))
+        if len(pending) == EXPLAIN_BATCH or done + len(pending) == len(picked):
+            writer.add(pending)
+            done, pending = done + len(pending), []
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                print(f"explained {done} of {len(picked)} records", file=sys.stderr, flush=True)
+                last = time.monotonic()
+        if done == len(picked):
+            break
+    order = {n: i for i, n in enumerate(picked)}
+    writer.records.sort(key=lambda r: order[r["n"]])
+    index = writer.close(about or f"{len(picked)} of {picker.seen} records, least confident first")
+    return ReportSummary(index, len(writer.records), time.monotonic() - started)

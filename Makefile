@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# Check the demo archive, train on it, then predict its test archive.
+# Check the demo archive, train on it, then predict its test archive and explain its 20 least confident records.
 demo: install
 	$(PY) -m pipeline.doctor data/demo/train --label-column category --label-column sentiment --label-column severity
 	mkdir -p runs
 	$(PY) train.py fit --config configs/demo.yaml | tee runs/demo-train.log
 	$(PY) infer.py --checkpoint "$$(sed -n 's/^run: //p' runs/demo-train.log | tail -n 1)" \
-		--input data/demo/test --output runs/demo-predictions.jsonl --overwrite --evaluate
+		--input data/demo/test --output runs/demo-predictions.jsonl --overwrite --evaluate \
+		--explain runs/demo-explanations --explain-limit 20

@@ -90,8 +90,14 @@ def complaint_text(rng: random.Random, category: str, sentiment: str, urgent: bo
     return " ".join([order] + parts)
 
 
-def draw_product(rng: random.Random, size: int, damage: int, angle: float = 0.0, shift=(0, 0)) -> Image.Image:
-    """A product on a background; damage 1 = a few thin cracks, 2 = many thick cracks and dents."""
+def draw_product(rng: random.Random, size: int, damage: int, angle: float = 0.0, shift=(0, 0),
+                 mark: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """A product on a background; damage 1 = a few thin cracks, 2 = many thick cracks and dents.
+
+    ``mark``, a box ``(left, top, right, bottom)``, adds one damage mark inside
+    it and nowhere else (a dent with cracks from it): a case whose damage has a
+    known position, for testing where an explanation looks.
+    """
     bg = tuple(rng.randint(150, 255) for _ in range(3))
     im = Image.new("RGB", (size, size), bg)
     d = ImageDraw.Draw(im)
@@ -113,8 +119,22 @@ def draw_product(rng: random.Random, size: int, damage: int, angle: float = 0.0,
         for _ in range(rng.randint(2, 4)):
             cx, cy, r = rng.uniform(box[0], box[2]), rng.uniform(box[1], box[3]), size / 10
             d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(120, 20, 20))
+    if mark is not None:
+        draw_mark(d, rng, mark)
     noise = np.random.default_rng(rng.randint(0, 2**31)).integers(-12, 13, (size, size, 3))
     return Image.fromarray(np.clip(np.asarray(im, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def draw_mark(d: ImageDraw.ImageDraw, rng: random.Random, box: tuple[float, float, float, float]) -> None:
+    """A dent in the middle of ``box`` and thick cracks from it to the box's edges, all inside the box."""
+    left, top, right, bottom = box
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    r = min(right - left, bottom - top) / 4
+    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(120, 20, 20))
+    width = max(2, round(r / 3))
+    for _ in range(rng.randint(3, 5)):
+        x, y = rng.uniform(left + width, right - width), rng.choice([top + width, bottom - width])
+        d.line([(cx, cy), (x, y)], fill=(15, 10, 10), width=width)
 
 
 def photo_bytes(rng: random.Random, damage: int) -> tuple[bytes, str]:

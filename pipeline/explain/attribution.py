@@ -3,8 +3,14 @@
 - Text: integrated gradients (Captum's ``LayerIntegratedGradients``) of the
   network's logit for the predicted class, on the token embedding layer, from
   a baseline of padding tokens. Signed: positive tokens raised that logit.
-- Photos and video frames: Grad-CAM (Captum's ``LayerGradCam``) of the same
-  logit on the CNN's last convolutional block.
+- Photos and video frames: a Grad-CAM map of the same logit on the CNN's last
+  convolutional block, with each position's own gradient: Captum's
+  ``LayerGradientXActivation`` summed over channels, negative parts cut.
+  Where the block feeds global average pooling (the torchvision backbones)
+  this is exactly Grad-CAM, whose channel weights are the mean gradients. For
+  ``small_cnn``, whose max pooling sends gradient only to the position it
+  picked, averaging the gradients first lost the location: on images with a
+  known damage mark plain Grad-CAM put almost none of its mass on the mark.
 - The TF-IDF regression, when the run blends it in: each token's exact part of
   the regression's logit (:meth:`TfidfLinear.token_contributions`), and its
   share of the blended decision, so that network attributions are never shown
@@ -19,14 +25,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from captum.attr import LayerGradCam, LayerIntegratedGradients
+from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
 from pipeline.models.transformer_encoder import TransformerTextEncoder
 
 IG_STEPS = 16  # interpolation steps of integrated gradients
 IG_CHUNK = 128  # interpolated records per forward pass
 TEXT_METHOD = f"integrated gradients on the token embeddings ({IG_STEPS} steps, padding baseline)"
-IMAGE_METHOD = "Grad-CAM on the CNN's last convolutional block"
+IMAGE_METHOD = ("Grad-CAM on the CNN's last convolutional block, with per-position gradients "
+                "(gradient x activation summed over channels)")
 
 
 def embedding_layer(encoder: torch.nn.Module) -> tuple[torch.nn.Module, int]:
@@ -129,8 +136,8 @@ class Explainer:
             return model.forward_head(fused)[task]
 
         encoder = model.image_encoder if modality == "image" else model.video_encoder.frame_encoder
-        cams = LayerGradCam(logits, encoder.last_conv_block).attribute(batch[key], target=target, relu_attributions=True)
-        cams = cams.squeeze(1).numpy(force=True)  # (M, h, w), or (M * T, h, w) for clips: present slots in order
+        per_channel = LayerGradientXActivation(logits, encoder.last_conv_block).attribute(batch[key], target=target)
+        cams = per_channel.sum(dim=1).clamp(min=0).numpy(force=True)  # (M, h, w), or (M * T, h, w): present slots in order
         if modality == "video":
             cams = cams.reshape(-1, batch[key].shape[2], *cams.shape[1:])
         for (b, _), cam in zip(present.nonzero().tolist(), cams):

@@ -7,6 +7,7 @@ import random
 import re
 import shutil
 import subprocess
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,25 @@ def test_report_opens_in_chromium_with_a_card_per_record(trained_run, tmp_path):
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # not blank
 
 
+def test_report_of_a_bad_archive_has_every_record_with_a_prediction(trained_run, tmp_path):
+    """Unreadable, missing and outside attachments, a repeated id and a malformed line: every record with a
+    prediction gets its card and its warnings; the records without one are counted, not shown."""
+    from factory import bad_with_record_problems
+
+    archive, out, report = bad_with_record_problems(tmp_path / "bad"), tmp_path / "pred.jsonl", tmp_path / "report"
+    assert infer_main(["--checkpoint", str(trained_run), "--input", str(archive), "--output", str(out),
+                       "--num-workers", "0", "--explain", str(report), "--explain-limit", "0"]) == 0
+    rows = [json.loads(line) for line in open(out, encoding="utf-8")]
+    shown = [r for r in rows if r["status"] != "error"]
+    html = (report / "index.html").read_text(encoding="utf-8")
+    assert html.count('<article class="card"') == len(shown) and len(shown) < len(rows)
+    assert f"{len(shown)} of {len(rows)} records" in html and f"{len(rows) - len(shown)} without a prediction" in html
+    for row in shown:
+        for warning in row["warnings"]:
+            assert escape(warning) in html
+    assert html.count('<figure class="video">') == 3  # the one good clip, once per task
+
+
 @pytest.fixture(scope="module")
 def marked_run(tmp_path_factory):
     """An image-only run trained to tell photos with one damage mark (at a known box) from clean ones.
@@ -227,6 +247,7 @@ def test_grad_cam_marks_the_damage(marked_run, tmp_path):
         ys, xs = np.mgrid[:heat.shape[0], :heat.shape[1]] + 0.5
         inside += float((top * ((xs >= left) & (xs <= right) & (ys >= upper) & (ys <= lower))).sum())
         total += float(top.sum())
+    print(f"top-decile heat inside the mark: {inside / total:.3f}")
     assert inside / total >= 0.7
 
     summary = analyzer.explain(test, tmp_path / "report", limit=4)

@@ -79,6 +79,8 @@ function sortBy(th) {
   const body = document.querySelector('#records tbody'), main = document.getElementById('cards');
   for (const row of rows) { body.appendChild(row); main.appendChild(cards.get(row.dataset.n)); }
 }
+const asked = new URLSearchParams(location.search).get('task');  // index.html?task=severity opens on that task
+if (asked && asked in tasks) taskSelect.value = asked;
 taskSelect.addEventListener('change', () => { labelOptions(); apply(); });
 [labelSelect, cmin, cmax, statusSelect].forEach(el => el.addEventListener('input', apply));
 document.querySelectorAll('th').forEach(th => th.addEventListener('click', () => sortBy(th)));

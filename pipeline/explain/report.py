@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.media import IMAGE
+from pipeline.data.media import IMAGE, error_text
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import overlay, photo, save_png, video_frames
 from pipeline.explain.page import page
@@ -91,7 +91,8 @@ class ReportWriter:
 
     def _card(self, n: int, row: dict, text: str, sample: dict, originals: dict, explained: dict) -> dict:
         tokenizer, ids = self.run.tokenizer, sample["text_ids"].tolist()
-        pictures = self._pictures(n, sample, originals)
+        warnings = list(row["warnings"])
+        pictures = self._pictures(sample, originals, warnings)
         tasks = {}
         for task, part in explained.items():
             network = part["deep_weight"] > 0
@@ -102,14 +103,22 @@ class ReportWriter:
                 "text_tfidf": text_segments(tokenizer, text, ids, part["tfidf_tokens"]) if ids else None,
                 "attachments": self._attachment_views(n, task, pictures, part if network else None),
             }
-        return {"n": n, "id": row["id"], "source": row["source"], "status": row["status"], "warnings": row["warnings"],
+        return {"n": n, "id": row["id"], "source": row["source"], "status": row["status"], "warnings": warnings,
                 "confidence": record_confidence(row, list(explained)), "fusion": row["modality_weights"], "tasks": tasks}
 
-    def _pictures(self, n: int, sample: dict, originals: dict) -> list[tuple[str, str, list]]:
-        """``(kind, path, pictures)`` per attachment the model saw, in the model's order (photos, then clips)."""
-        frames = self.run.media.video_frames
-        out = [(IMAGE, path, [photo(originals[path])]) for path in sample["image_paths"]]
-        out += [("video", path, video_frames(originals[path], frames, self.run.media.limits)) for path in sample["video_paths"]]
+    def _pictures(self, sample: dict, originals: dict, warnings: list[str]) -> list[tuple[str, str, list | None]]:
+        """``(kind, path, pictures)`` per attachment the model saw, in the model's order (photos, then clips).
+        An attachment that cannot be drawn gets None and a line in ``warnings``; the rest of the card stays."""
+        out = []
+        for kind, paths in ((IMAGE, sample["image_paths"]), ("video", sample["video_paths"])):
+            for path in paths:
+                try:
+                    pictures = ([photo(originals[path])] if kind == IMAGE else
+                                video_frames(originals[path], self.run.media.video_frames, self.run.media.limits))
+                except Exception as e:  # the model read it, but the page cannot show it
+                    pictures = None
+                    warnings.append(f"report: cannot draw {path}: {error_text(e)}")
+                out.append((kind, path, pictures))
         return out
 
     def _attachment_views(self, n: int, task: str, pictures: list, part: dict | None) -> list[dict]:
@@ -117,6 +126,8 @@ class ReportWriter:
         cams = (part["images"] + part["videos"]) if part else [None] * len(pictures)
         views = []
         for k, ((kind, path, frames), cam) in enumerate(zip(pictures, cams)):
+            if frames is None:
+                continue
             if kind == IMAGE:
                 views.append({"kind": "image", "path": path, "src": self._save(frames[0], cam, f"{n}-{k}-{task}")})
                 continue

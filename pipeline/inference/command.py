@@ -298,9 +298,8 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
         for task, r in results.items():
             confusion_matrix(r["confusion"], r["labels"], f"{task} ({r['records']} records)",
                              output.with_name(f"{output.name}.confusion_{task}.png"))
-    if picker:
-        meta["explain"] = explain(args, analyzer, stream, picker)
-    (output.with_name(output.name + ".meta.json")).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    meta_path = output.with_name(output.name + ".meta.json")
+    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     store.remove()
     print(f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}  |  "
           f"{summary['records_per_s']} records/s  |  decoding {summary['decode_seconds']} s, model {summary['model_seconds']} s  |  "
@@ -313,7 +312,9 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
         shown = {k: row[k] for k in ["id", "status", *tasks] if k in row}
         print(json.dumps(shown, ensure_ascii=False))
     print(f"output: {output}")
-    if picker:
+    if picker:  # after the predictions are complete: a failing report loses none of them
+        meta["explain"] = explain(args, analyzer, stream, picker)
+        meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         print(f"explanations: {meta['explain']['index']} ({meta['explain']['records']} records, "
               f"{meta['explain']['seconds_per_record']} s each)")
     return 0

@@ -162,7 +162,7 @@ def write_report(analyzer, stream, picker: LowestConfidence, out_dir: str | Path
     writer = ReportWriter(analyzer, out_dir)
     featurizer = analyzer.featurizer()
     pending, done = [], 0
-    for n, (archive, record) in enumerate(stream()):
+    for n, (archive, record) in enumerate(stream() if picked else ()):
         if n not in picked:
             continue
         sample = featurizer(record, archive)
@@ -176,6 +176,8 @@ def write_report(analyzer, stream, picker: LowestConfidence, out_dir: str | Path
                 last = time.monotonic()
         if done == len(picked):
             break
+    if pending:  # the archive ended early (changed since it was predicted)
+        writer.add(pending)
     order = {n: i for i, n in enumerate(picked)}
     writer.records.sort(key=lambda r: order[r["n"]])
     index = writer.close(about or f"{len(picked)} of {picker.seen} records, least confident first")

@@ -64,12 +64,12 @@ class Explainer:
         with torch.no_grad():
             fused, features = model.forward_features(batch)
             deep, linear = model.forward_head(fused), model.linear_logits(batch)
-        items = features["items"]
+        items, blended = features["items"], model.blend(deep, linear)
         B = batch["text_ids"].shape[0]
         out = [{} for _ in range(B)]
         for i, task in enumerate(model.tasks):
             w = float(model.deep_weight[i]) if linear is not None else 1.0
-            target = model.blend(deep, linear)[task].argmax(dim=1)
+            target = blended[task].argmax(dim=1)
             parts = {"target": target.tolist(), "deep_weight": [w] * B,
                      "tfidf_share": self._tfidf_share(deep[task], linear, task, w, target)}
             network = w > 0
@@ -98,11 +98,11 @@ class Explainer:
             parts.append((weight * logits.gather(1, target.unsqueeze(1)).squeeze(1)).abs())
         return (parts[1] / (parts[0] + parts[1]).clamp(min=1e-12)).tolist()
 
-    def _others(self, items: dict, modality: str) -> list[str]:
+    def _others(self, modality: str) -> list[str]:
         return [m for m in self.model.modalities if m != modality]
 
     def _text(self, batch: dict, items: dict, task: str, target: torch.Tensor) -> np.ndarray:
-        model, others = self.model, self._others(items, "text")
+        model, others = self.model, self._others("text")
         constants = tuple(t for m in others for t in items[m])  # repeated along with each interpolation step
 
         def logits(ids, lengths, *encoded):
@@ -129,7 +129,7 @@ class Explainer:
         present = batch[mask_key]
         if not present.any():
             return maps
-        given = {m: items[m] for m in self._others(items, modality)}
+        given = {m: items[m] for m in self._others(modality)}
 
         def logits(pixels):
             fused, _ = model.forward_features({**batch, key: pixels}, given)

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -17,11 +18,14 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pipeline.data.datamodule import ComplaintDataModule
+from pipeline.library_noise import silence_library_noise
 from pipeline.lit_module import ComplaintClassifier
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, save_architecture
 from pipeline.reports.plots import confusion_matrix, learning_curves
+from pipeline.signals import CheckpointOnSigterm, exit_status
 
 # The run folder, handed to DDP worker processes (which re-run this CLI); set it
 # yourself when torchrun or SLURM starts every rank, so that all ranks agree.
@@ -153,7 +157,7 @@ class ComplaintCLI(LightningCLI):
             TensorBoardLogger(str(self.run_dir), name="", version="tensorboard"),
         ]
         trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        trainer.callbacks += [LearningRateMonitor(logging_interval="step"), CheckpointOnSigterm(self.run_dir / "checkpoints")]
         return trainer
 
     def before_fit(self) -> None:
@@ -238,4 +242,11 @@ def store_deep_weights(checkpoint: Path, deep_weight: torch.Tensor) -> None:
 
 
 def main(args=None) -> None:
-    ComplaintCLI(args=args)
+    silence_library_noise()
+    try:
+        ComplaintCLI(args=args)
+    except SIGTERMException:
+        run = os.environ.pop(RUN_DIR_ENV, None)
+        print(f"train.py: stopped by SIGTERM; {run}/checkpoints/last.ckpt holds where the fit got to: "
+              f"resume with the same command and --ckpt_path last", file=sys.stderr)
+        sys.exit(exit_status(signal.SIGTERM))

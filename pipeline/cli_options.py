@@ -18,6 +18,8 @@ def add_column_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--attachments-column", help="attachment list column, or none (default: attachments)")
     g.add_argument("--attachment-separator", help="separator of attachment paths in CSV (default: ;)")
+    g.add_argument("--encoding", help="text encoding of JSONL/CSV manifests, e.g. gb18030 (default: utf-8, or the "
+                                      "model's)")
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +43,7 @@ def columns_from_args(args: argparse.Namespace, base: Columns) -> Columns:
         attachments=base.attachments if args.attachments_column is None else _optional(args.attachments_column),
         attachment_separator=args.attachment_separator or base.attachment_separator,
         labels=base.labels,
+        encoding=args.encoding or base.encoding,
     )
 
 

@@ -16,11 +16,12 @@ from collections import Counter, defaultdict
 
 from pipeline.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
 from pipeline.data.archive import ArchiveError, open_archive
-from pipeline.data.manifest import ManifestReader
+from pipeline.data.manifest import TEXT_ENCODING, ManifestReader
 from pipeline.data.media import MediaSpec, decode_attachment
 from pipeline.data.records import AttachmentError, Columns
 
 EXAMPLES = 5  # complaint ids shown per problem kind
+USABLE_PROBLEMS = ("empty text", "very long text", TEXT_ENCODING)  # reported, yet the record is used
 LONG_TEXT_CHARS = 10_000
 PROBE = MediaSpec(image_size=32, video_frames=2)  # decoding small still finds corrupt files
 
@@ -42,6 +43,8 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None) -> dict
             if record.error:
                 record_errors[record.error.split(":")[0]].append({"id": record.id, "source": record.source, "detail": record.error})
                 continue
+            for warning in record.warnings:  # usable, with a problem: e.g. text_encoding
+                record_errors[warning.split(":")[0]].append({"id": record.id, "source": record.source, "detail": warning})
             if not record.text.strip():
                 record_errors["empty text"].append({"id": record.id, "source": record.source})
             elif len(record.text) > LONG_TEXT_CHARS:
@@ -69,7 +72,7 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None) -> dict
         "manifest": archive.manifest_name,
         "notes": reader.notes,
         "records": counts["records"],
-        "usable_records": counts["records"] - sum(len(v) for k, v in record_errors.items() if k not in ("empty text", "very long text")),
+        "usable_records": counts["records"] - sum(len(v) for k, v in record_errors.items() if k not in USABLE_PROBLEMS),
         "records_with_attachments": counts["with attachments"],
         "text_chars": {
             "median": text_chars[len(text_chars) // 2] if text_chars else 0,

@@ -97,6 +97,15 @@ def pack(folder: Path, kind: str, extra_members: dict[str, bytes] | None = None,
     return out
 
 
+def big_archive(root: Path, n: int) -> Path:
+    """``n`` short complaints ``r0``.. ``r{n-1}``, every other one with the same small photo."""
+    (root / "media").mkdir(parents=True)
+    (root / "media" / "p.jpg").write_bytes(image_bytes(size=(64, 64)))
+    write_manifest(root, [{"id": f"r{i}", "text": f"complaint {i} 快递 late parcel", "attachments": ["media/p.jpg"] * (i % 2)}
+                          for i in range(n)])
+    return root
+
+
 def bad_archive(base: Path) -> tuple[Path, dict[str, str]]:
     """A folder archive with every bad-attachment case, a secret file beside it, and the expected reason per id.
 

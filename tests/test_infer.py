@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from factory import bad_with_record_problems, image_bytes, write_manifest
+from factory import bad_with_record_problems, big_archive, write_manifest
 from pipeline import ComplaintAnalyzer
 from pipeline.inference.command import main as infer_main
 from pipeline.inference.loading import CheckpointError, load_run
@@ -92,14 +92,6 @@ def test_bad_input_archive_every_record_accounted(trained_run, tmp_path, kind):
         assert row["status"] == "partial" and row["warnings"] and row["category"] is not None, rid
     assert by_id["traversal"][0]["warnings"][0].startswith("outside_archive: ../secret.jpg")
     assert sorted(str(p) for p in (tmp_path / "in").rglob("*")) == before  # nothing written in or beside it
-
-
-def big_archive(root: Path, n: int) -> Path:
-    (root / "media").mkdir(parents=True)
-    (root / "media" / "p.jpg").write_bytes(image_bytes(size=(64, 64)))
-    write_manifest(root, [{"id": f"r{i}", "text": f"complaint {i} 快递 late parcel", "attachments": ["media/p.jpg"] * (i % 2)}
-                          for i in range(n)])
-    return root
 
 
 def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):

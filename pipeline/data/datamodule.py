@@ -61,6 +61,9 @@ class ComplaintDataModule(pl.LightningDataModule):
         tasks: what to predict, e.g. ``[{"name": "severity", "column": "severity"}]``.
         id_column / text_columns / attachments_column / attachment_separator:
             where the manifest keeps each field.
+        encoding: the JSONL/CSV manifests' text encoding (e.g. ``gb18030``); bytes
+            that are not valid in it are replaced, and the record gets a
+            ``text_encoding`` warning.
         tokenizer_path: a local tokenizer folder to use instead of training one.
         cache_dir: where fitted vocabularies are cached (default ``~/.cache/complaint-pipeline``).
         sample_cache_mb: memory for samples decoded once before training, so that
@@ -85,6 +88,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         text_columns: list[str] = ["text"],
         attachments_column: str | None = "attachments",
         attachment_separator: str = ";",
+        encoding: str = "utf-8",
         val_fraction: float = 0.15,
         split_seed: int = 0,
         batch_size: int = 32,
@@ -123,6 +127,7 @@ class ComplaintDataModule(pl.LightningDataModule):
             attachments=attachments_column,
             attachment_separator=attachment_separator,
             labels=tuple(dict.fromkeys(t.column for t in tasks)),
+            encoding=encoding,
         )
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers

@@ -56,7 +56,7 @@ class Featurizer:
             "id": record.id,
             "source": record.source,
             "error": record.error,
-            "warnings": ([record.error] if record.error else []) + [str(p) for p in problems],
+            "warnings": ([record.error] if record.error else []) + record.warnings + [str(p) for p in problems],
             "text_ids": torch.tensor(text_ids, dtype=torch.long),
             "images": images,
             "image_paths": image_paths,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 import json
 import math
 from collections.abc import Iterator
@@ -14,6 +16,8 @@ from pipeline.data.records import Columns, Record, mark_if_duplicate
 
 csv.field_size_limit(64 * 1024 * 1024)
 PARQUET_BATCH_ROWS = 1024
+UNDECODABLE = re.compile("[\udc80-\udcff]")  # a byte the encoding could not decode, kept by "surrogateescape"
+TEXT_ENCODING = "text_encoding"
 
 
 class Row:
@@ -27,8 +31,8 @@ class Row:
         self.error = error
 
 
-def _jsonl_rows(stream) -> Iterator[Row]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+def _jsonl_rows(stream, encoding: str) -> Iterator[Row]:
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape")
     for number, line in enumerate(text, start=1):
         if not line.strip():
             continue
@@ -43,8 +47,9 @@ def _jsonl_rows(stream) -> Iterator[Row]:
         yield Row(number, fields)
 
 
-def _csv_rows(stream) -> Iterator[Row]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+def _csv_rows(stream, encoding: str) -> Iterator[Row]:
+    encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding  # skips a byte-order mark
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
     reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
@@ -59,7 +64,7 @@ def _csv_rows(stream) -> Iterator[Row]:
         yield Row(number, dict(zip(header, values)))
 
 
-def _parquet_rows(stream) -> Iterator[Row]:
+def _parquet_rows(stream, encoding: str) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     try:
@@ -80,7 +85,17 @@ POSITION_WORD = {".jsonl": "line", ".csv": "row", ".parquet": "row"}
 def _clean(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if isinstance(value, str) and UNDECODABLE.search(value):
+        return UNDECODABLE.sub("\ufffd", value)
     return value
+
+
+def undecodable_at(value: Any, encoding: str) -> int | None:
+    """The byte offset, in the field, of its first byte that ``encoding`` could not decode (None: clean)."""
+    found = UNDECODABLE.search(value) if isinstance(value, str) else None
+    if found is None:
+        return None
+    return len(value[:found.start()].encode(encoding, "surrogateescape"))
 
 
 def _label_value(value: Any) -> str | list[str] | None:
@@ -148,6 +163,10 @@ class ManifestReader:
         reader = ROW_READERS.get(suffix)
         if reader is None:
             raise ArchiveError(f"unsupported manifest {self.archive.manifest_name}: use .jsonl, .csv or .parquet")
+        try:
+            codecs.lookup(self.columns.encoding)
+        except LookupError:
+            raise ArchiveError(f"unknown text encoding {self.columns.encoding!r} (e.g. utf-8, gb18030, cp1252)") from None
         where = f"{self.archive.display_name}:{POSITION_WORD[suffix]}"
         seen: set[str] = set()
         checked = False
@@ -156,7 +175,7 @@ class ManifestReader:
         except OSError as e:
             raise ArchiveError(f"cannot open manifest of {self.archive.path}: {e}") from None
         with stream:
-            for row in reader(stream):
+            for row in reader(stream, self.columns.encoding):
                 source = f"{where} {row.number}"
                 if row.fields is None:
                     yield Record(None, "", [], {}, source, error=row.error)
@@ -181,6 +200,11 @@ class ManifestReader:
         attachments = _attachment_list(fields.get(cols.attachments), cols.attachment_separator) if cols.attachments else []
         labels = {c: _label_value(fields.get(c)) for c in cols.labels}
         record = Record(rid, text, attachments, labels, source)
+        for c in cols.text:
+            offset = undecodable_at(fields.get(c), cols.encoding)
+            if offset is not None:
+                record.warnings.append(f"{TEXT_ENCODING}: column {c!r} is not valid {cols.encoding} at byte {offset} "
+                                       f"of the field (replaced by U+FFFD; --encoding names the manifest's encoding)")
         if rid is None:
             record.error = f"no id: column {cols.id!r} is empty"
         elif ids_from_column:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Reasons an attachment can fail; each becomes a warning on its record.
 MISSING = "missing"
@@ -39,7 +39,8 @@ class Columns:
 
     ``id=None`` or an id column absent from the manifest numbers records by
     row (1-based). Several ``text`` columns are joined with blank lines, e.g.
-    a title and a body.
+    a title and a body. ``encoding`` is the JSONL/CSV manifest's text encoding
+    (Parquet is UTF-8 by definition), e.g. ``gb18030`` for older Chinese exports.
     """
 
     id: str | None = "id"
@@ -47,6 +48,7 @@ class Columns:
     attachments: str | None = "attachments"
     attachment_separator: str = ";"
     labels: tuple[str, ...] = ()
+    encoding: str = "utf-8"
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Record:
     labels: dict[str, str | list[str] | None]
     source: str  # "<archive>:<line|row> N", for error messages and outputs
     error: str | None = None  # set when the record itself cannot be used
+    warnings: list[str] = field(default_factory=list)  # problems it was used despite (e.g. text_encoding)
 
 
 def mark_if_duplicate(record: Record, seen: set[str]) -> None:

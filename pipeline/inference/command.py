@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,13 +18,16 @@ from pipeline.data.dataset import RecordStream
 from pipeline.data.manifest import read_records
 from pipeline.data.records import Columns
 from pipeline.inference.evaluate import Evaluation
+from pipeline.library_noise import silence_library_noise
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
 from pipeline.export import ExportError
 from pipeline.inference.loading import CheckpointError, load_run
 from pipeline.inference.onnx_backend import BACKENDS
+from pipeline.inference.output_lock import OutputLock, OutputLocked
 from pipeline.inference.predictor import BLOCK, GROUP_SIZE, ComplaintAnalyzer, resolve_device
 from pipeline.inference.rows import ERROR, OK, PARTIAL
 from pipeline.inference.writers import ChunkStore, columns_for, output_format, write_output
+from pipeline.signals import StopRequests, exit_status
 
 PROGRESS_EVERY_S = 10.0
 CORES = os.cpu_count() or 1
@@ -115,13 +119,18 @@ class Progress:
             print(file=self.stream)
 
 
-def make_writer(store: ChunkStore, labels, evaluate: bool, block: int):
+class OutputError(Exception):
+    """The output side failed (disk full, read-only): one line, and what to do."""
+
+
+def make_writer(store: ChunkStore, labels, evaluate: bool, block: int, stops: StopRequests):
     import pytorch_lightning as pl
 
     from pipeline.inference.rows import rows_from_output
 
     class ChunkWriter(pl.Callback):
-        """Writes each predicted batch as one atomic chunk; times decoding and the model."""
+        """Writes each predicted batch as one atomic chunk, then honours a stop request; times decoding and
+        the model."""
 
         def __init__(self):
             self.records = 0
@@ -137,10 +146,14 @@ def make_writer(store: ChunkStore, labels, evaluate: bool, block: int):
             self.decode_seconds += batch["decode_seconds"]
             rows = rows_from_output(outputs, labels, evaluate)
             first = batch["block"] * block
-            store.write_chunk(first, first + len(rows), rows)
+            try:
+                store.write_chunk(first, first + len(rows), rows)
+            except OSError as e:
+                raise OutputError(f"cannot write {store.parts}: {e.strerror or e}") from None
             self.records += len(rows)
             if trainer.is_global_zero:
                 self.progress.update(self.records * trainer.world_size)
+            stops.check()
 
     return ChunkWriter()
 
@@ -163,6 +176,25 @@ def run(args: argparse.Namespace) -> int:
     if args.backend != "torch" and args.devices > 1:
         raise FatalError(f"--backend {args.backend} runs in one process: --devices > 1 needs --backend torch")
     is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
+    lock = None if is_child else OutputLock(output)  # the first process holds it for all of them
+    try:
+        if lock:
+            lock.acquire()
+    except OutputLocked as e:
+        raise FatalError(str(e)) from None
+    except OSError as e:
+        raise FatalError(f"cannot write beside {output}: {e.strerror or e}") from None
+    try:
+        with StopRequests() as stops:
+            return predict_all(args, output, is_child, started, stops)
+    finally:
+        if lock:
+            lock.release()
+
+
+def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
+    """Everything after the checks and the lock: load, predict in chunks (stopping at a chunk's end when a
+    signal asks), merge."""
     try:
         args.device = resolve_device(args.device, args.backend)
     except ValueError as e:
@@ -198,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 store.create(ledger)
             except OSError as e:
-                raise FatalError(f"cannot write beside {output}: {e}") from None
+                raise FatalError(f"cannot write beside {output}: {e.strerror or e}") from None
     else:
         args.batch_size = store.read_ledger()["batch_size"]
     block = args.batch_size
@@ -213,14 +245,27 @@ def run(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("LOCAL_RANK", 0))
     dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
     loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers)
-    writer = make_writer(store, loaded.labels, args.evaluate, block)
+    writer = make_writer(store, loaded.labels, args.evaluate, block, stops)
     trainer = pl.Trainer(
         accelerator=analyzer.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
         logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
         use_distributed_sampler=False, callbacks=[writer],
     )
     predict_start = time.time()
-    trainer.predict(analyzer.model, dataloaders=loader, return_predictions=False)
+    try:
+        stops.check()
+        trainer.predict(analyzer.model, dataloaders=loader, return_predictions=False)
+    except OutputError as e:
+        raise FatalError(f"{e}; the chunks written so far are kept: free space (or fix the folder) and "
+                         f"rerun with --resume") from None
+    except BaseException:
+        if stops.signum is None:
+            raise
+        writer.progress.close()  # a stop signal: whatever broke after it (e.g. a worker it reached) is the stop
+        done = sum(end - first for first, end, _ in store.chunks())
+        print(f"infer.py: stopped by {signal.Signals(stops.signum).name} with {done} records written to "
+              f"{store.parts}; finish with the same command and --resume", file=sys.stderr)
+        return exit_status(stops.signum)
     predict_seconds = time.time() - predict_start
     writer.progress.close()
     (store.parts / f"stats-rank{trainer.global_rank}-{os.getpid()}.json").write_text(json.dumps(
@@ -265,7 +310,8 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
     try:
         write_output(counted(store.rows()), output, columns_for(tasks, args.evaluate), multilabel)
     except OSError as e:
-        raise FatalError(f"cannot write {output}: {e}") from None
+        raise FatalError(f"cannot write {output}: {e.strerror or e}; the predictions are kept in {store.parts}: "
+                         f"free space (or fix the folder) and rerun with --resume") from None
     seconds = time.time() - started
     records = sum(counts.values())
     summary = {
@@ -342,6 +388,7 @@ def _git_commit():
 
 
 def main(argv=None) -> int:
+    silence_library_noise()
     args = parse_args(argv)
     try:
         return run(args)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 
-from pipeline.data.datamodule import LABELS_FILE, TOKENIZER_DIR
+from pipeline.data.datamodule import LABELS_FILE, TOKENIZER_DIR, ComplaintDataModule
 from pipeline.data.labels import LabelSpace
 from pipeline.data.limits import Limits
 from pipeline.data.media import MediaSpec
@@ -18,6 +20,10 @@ from pipeline.data.records import Columns
 from pipeline.data.text import load_tokenizer
 from pipeline.lit_module import ComplaintClassifier
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
+
+
+DATA_DEFAULTS = {name: p.default for name, p in inspect.signature(ComplaintDataModule).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
 
 
 class CheckpointError(Exception):
@@ -33,15 +39,19 @@ class LoadedRun:
     checkpoint: Path
     checkpoint_sha256: str
 
+    def option(self, name: str):
+        """A ``data:`` option of the run, or the data module's own default for a config without it."""
+        return self.data[name] if name in self.data else DATA_DEFAULTS[name]
+
     @property
     def columns(self) -> Columns:
-        d = self.data
         return Columns(
-            id=d.get("id_column", "id"),
-            text=tuple(d.get("text_columns") or ["text"]),
-            attachments=d.get("attachments_column", "attachments"),
-            attachment_separator=d.get("attachment_separator", ";"),
+            id=self.option("id_column"),
+            text=tuple(self.option("text_columns") or DATA_DEFAULTS["text_columns"]),
+            attachments=self.option("attachments_column"),
+            attachment_separator=self.option("attachment_separator"),
             labels=tuple(dict.fromkeys(t.column for t in self.labels.tasks)),
+            encoding=self.option("encoding"),
         )
 
     @property
@@ -59,9 +69,9 @@ class LoadedRun:
 
     @property
     def media(self) -> MediaSpec:
-        d = self.data
-        return MediaSpec(image_size=d.get("image_size", 128), video_frames=d.get("video_frames", 8),
-                         limits=Limits(**(d.get("limits") or {})))
+        limits = self.option("limits")
+        return MediaSpec(image_size=self.option("image_size"), video_frames=self.option("video_frames"),
+                         limits=limits if isinstance(limits, Limits) else Limits(**(limits or {})))
 
 
 def find_checkpoint(path: Path) -> tuple[Path, Path]:
@@ -80,6 +90,10 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
     raise CheckpointError(f"checkpoint not found: {path}")
 
 
+def _first_sentence(e: Exception) -> str:
+    return str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -95,8 +109,11 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
             raise CheckpointError(f"run folder {run} lacks {needed.name}: give the run folder train.py printed")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle refusals and corrupt files arrive as many types
-        raise CheckpointError(f"cannot load checkpoint {ckpt_path} safely (weights_only=True): {str(e).splitlines()[0]}") from None
+    except pickle.UnpicklingError as e:  # something weights_only refuses: loading it could run code
+        raise CheckpointError(f"cannot load checkpoint {ckpt_path} safely (weights_only=True): {_first_sentence(e)}") from None
+    except Exception as e:  # truncated or damaged files arrive as many types
+        raise CheckpointError(f"checkpoint {ckpt_path} is truncated or corrupt ({type(e).__name__}"
+                              f"{': ' + _first_sentence(e) if str(e) else ''}); use another checkpoint of the run") from None
     if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{ckpt_path} is not a complaint-pipeline checkpoint (no state_dict / hyper_parameters)")
     labels = LabelSpace.load(run / LABELS_FILE)

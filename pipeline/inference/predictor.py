@@ -73,9 +73,9 @@ class ComplaintAnalyzer:
         return cls(load_run(path), device, backend, threads, group_size)
 
     def featurizer(self) -> Featurizer:
-        d = self.run.data
-        return Featurizer(self.run.tokenizer, self.run.media, max_text_length=d.get("max_text_length", 256),
-                          max_images=d.get("max_images", 4), max_videos=d.get("max_videos", 2),
+        option = self.run.option
+        return Featurizer(self.run.tokenizer, self.run.media, max_text_length=option("max_text_length"),
+                          max_images=option("max_images"), max_videos=option("max_videos"),
                           read_media=self.run.reads_media)
 
     def collator(self) -> Collator:

@@ -74,10 +74,14 @@ class ChunkStore:
 
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -103,6 +107,15 @@ def write_output(rows: Iterable[dict], path: Path, columns: list[str], multilabe
     """Write rows to ``path`` in the format its suffix names, atomically, streaming."""
     fmt = output_format(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write(rows, fmt, tmp, columns, multilabel)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left: the output appears whole or not at all
+        raise
+    os.replace(tmp, path)
+
+
+def _write(rows: Iterable[dict], fmt: str, tmp: Path, columns: list[str], multilabel: set[str]) -> None:
     if fmt == ".jsonl":
         with open(tmp, "w", encoding="utf-8") as f:
             for r in rows:
@@ -115,7 +128,6 @@ def write_output(rows: Iterable[dict], path: Path, columns: list[str], multilabe
                 w.writerow([_cell(r.get(c)) for c in columns])
     else:
         _write_parquet(rows, tmp, columns, multilabel)
-    os.replace(tmp, path)
 
 
 def _write_parquet(rows: Iterable[dict], tmp: Path, columns: list[str], multilabel: set[str]) -> None:

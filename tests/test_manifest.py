@@ -80,3 +80,16 @@ def test_manifest_streams(tmp_path, fmt):
 
     small, large = peak(1000), peak(20000)
     assert large < small * 2, (small, large)
+
+
+def test_csv_field_over_the_size_limit_loses_only_its_row(tmp_path):
+    import csv
+
+    (tmp_path / "complaints.csv").write_text("id,text\na,fine\nb," + "x" * 5000 + "\nc,after\n", encoding="utf-8")
+    limit = csv.field_size_limit(1000)
+    try:
+        records = list(read_records(open_archive(tmp_path), Columns(attachments=None)))
+    finally:
+        csv.field_size_limit(limit)
+    assert [(r.id, r.error) for r in records] == [
+        ("a", None), (None, "malformed CSV: field larger than field limit (1000)"), ("c", None)]

@@ -51,11 +51,23 @@ def _csv_rows(stream, encoding: str) -> Iterator[Row]:
     encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding  # skips a byte-order mark
     text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
     reader = csv.reader(text)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise ArchiveError(f"unreadable CSV header: {e}") from None
     if header is None:
         return
     header = [h.strip() for h in header]
-    for number, values in enumerate(reader, start=1):
+    number = 0
+    while True:
+        number += 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # e.g. a field over the size limit: this row is lost, the reader goes on
+            yield Row(number, None, f"malformed CSV: {e}")
+            continue
         if not values:
             continue
         if len(values) > len(header):

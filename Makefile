@@ -10,11 +10,12 @@ export HF_HUB_OFFLINE := 1
 
 install: $(STAMP)
 
+# -qq: errors only (pip's build backend otherwise prints setuptools' notes on editable installs).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -qq -e '.[dev]'
 	touch $(STAMP)
 
 test: install

@@ -242,9 +242,8 @@ def current_export(run: LoadedRun, dest: Path, int8: bool) -> bool:
 
 def export_folder(run: LoadedRun) -> Path:
     """The run folder's ``export/``, or a per-checkpoint folder in the user's cache when the run is read-only."""
-    run_dir = run.checkpoint.parent.parent if run.checkpoint.parent.name == "checkpoints" else run.checkpoint.parent
-    if os.access(run_dir, os.W_OK):
-        return run_dir / EXPORT_DIR
+    if os.access(run.run_dir, os.W_OK):
+        return run.run_dir / EXPORT_DIR
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "complaint-pipeline" / "onnx" / run.checkpoint_sha256[:16]
 

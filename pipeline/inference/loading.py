@@ -38,6 +38,7 @@ class LoadedRun:
     data: dict  # the ``data:`` section of the run's config.yaml
     checkpoint: Path
     checkpoint_sha256: str
+    run_dir: Path  # the run folder the checkpoint belongs to
 
     def option(self, name: str):
         """A ``data:`` option of the run, or the data module's own default for a config without it."""
@@ -139,4 +140,5 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
         )
     model.eval().to(device)
     config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    return LoadedRun(model, load_tokenizer(run / TOKENIZER_DIR), labels, config.get("data") or {}, ckpt_path, sha256(ckpt_path))
+    return LoadedRun(model, load_tokenizer(run / TOKENIZER_DIR), labels, config.get("data") or {}, ckpt_path,
+                     sha256(ckpt_path), run)

@@ -61,8 +61,7 @@ def _still_brand(data: bytes) -> bool:
     return data[4:8] == b"ftyp" and data[8:12] in STILL_BRANDS
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
-    """8-bit RGB from any PIL mode; transparency over white."""
+def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.uint32)
         scale = 257 if arr.max(initial=0) > 255 else 1
@@ -74,6 +73,14 @@ def to_rgb(im: Image.Image) -> Image.Image:
         background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
         return background
     return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def oriented_rgb(im: Image.Image, size: int) -> Image.Image:
+    """An opened image as a viewer sees it: turned by its EXIF orientation, 8-bit RGB (transparency over
+    white). A JPEG is decoded at the smallest DCT scale still at least ``size`` pixels each way."""
+    if im.format == "JPEG":
+        im.draft("RGB", (size, size))  # DCT-domain downscale: decodes far fewer pixels
+    return _to_rgb(ImageOps.exif_transpose(im))
 
 
 def error_text(e: Exception) -> str:
@@ -92,10 +99,7 @@ def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
     if width * height > limits.max_image_pixels:
         raise AttachmentError(TOO_LARGE, f"{width}x{height} pixels > limit {limits.max_image_pixels}")
     try:
-        if im.format == "JPEG":
-            im.draft("RGB", (size, size))  # DCT-domain downscale: decodes far fewer pixels
-        im = ImageOps.exif_transpose(im)
-        im = to_rgb(im).resize((size, size), Image.BILINEAR)
+        im = oriented_rgb(im, size).resize((size, size), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     except Exception as e:  # truncated or corrupt data surfaces here, as many types
         raise AttachmentError(UNREADABLE, error_text(e)) from None

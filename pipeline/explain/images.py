@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pipeline.data.limits import Limits
-from pipeline.data.media import decode_video, to_rgb
+from pipeline.data.media import decode_video, oriented_rgb
 
 THUMBNAIL = 224  # longest side of a report picture, in pixels (small pictures are enlarged to it)
 HEAT_OPACITY = 0.6  # of the heatmap where it is hottest; it fades out where the map is cold
@@ -28,10 +28,7 @@ def thumbnail_size(width: int, height: int) -> tuple[int, int]:
 
 def photo(data: bytes) -> Image.Image:
     """The photo as a viewer shows it: oriented by its EXIF tag, RGB, :data:`THUMBNAIL` pixels long."""
-    im = Image.open(io.BytesIO(data))
-    if im.format == "JPEG":
-        im.draft("RGB", (THUMBNAIL, THUMBNAIL))
-    im = to_rgb(ImageOps.exif_transpose(im))
+    im = oriented_rgb(Image.open(io.BytesIO(data)), THUMBNAIL)
     return im.resize(thumbnail_size(*im.size), Image.BILINEAR)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
+from pytorch_lightning.utilities import move_data_to_device
 
 from pipeline.data.media import IMAGE, error_text
 from pipeline.explain.attribution import Explainer
@@ -39,32 +39,39 @@ class ReportSummary:
         return self.seconds / max(self.records, 1)
 
 
-def text_segments(tokenizer, text: str, ids: list[int], scores: np.ndarray | None) -> list[tuple[str, float | None]] | None:
-    """``text`` cut into (piece, score) with each token's score scaled to [-1, 1]; unscored gaps get None.
+def text_pieces(tokenizer, text: str, ids: list[int]) -> list[tuple[str, int | None]]:
+    """``text`` cut into pieces, each with the index of the token it is (None: text between or after them).
 
     Pieces come from the tokenizer's character offsets, so the reader sees the
-    complaint as written; tokens past the model's length limit stay unshaded.
+    complaint as written. Where tokenising the text again does not give the
+    tokens the model read, the pieces are those tokens.
     """
+    encoded = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max(len(ids), 1),
+                        return_offsets_mapping=True)
+    if encoded["input_ids"] != ids:
+        return [(token + " ", i) for i, token in enumerate(tokenizer.convert_ids_to_tokens(ids))]
+    pieces: list[tuple[str, int | None]] = []
+    cursor = 0
+    for i, (start, end) in enumerate(encoded["offset_mapping"]):
+        if start < cursor:  # a character split into several tokens: it is shaded by its first
+            continue
+        if start > cursor:
+            pieces.append((text[cursor:start], None))
+        pieces.append((text[start:end], i))
+        cursor = end
+    if cursor < len(text):
+        pieces.append((text[cursor:], None))
+    return pieces
+
+
+def shaded(pieces: list[tuple[str, int | None]], scores: np.ndarray | None) -> list[tuple[str, float | None]] | None:
+    """Each piece with its token's score scaled to [-1, 1] (None: no token, or one past the scored ones, as
+    past a transformer's length limit). None without scores."""
     if scores is None:
         return None
     peak = float(np.abs(scores).max()) if len(scores) else 0.0
     scaled = scores / peak if peak > 0 else np.zeros_like(scores)
-    encoded = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max(len(ids), 1),
-                        return_offsets_mapping=True)
-    if encoded["input_ids"] != ids:  # not the tokens the model read: show the tokens themselves
-        return [(token + " ", float(s)) for token, s in zip(tokenizer.convert_ids_to_tokens(ids), scaled)]
-    segments: list[tuple[str, float | None]] = []
-    cursor = 0
-    for (start, end), score in zip(encoded["offset_mapping"], scaled):
-        if start < cursor:  # a character split into several tokens: it is shaded by its first
-            continue
-        if start > cursor:
-            segments.append((text[cursor:start], None))
-        segments.append((text[start:end], float(score)))
-        cursor = end
-    if cursor < len(text):
-        segments.append((text[cursor:], None))
-    return segments
+    return [(piece, None if i is None or i >= len(scaled) else float(scaled[i])) for piece, i in pieces]
 
 
 class ReportWriter:
@@ -83,14 +90,14 @@ class ReportWriter:
 
     def add(self, items: list[tuple[int, dict, str, dict, dict]]) -> None:
         """``items``: ``(position, row, text, sample, attachment bytes by path)`` of up to a batch of records."""
-        batch = self.analyzer.collator()([sample for _, _, _, sample, _ in items])
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = move_data_to_device(self.analyzer.collator()([sample for _, _, _, sample, _ in items]), self.device)
         explanations = self.explainer.explain(batch)
         for (position, row, text, sample, originals), explained in zip(items, explanations):
             self.records.append(self._card(position, row, text, sample, originals, explained))
 
     def _card(self, n: int, row: dict, text: str, sample: dict, originals: dict, explained: dict) -> dict:
-        tokenizer, ids = self.run.tokenizer, sample["text_ids"].tolist()
+        ids = sample["text_ids"].tolist()
+        pieces = text_pieces(self.run.tokenizer, text, ids) if ids else None
         warnings = list(row["warnings"])
         pictures = self._pictures(sample, originals, warnings)
         tasks = {}
@@ -99,8 +106,8 @@ class ReportWriter:
             tasks[task] = {
                 "label": row[task], "confidence": row[f"{task}_confidence"], "probs": row[f"{task}_probs"],
                 "deep_weight": part["deep_weight"], "tfidf_share": part["tfidf_share"],
-                "text_network": text_segments(tokenizer, text, ids, part["tokens"]) if ids else None,
-                "text_tfidf": text_segments(tokenizer, text, ids, part["tfidf_tokens"]) if ids else None,
+                "text_network": shaded(pieces, part["tokens"]) if pieces else None,
+                "text_tfidf": shaded(pieces, part["tfidf_tokens"]) if pieces else None,
                 "attachments": self._attachment_views(n, task, pictures, part if network else None),
             }
         return {"n": n, "id": row["id"], "source": row["source"], "status": row["status"], "warnings": warnings,
@@ -155,30 +162,39 @@ class ReportWriter:
         return index
 
 
-def write_report(analyzer, stream, picker: LowestConfidence, out_dir: str | Path, about: str = "") -> ReportSummary:
-    """Explain the rows ``picker`` kept (positions in ``stream``) into ``out_dir``; progress goes to stderr."""
+def write_report(analyzer, stream, picker: LowestConfidence, out_dir: str | Path, source: str = "") -> ReportSummary:
+    """Explain the rows ``picker`` kept (positions in ``stream``) into ``out_dir``; progress goes to stderr.
+    ``source`` (e.g. the checkpoint and archives) opens the page's header line."""
     started = last = time.monotonic()
     picked = picker.picked()
     writer = ReportWriter(analyzer, out_dir)
     featurizer = analyzer.featurizer()
-    pending, done = [], 0
+    pending, found = [], 0
+
+    def flush() -> None:
+        nonlocal pending, last
+        writer.add(pending)
+        pending = []
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            print(f"explained {len(writer.records)} of {len(picked)} records", file=sys.stderr, flush=True)
+            last = time.monotonic()
+
     for n, (archive, record) in enumerate(stream() if picked else ()):
         if n not in picked:
             continue
         sample = featurizer(record, archive)
         originals = {path: archive.read(path) for path in sample["image_paths"] + sample["video_paths"]}
         pending.append((n, picked[n], record.text, sample, originals))
-        if len(pending) == EXPLAIN_BATCH or done + len(pending) == len(picked):
-            writer.add(pending)
-            done, pending = done + len(pending), []
-            if time.monotonic() - last >= PROGRESS_EVERY_S:
-                print(f"explained {done} of {len(picked)} records", file=sys.stderr, flush=True)
-                last = time.monotonic()
-        if done == len(picked):
+        found += 1
+        if len(pending) == EXPLAIN_BATCH:
+            flush()
+        if found == len(picked):
             break
-    if pending:  # the archive ended early (changed since it was predicted)
-        writer.add(pending)
+    if pending:
+        flush()
     order = {n: i for i, n in enumerate(picked)}
     writer.records.sort(key=lambda r: order[r["n"]])
-    index = writer.close(about or f"{len(picked)} of {picker.seen} records, least confident first")
+    about = f"{len(picked)} of {picker.seen} records, least confident first" + (
+        f" ({picker.without_prediction} without a prediction left out)" if picker.without_prediction else "")
+    index = writer.close(f"{source}: {about}" if source else about)
     return ReportSummary(index, len(writer.records), time.monotonic() - started)

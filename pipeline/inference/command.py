@@ -370,11 +370,8 @@ def explain(args, analyzer: ComplaintAnalyzer, stream: RecordStream, picker: Low
     """The ``--explain`` report of the rows ``picker`` kept."""
     from pipeline.explain.report import write_report
 
-    about = (f"{args.checkpoint} on {', '.join(args.input)}: {len(picker.picked())} of {picker.seen} records, "
-             f"least confident first" + (f" ({picker.without_prediction} without a prediction left out)"
-                                         if picker.without_prediction else ""))
     try:
-        summary = write_report(analyzer, stream, picker, args.explain, about)
+        summary = write_report(analyzer, stream, picker, args.explain, f"{args.checkpoint} on {', '.join(args.input)}")
     except OSError as e:
         raise FatalError(f"--explain {args.explain}: {e}") from None
     return {"index": str(summary.index.resolve()), "records": summary.records,

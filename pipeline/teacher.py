@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import move_data_to_device, rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.data.archive import Archive
@@ -59,8 +59,7 @@ class Teacher:
         parts: dict[str, list[torch.Tensor]] = {}
         done = 0
         for batch in loader:
-            moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            for task, value in analyzer.model(moved).items():
+            for task, value in analyzer.model(move_data_to_device(batch, device)).items():
                 parts.setdefault(task, []).append(value.float().cpu())
             done += len(batch["ids"])
             if time.monotonic() - last >= PROGRESS_EVERY_S:

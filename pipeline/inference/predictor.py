@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterable, Iterator
 
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 from torch.utils.data import DataLoader
 
 from pipeline.data.archive import FolderArchive
@@ -88,8 +89,8 @@ class ComplaintAnalyzer:
 
     @torch.no_grad()
     def predict_batch(self, batch: dict, evaluate: bool = False) -> list[dict]:
-        moved = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        return rows_from_output(self.model.predict_step(moved, 0), self.run.labels, evaluate)
+        return rows_from_output(self.model.predict_step(move_data_to_device(batch, self.device), 0), self.run.labels,
+                                evaluate)
 
     def predict(self, source: str | os.PathLike | Iterable, batch_size: int = BLOCK, num_workers: int = 0,
                 columns: Columns | None = None, root: str | os.PathLike = ".") -> Iterator[dict]:

@@ -65,7 +65,7 @@ class Explainer:
             fused, features = model.forward_features(batch)
             deep, linear = model.forward_head(fused), model.linear_logits(batch)
         items, blended = features["items"], model.blend(deep, linear)
-        B = batch["text_ids"].shape[0]
+        B, lengths = batch["text_ids"].shape[0], batch["text_lengths"].tolist()
         out = [{} for _ in range(B)]
         for i, task in enumerate(model.tasks):
             w = float(model.deep_weight[i]) if linear is not None else 1.0
@@ -78,7 +78,6 @@ class Explainer:
                                      .numpy(force=True) if linear is not None and w < 1 else [None] * B)
             parts["images"] = self._grad_cam(batch, items, task, target, "image") if network else [[] for _ in range(B)]
             parts["videos"] = self._grad_cam(batch, items, task, target, "video") if network else [[] for _ in range(B)]
-            lengths = batch["text_lengths"].tolist()
             for b in range(B):
                 record = {key: values[b] for key, values in parts.items()}
                 for key in ("tokens", "tfidf_tokens"):

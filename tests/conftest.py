@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
-from factory import bad_archive, tiny_bert  # noqa: E402
+from factory import bad_archive, make_demo_module, tiny_bert  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -26,12 +26,7 @@ def bad(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """A 60-complaint demo archive (train/val/test) made by data/make_demo.py."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_demo", Path(__file__).parents[1] / "data" / "make_demo.py")
-    make_demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_demo)
-    return make_demo.build(tmp_path_factory.mktemp("tiny") / "demo", records=60, seed=7)
+    return make_demo_module().build(tmp_path_factory.mktemp("tiny") / "demo", records=60, seed=7)
 
 
 @pytest.fixture(scope="session")

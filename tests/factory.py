@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import stat
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -13,6 +16,32 @@ import av
 import numpy as np
 from PIL import Image
 
+
+ROOT = Path(__file__).parents[1]
+
+
+def make_demo_module():
+    """``data/make_demo.py`` as a module (the demo generator; not a package)."""
+    spec = importlib.util.spec_from_file_location("make_demo", ROOT / "data" / "make_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def infer(*args) -> int:
+    """``infer.py`` in this process, without decoding workers; returns its exit status."""
+    from pipeline.inference.command import main
+
+    return main([str(a) for a in args] + ["--num-workers", "0"])
+
+
+def infer_process(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, **kw)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
 
 def image_bytes(fmt: str = "JPEG", size=(40, 30), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
     im = Image.new(mode, size, color)

@@ -1,6 +1,5 @@
 """Explanations: attributions that add up and point at the cause, and a report that opens in a real browser."""
 
-import importlib.util
 import io
 import json
 import random
@@ -16,25 +15,17 @@ import torch
 from captum.attr import LayerGradCam
 from PIL import Image
 
+from factory import ROOT, infer, make_demo_module
 from pipeline.data.dataset import RecordStream
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import heatmap, photo
 from pipeline.explain.selection import LowestConfidence
-from pipeline.inference.command import main as infer_main
 from pipeline.inference.predictor import ComplaintAnalyzer
 from pipeline.lit_module import ComplaintClassifier
 
-ROOT = Path(__file__).parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
-
-
-def make_demo():
-    spec = importlib.util.spec_from_file_location("make_demo", ROOT / "data" / "make_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -138,8 +129,8 @@ def test_lowest_confidence_keeps_the_least_confident_in_order():
 def test_report_opens_in_chromium_with_a_card_per_record(trained_run, tmp_path):
     """infer.py --explain on the demo test archive, rendered by headless Chromium."""
     out, report, limit = tmp_path / "pred.jsonl", tmp_path / "report", 12
-    assert infer_main(["--checkpoint", str(trained_run), "--input", str(ROOT / "data/demo/test"), "--output", str(out),
-                       "--num-workers", "0", "--explain", str(report), "--explain-limit", str(limit)]) == 0
+    assert infer("--checkpoint", trained_run, "--input", ROOT / "data/demo/test", "--output", out,
+                 "--explain", report, "--explain-limit", limit) == 0
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     tasks = ["category", "sentiment", "severity"]
     least = sorted(range(len(rows)), key=lambda n: (min(rows[n][f"{t}_confidence"] for t in tasks), n))[:limit]
@@ -167,8 +158,8 @@ def test_report_of_a_bad_archive_has_every_record_with_a_prediction(trained_run,
     from factory import bad_with_record_problems
 
     archive, out, report = bad_with_record_problems(tmp_path / "bad"), tmp_path / "pred.jsonl", tmp_path / "report"
-    assert infer_main(["--checkpoint", str(trained_run), "--input", str(archive), "--output", str(out),
-                       "--num-workers", "0", "--explain", str(report), "--explain-limit", "0"]) == 0
+    assert infer("--checkpoint", trained_run, "--input", archive, "--output", out, "--explain", report,
+                 "--explain-limit", 0) == 0
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     shown = [r for r in rows if r["status"] != "error"]
     html = (report / "index.html").read_text(encoding="utf-8")
@@ -187,7 +178,7 @@ def marked_run(tmp_path_factory):
     A third of the test photos are stored rotated with an EXIF orientation tag that undoes it, so the
     box is where a viewer sees the mark.
     """
-    demo, rng, size, mark = make_demo(), random.Random(3), 128, 40
+    demo, rng, size, mark = make_demo_module(), random.Random(3), 128, 40
     root = tmp_path_factory.mktemp("marked")
     boxes = {}
     for split, count in (("train", 300), ("val", 60), ("test", 30)):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from factory import big_archive
+from factory import ROOT, big_archive, infer, infer_process, read_jsonl
 from pipeline.doctor import scan
 from pipeline.inference import command
 from pipeline.inference.evaluate import Evaluation
@@ -20,22 +20,6 @@ from pipeline.inference.loading import DATA_DEFAULTS, load_run
 from pipeline.inference.writers import ChunkStore
 from pipeline.data.limits import Limits
 from pipeline.data.records import Columns
-
-ROOT = Path(__file__).parents[1]
-
-
-def infer(*args) -> int:
-    return command.main([str(a) for a in args] + ["--num-workers", "0"])
-
-
-def run_infer(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
-
-
-def ids_of(path: Path) -> list[str]:
-    return [json.loads(line)["id"] for line in open(path, encoding="utf-8")]
-
 
 def wait_for(condition, seconds=300.0):
     deadline = time.time() + seconds
@@ -70,9 +54,9 @@ def test_stop_signal_then_resume_is_exact(trained_run, tmp_path, signum, status)
     line = stderr.strip().splitlines()[-1]
     assert f"stopped by {signal.Signals(signum).name} with {written} records written" in line and "--resume" in line
     assert "Traceback" not in stderr and not list(parts.glob(".*tmp*"))  # the chunk in flight was finished
-    resumed = run_infer(*args[:-2], "--resume", "--num-workers", "0")
+    resumed = infer_process(*args[:-2], "--resume", "--num-workers", "0")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert ids_of(out) == [f"r{i}" for i in range(1500)]
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(1500)]
 
 
 def test_train_saves_last_checkpoint_on_sigterm_and_resumes(tiny_demo, tmp_path):
@@ -111,14 +95,14 @@ def test_second_run_on_the_same_output_is_refused_and_a_stale_lock_is_not(traine
         f"OutputLock(Path({str(out)!r})).acquire(); print('held', flush=True); time.sleep(300)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    refused = run_infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--resume")
+    refused = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--resume")
     assert refused.returncode == 2 and f"(PID {holder.pid})" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not out.exists()
     holder.kill()  # as kill -9: the lock file stays, with its PID, but the kernel has released the lock
     holder.wait()
     assert out.with_name(out.name + ".lock").read_text().strip() == str(holder.pid)
     assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--resume") == 0
-    assert len(ids_of(out)) == 9 and not out.with_name(out.name + ".lock").exists()
+    assert len(read_jsonl(out)) == 9 and not out.with_name(out.name + ".lock").exists()
 
 
 def disk_full(*args, **kwargs):
@@ -143,7 +127,7 @@ def test_full_disk_while_writing_chunks_then_exact_resume(trained_run, tmp_path,
     assert not out.exists() and len(list(out.with_name(out.name + ".parts").glob("chunk-*"))) == 3
     monkeypatch.setattr(ChunkStore, "write_chunk", real)  # space freed
     assert infer("--checkpoint", trained_run, "--input", archive, "--output", out, "--resume") == 0
-    assert ids_of(out) == [f"r{i}" for i in range(40)]
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(40)]
 
 
 def test_full_disk_while_merging_leaves_no_half_file_then_exact_resume(trained_run, tmp_path, monkeypatch, capsys):
@@ -165,7 +149,7 @@ def test_full_disk_while_merging_leaves_no_half_file_then_exact_resume(trained_r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "pred.jsonl.parts"]  # no output, no temporary file
     monkeypatch.setattr(command, "write_output", real)
     assert infer("--checkpoint", trained_run, "--input", archive, "--output", out, "--resume") == 0
-    assert ids_of(out) == [f"r{i}" for i in range(20)]
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(20)]
 
 
 def test_read_only_output_folder_is_one_line(trained_run, tiny_demo, tmp_path, monkeypatch, capsys):
@@ -190,7 +174,7 @@ def test_corrupt_checkpoint_is_one_line(trained_run, tiny_demo, tmp_path, damage
     shutil.copytree(trained_run, run)
     for ckpt in (run / "checkpoints").glob("*.ckpt"):
         ckpt.write_bytes(ckpt.read_bytes()[:50_000] if damage == "truncated" else b"")
-    res = run_infer("--checkpoint", run, "--input", tiny_demo["test"], "--output", tmp_path / "p.jsonl")
+    res = infer_process("--checkpoint", run, "--input", tiny_demo["test"], "--output", tmp_path / "p.jsonl")
     assert res.returncode == 2 and "truncated or corrupt" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
@@ -230,7 +214,7 @@ def test_encoding_option_decodes_a_gb18030_export(trained_run, tmp_path):
 
 
 def test_normal_runs_print_no_library_warnings(trained_run, tiny_demo, tmp_path):
-    res = run_infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "p.jsonl")
+    res = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "p.jsonl")
     assert res.returncode == 0
     fit = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "demo.yaml"),
                           "--data.train", str(tiny_demo["train"]), "--data.val", str(tiny_demo["val"]),

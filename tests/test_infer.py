@@ -12,29 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from factory import bad_with_record_problems, big_archive, write_manifest
+from factory import ROOT, bad_with_record_problems, big_archive, infer, infer_process, read_jsonl, write_manifest
 from pipeline import ComplaintAnalyzer
-from pipeline.inference.command import main as infer_main
 from pipeline.inference.loading import CheckpointError, load_run
-
-ROOT = Path(__file__).parents[1]
-
 
 def manifest_ids(archive: Path) -> list[str]:
     return [json.loads(line)["id"] for line in open(archive / "complaints.jsonl", encoding="utf-8")]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in open(path, encoding="utf-8")]
-
-
-def infer(*args) -> int:
-    return infer_main([str(a) for a in args] + ["--num-workers", "0"])
-
-
-def infer_process(*args, timeout=600, **kw):
-    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, **kw)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])

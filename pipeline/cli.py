@@ -245,8 +245,5 @@ def main(args=None) -> None:
     silence_library_noise()
     try:
         ComplaintCLI(args=args)
-    except SIGTERMException:
-        run = os.environ.pop(RUN_DIR_ENV, None)
-        print(f"train.py: stopped by SIGTERM; {run}/checkpoints/last.ckpt holds where the fit got to: "
-              f"resume with the same command and --ckpt_path last", file=sys.stderr)
+    except SIGTERMException:  # CheckpointOnSigterm has left last.ckpt and said where to resume from
         sys.exit(exit_status(signal.SIGTERM))

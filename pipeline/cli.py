@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -24,7 +25,9 @@ from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.library_noise import silence_library_noise
 from pipeline.lit_module import ComplaintClassifier
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, save_architecture
-from pipeline.reports.plots import confusion_matrix, learning_curves
+from pipeline.calibration import calibration_report, probabilities
+from pipeline.reports.plots import confusion_matrix, learning_curves, reliability_diagram
+from pipeline.review import DEFAULT_PRECISION, ReviewBand, choose_threshold, record_decisions, save_decisions
 from pipeline.signals import CheckpointOnSigterm, exit_status
 
 # The run folder, handed to DDP worker processes (which re-run this CLI); set it
@@ -86,6 +89,8 @@ class ComplaintCLI(LightningCLI):
         parser.add_argument("--runs_root", default="runs", help="folder holding the run folders")
         parser.add_argument("--experiment", default=None,
                             help="run folder group (default: the last --config file's name)")
+        parser.add_argument("--review_precision", type=float, default=DEFAULT_PRECISION,
+                            help="precision the review band's thresholds reach on validation (infer.py's default)")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults({"early_stopping.monitor": "val/f1_macro", "early_stopping.mode": "max",
                              "early_stopping.patience": 6})
@@ -180,19 +185,23 @@ class ComplaintCLI(LightningCLI):
         ckpt = best or None
         metrics = {}
         trainer.validate(self.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
-        deep_weights = None
-        if self.model.model.text_linear is not None:
-            deep_weights = self.model.choose_deep_weights()
-            if best and trainer.is_global_zero:
-                store_deep_weights(Path(best), self.model.model.deep_weight)
-            trainer.strategy.barrier()
+        deep_weights = self.model.choose_deep_weights() if self.model.model.text_linear is not None else None
+        val_logits, val_targets = self.model.split_logits(dm.val_dataloader())
+        fitted = self.model.calibration.fit(val_logits, val_targets)
+        if best and trainer.is_global_zero:
+            store_buffers(Path(best), self.model)
+        trainer.strategy.barrier()
         metrics["val"] = self._stage_metrics("val")
+        outcomes = {"val": (val_logits, val_targets)}
         if "test" in dm.splits:
             trainer.test(self.model, datamodule=dm, ckpt_path=ckpt, verbose=False)
             metrics["test"] = self._stage_metrics("test")
+            outcomes["test"] = self.model.split_logits(dm.test_dataloader())
         if not trainer.is_global_zero:
             return
         run = self.run_dir
+        precision = self.config[self.subcommand]["review_precision"]
+        review = calibration_outcomes(self.model, outcomes, fitted, metrics, precision, run)
         (run / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         (run / "run.json").write_text(json.dumps({
             "command": sys.argv,
@@ -204,6 +213,8 @@ class ComplaintCLI(LightningCLI):
             "val_records": len(dm.splits["val"]),
             "best_checkpoint": best or None,
             "deep_weight": deep_weights,
+            "calibration": fitted,
+            "review": review,
             "best_score": float(trainer.checkpoint_callback.best_model_score)
             if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
             "epochs": trainer.current_epoch,
@@ -221,6 +232,11 @@ class ComplaintCLI(LightningCLI):
                 parts = (f"  (network {values['network']['f1_macro']:.3f}, TF-IDF {values['tfidf']['f1_macro']:.3f}, "
                          f"deep_weight {values['deep_weight']})")
             print(f"val {task}: macro-F1 {values['f1_macro']:.3f}  accuracy {values['acc']:.3f}{parts}")
+            c, band = values["calibration"], review["tasks"][task]
+            auto = "none auto-decided" if band["threshold"] is None else \
+                f"{band['coverage']:.1%} auto-decided above confidence {band['threshold']:.3f}"
+            print(f"    calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, NLL {c['nll_before']:.3f} -> "
+                  f"{c['nll_after']:.3f}  |  review band at precision {precision:g}: {auto}")
         print(f"run: {run}")
 
     def _stage_metrics(self, stage: str) -> dict:
@@ -232,10 +248,48 @@ class ComplaintCLI(LightningCLI):
         return out
 
 
-def store_deep_weights(checkpoint: Path, deep_weight: torch.Tensor) -> None:
-    """Write the blend chosen after a fit into its best checkpoint (atomically), so every loader gets it."""
+def calibration_outcomes(module: ComplaintClassifier, outcomes: dict[str, tuple], fitted: dict[str, dict],
+                         metrics: dict, precision: float, run: Path) -> dict:
+    """After calibration: ECE and NLL before and after it, per split and task, into ``metrics``; the reliability
+    diagram; the validation decisions of the review band (``review.json``). Returns the band at ``precision``
+    as ``run.json`` keeps it; the test split's metrics get what it reaches there."""
+    calibration = copy.deepcopy(module.calibration).cpu()
+    multilabel = module.multilabel
+    calibrated = {}
+    for split, (logits, targets) in outcomes.items():
+        with torch.no_grad():
+            calibrated[split] = calibration(logits)
+        for task, entry in calibration_report(logits, calibrated[split], targets, multilabel).items():
+            metrics[split][task]["calibration"] = {**fitted[task], **entry} if split == "val" else entry
+    decisions = {}
+    for task in module.tasks:
+        targets = outcomes["val"][1][task]
+        raw, _ = record_decisions(probabilities(outcomes["val"][0], multilabel)[task], targets, task in multilabel)
+        confidence, right = record_decisions(probabilities(calibrated["val"], multilabel)[task], targets, task in multilabel)
+        decisions[task] = {"confidence": confidence, "raw_confidence": raw, "right": right}
+    save_decisions(run, decisions)
+    band = ReviewBand.from_run(run, precision, calibrated=True, multilabel=multilabel)
+    if "test" in outcomes:
+        for task, threshold in band.thresholds.items():
+            confidence, right = record_decisions(probabilities(calibrated["test"], multilabel)[task],
+                                                 outcomes["test"][1][task], task in multilabel)
+            auto = [r for c, r in zip(confidence, right) if threshold.value is not None and c >= threshold.value]
+            metrics["test"][task]["review"] = {
+                "threshold": threshold.value, "coverage": round(len(auto) / max(len(confidence), 1), 4),
+                "precision": round(sum(auto) / len(auto), 4) if auto else None}
+    reliability_diagram({split: (outcomes[split][0], calibrated[split], outcomes[split][1]) for split in outcomes},
+                        multilabel, run / "reliability.png")
+    return {"precision": precision, "split": "val", "tasks": {t: th.as_dict() for t, th in band.thresholds.items()}}
+
+
+def store_buffers(checkpoint: Path, module: ComplaintClassifier) -> None:
+    """Write what is chosen after a fit (the blend, the calibration) into its best checkpoint (atomically), so
+    every loader gets it."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    ckpt["state_dict"]["model.deep_weight"] = deep_weight.detach().cpu().clone()
+    chosen = {f"calibration.{k}": v for k, v in module.calibration.state_dict().items()}
+    if module.model.text_linear is not None:
+        chosen["model.deep_weight"] = module.model.deep_weight
+    ckpt["state_dict"].update({k: v.detach().cpu().clone() for k, v in chosen.items()})
     partial = checkpoint.with_name(f".{checkpoint.name}.tmp")
     torch.save(ckpt, partial)
     os.replace(partial, checkpoint)

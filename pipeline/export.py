@@ -6,7 +6,8 @@ dynamic axes, the classes of each task and the checkpoint the graph came from.
 
 The graph is the whole forward pass: text encoder (BiLSTM, TextCNN or
 transformer), image CNN, video encoder, fusion, heads, the TF-IDF regression
-and its blend, then softmax (sigmoid for multi-label tasks). Batch size, text
+and its blend, the calibration fitted after training (see
+:mod:`pipeline.calibration`), then softmax (sigmoid for multi-label tasks). Batch size, text
 length, attachment counts and frames per clip are dynamic. Every export is
 checked against the eager model on batches of other shapes than the traced
 one before it is kept, so a graph that baked in a shape never reaches a user.
@@ -205,6 +206,7 @@ def describe(run: LoadedRun, differences: dict[str, float]) -> dict:
         "outputs": [{"name": f"probs_{t}", "dtype": "float32", "shape": ["batch", len(run.labels.classes[t])],
                      "classes": run.labels.classes[t], "activation": "sigmoid" if t in run.model.multilabel else "softmax"}
                     for t in model.tasks] + [{"name": "fusion_weights", "dtype": "float32", "shape": ["batch", "fusion_tokens"]}],
+        "calibrated": run.calibrated,  # the probabilities are calibrated (False: a run from before calibration)
         "max_difference_from_eager": differences,  # per graph, on probabilities and fusion weights
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
     }

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import grad_norm, rank_zero_info
+from pytorch_lightning.utilities import grad_norm, move_data_to_device, rank_zero_info
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -20,6 +20,7 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
+from pipeline.calibration import Calibration, probabilities
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.distillation import distillation_loss
 from pipeline.inference.length_groups import in_length_groups
@@ -155,6 +156,7 @@ class ComplaintClassifier(pl.LightningModule):
         self.tasks = list(task_classes)
         self.multilabel = set(multilabel_tasks)
         self.predict_group_size: int | None = None  # records per forward pass in predict_step (None: the batch)
+        self.calibrated = True  # predict with the calibration fitted after training (identity until then)
         shared = inspect.signature(ComplaintModel).parameters  # model options pass straight through
         self.model = ComplaintModel(
             num_classes={t: len(c) for t, c in task_classes.items()},
@@ -162,6 +164,7 @@ class ComplaintClassifier(pl.LightningModule):
         )
         # Per stage and task, one metric collection per blend of network and TF-IDF
         # regression in DEEP_WEIGHTS (network alone, regression alone and between).
+        self.calibration = Calibration(task_classes, self.multilabel)
         blends = len(DEEP_WEIGHTS) if self.model.text_linear is not None else 1
         self.metrics = torch.nn.ModuleDict({"val": self._metrics(blends), "test": self._metrics(blends)})
         self.epoch_metrics: dict[str, dict[str, list[dict]]] = {}  # stage -> task -> values per blend
@@ -405,11 +408,29 @@ class ComplaintClassifier(pl.LightningModule):
         return in_length_groups(self.predict_pass, batch, self.predict_group_size)
 
     def predict_pass(self, batch: dict) -> dict:
-        """Probabilities per task and fusion weights of ``batch`` in one forward pass."""
+        """Probabilities per task (calibrated unless ``calibrated`` is off) and fusion weights of ``batch`` in one
+        forward pass."""
         features, explain = self.forward_features(batch)
         logits = self.model.blend(self.forward_head(features), self.model.linear_logits(batch))
-        probs = {t: torch.sigmoid(v) if t in self.multilabel else torch.softmax(v, dim=-1) for t, v in logits.items()}
+        if self.calibrated:
+            logits = self.calibration(logits)
+        probs = probabilities(logits, self.multilabel)
         return {"batch": batch, "probs": probs, "fusion_weights": explain["fusion_weights"], "layout": explain["layout"]}
+
+    @torch.no_grad()
+    def split_logits(self, loader) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Uncalibrated logits of the model as it stands (blend included) and the targets, over a whole loader."""
+        was_training = self.training
+        self.eval()
+        logits, targets = {t: [] for t in self.tasks}, {t: [] for t in self.tasks}
+        for batch in loader:
+            batch = move_data_to_device(batch, self.device)
+            out = self.model.blend(self.forward_head(self.forward_features(batch)[0]), self.model.linear_logits(batch))
+            for task in self.tasks:
+                logits[task].append(out[task].float().cpu())
+                targets[task].append(batch["labels"][task].cpu())
+        self.train(was_training)
+        return {t: torch.cat(v) for t, v in logits.items()}, {t: torch.cat(v) for t, v in targets.items()}
 
     # -- optimisation --
 

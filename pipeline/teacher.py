@@ -47,7 +47,8 @@ class Teacher:
     @torch.no_grad()
     def logits(self, records: Sequence[Record], archives: Sequence[Archive], device: torch.device | str = "cpu",
                batch_size: int = 32, num_workers: int = 0) -> dict[str, torch.Tensor]:
-        """The teacher's output logits (blend included), in eval mode: ``{task: (N, C)}`` in record order."""
+        """The teacher's output logits (blend included, before calibration), in eval mode: ``{task: (N, C)}`` in
+        record order."""
         from pipeline.inference.predictor import ComplaintAnalyzer
 
         analyzer = ComplaintAnalyzer.from_checkpoint(self.run_dir, device=str(device))

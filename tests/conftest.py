@@ -51,3 +51,18 @@ def trained_run(tiny_demo, tmp_path_factory):
         "--runs_root", str(tmp_path_factory.mktemp("runs")),
     ])
     return cli.run_dir
+
+
+@pytest.fixture(scope="session")
+def demo_text_run(tmp_path_factory):
+    """A text-only run on the committed demo archive (420 train, 90 val, 90 test), one epoch: the TF-IDF
+    regression beside the network makes it good enough to compare and calibrate."""
+    from pipeline.cli import ComplaintCLI
+
+    root = Path(__file__).parents[1]
+    cli = ComplaintCLI(args=[
+        "fit", "--config", str(root / "configs" / "demo.yaml"), "--config", str(root / "configs" / "text_only.yaml"),
+        *[x for split in ("train", "val", "test") for x in (f"--data.{split}", str(root / "data" / "demo" / split))],
+        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--runs_root", str(tmp_path_factory.mktemp("runs")),
+    ])
+    return cli.run_dir

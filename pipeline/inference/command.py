@@ -27,6 +27,7 @@ from pipeline.inference.output_lock import OutputLock, OutputLocked
 from pipeline.inference.predictor import BLOCK, GROUP_SIZE, ComplaintAnalyzer, resolve_device
 from pipeline.inference.rows import ERROR, OK, PARTIAL
 from pipeline.inference.writers import ChunkStore, columns_for, output_format, write_output
+from pipeline.review import ReviewBand
 from pipeline.signals import StopRequests, exit_status
 
 PROGRESS_EVERY_S = 10.0
@@ -73,6 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also write an HTML report explaining the least confident predictions to DIR/index.html")
     p.add_argument("--explain-limit", type=int, default=DEFAULT_LIMIT, metavar="N",
                    help=f"records in the --explain report, least confident first (default {DEFAULT_LIMIT}; 0: all)")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="raw probabilities instead of the calibrated ones the run fitted on validation (torch backend)")
+    p.add_argument("--review-precision", type=float, default=None, metavar="P",
+                   help="rows whose confidence in any task is below the threshold that reached precision P on "
+                        "validation get needs_review (default: the run's, set by train.py --review_precision)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
     add_column_options(p)
     return p.parse_args(argv)
@@ -123,7 +129,7 @@ class OutputError(Exception):
     """The output side failed (disk full, read-only): one line, and what to do."""
 
 
-def make_writer(store: ChunkStore, labels, evaluate: bool, block: int, stops: StopRequests):
+def make_writer(store: ChunkStore, labels, evaluate: bool, block: int, stops: StopRequests, review: ReviewBand):
     import pytorch_lightning as pl
 
     from pipeline.inference.rows import rows_from_output
@@ -144,7 +150,7 @@ def make_writer(store: ChunkStore, labels, evaluate: bool, block: int, stops: St
         def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
             self.model_seconds += time.perf_counter() - self._t
             self.decode_seconds += batch["decode_seconds"]
-            rows = rows_from_output(outputs, labels, evaluate)
+            rows = rows_from_output(outputs, labels, evaluate, review)
             first = batch["block"] * block
             try:
                 store.write_chunk(first, first + len(rows), rows)
@@ -207,16 +213,23 @@ def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started:
         args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else 0
     threads = (args.threads or model_threads(args.num_workers, args.devices)) if args.device == "cpu" else None
     try:
-        analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads, args.group_size or None)
+        analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads, args.group_size or None,
+                                     calibrated=not args.uncalibrated, review_precision=args.review_precision)
     except ExportError as e:
         raise FatalError(f"--backend {args.backend}: {e}") from None
+    except ValueError as e:
+        raise FatalError(str(e)) from None
+    if not loaded.calibrated and not is_child:
+        print(f"{loaded.checkpoint} holds no calibration (trained before it existed): probabilities are raw and "
+              f"the review band checks status and text only", file=sys.stderr)
     store = ChunkStore(output)
     ledger = {"inputs": inputs, "checkpoint_sha256": loaded.checkpoint_sha256, "batch_size": args.batch_size,
-              "evaluate": args.evaluate, "columns": list(columns.text)}
+              "evaluate": args.evaluate, "columns": list(columns.text), "calibrated": analyzer.calibrated,
+              "review_precision": analyzer.review.precision}
     if not is_child:
         if args.resume and store.exists():
             before = store.read_ledger()
-            for key in ("inputs", "checkpoint_sha256", "evaluate", "columns"):
+            for key in ("inputs", "checkpoint_sha256", "evaluate", "columns", "calibrated", "review_precision"):
                 if before.get(key) != ledger[key]:
                     raise FatalError(f"--resume: {key} differ from the interrupted run's; use --overwrite to start again")
             args.batch_size = before["batch_size"]
@@ -245,7 +258,7 @@ def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started:
     rank = int(os.environ.get("LOCAL_RANK", 0))
     dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
     loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers)
-    writer = make_writer(store, loaded.labels, args.evaluate, block, stops)
+    writer = make_writer(store, loaded.labels, args.evaluate, block, stops, analyzer.review)
     trainer = pl.Trainer(
         accelerator=analyzer.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
         logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
@@ -290,14 +303,21 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
         expected = end
     stats = [json.loads(p.read_text()) for p in store.parts.glob("stats-*.json")]
     counts = {OK: 0, PARTIAL: 0, ERROR: 0}
+    review = analyzer.review
+    auto = {task: 0 for task in review.thresholds}
+    reviewed = 0
     evaluation = Evaluation({t.name: loaded.labels.classes[t.name] for t in loaded.labels.tasks if t.type == "multiclass"}) if args.evaluate else None
     first_rows = []
     tasks = [t.name for t in loaded.labels.tasks]
     picker = LowestConfidence(tasks, args.explain_limit) if args.explain else None
 
     def counted(rows):
+        nonlocal reviewed
         for position, row in enumerate(rows):
             counts[row["status"]] += 1
+            reviewed += row["needs_review"]
+            for task in auto:
+                auto[task] += review.auto_decided(task, row)
             if picker:
                 picker.add(position, row)
             if evaluation:
@@ -332,6 +352,12 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
         "columns": {"id": columns.id, "text": list(columns.text), "attachments": columns.attachments},
         "counts": summary,
         "deep_weight": loaded.deep_weights,
+        "calibrated": analyzer.calibrated,
+        "review": {"precision": review.precision, "needs_review": reviewed,
+                   "auto_decided": round(1 - reviewed / max(records, 1), 4),
+                   "tasks": {task: {"threshold": review.thresholds[task].value,
+                                    "validation": review.thresholds[task].as_dict(),
+                                    "coverage": round(n / max(records, 1), 4)} for task, n in auto.items()}},
         "runtime": runtime,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -354,8 +380,12 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
         for task, r in meta["evaluation"].items():
             extra = f"  (unknown true labels: {r['unknown_true_labels']})" if r["unknown_true_labels"] else ""
             print(f"evaluate {task}: accuracy {r['acc']:.3f}  macro-F1 {r['f1_macro']:.3f}  on {r['records']} records{extra}")
+    shares = ", ".join(f"{task} {n / max(records, 1):.1%}" for task, n in auto.items())
+    print(f"review band (precision {review.precision:g} on validation): {records - reviewed} of {records} records "
+          f"auto-decided ({1 - reviewed / max(records, 1):.1%}), {reviewed} need review"
+          f"{'  |  per task: ' + shares if shares else ''}")
     for row in first_rows:
-        shown = {k: row[k] for k in ["id", "status", *tasks] if k in row}
+        shown = {k: row[k] for k in ["id", "status", *tasks, "needs_review"] if k in row}
         print(json.dumps(shown, ensure_ascii=False))
     print(f"output: {output}")
     if picker:  # after the predictions are complete: a failing report loses none of them

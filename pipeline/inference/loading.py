@@ -19,6 +19,7 @@ from pipeline.data.media import MediaSpec
 from pipeline.data.records import Columns
 from pipeline.data.text import load_tokenizer
 from pipeline.lit_module import ComplaintClassifier
+from pipeline.review import DEFAULT_PRECISION
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
 
 
@@ -39,6 +40,7 @@ class LoadedRun:
     checkpoint: Path
     checkpoint_sha256: str
     run_dir: Path  # the run folder the checkpoint belongs to
+    calibrated: bool  # whether the checkpoint holds a fitted calibration (runs before it existed do not)
 
     def option(self, name: str):
         """A ``data:`` option of the run, or the data module's own default for a config without it."""
@@ -62,6 +64,13 @@ class LoadedRun:
         if model.text_linear is None:
             return None
         return {task: float(w) for task, w in zip(model.tasks, model.deep_weight)}
+
+    @property
+    def review_precision(self) -> float:
+        """The review band's precision the run was trained with (``--review_precision``)."""
+        info = self.run_dir / "run.json"
+        review = json.loads(info.read_text()).get("review") if info.is_file() else None
+        return review["precision"] if review else DEFAULT_PRECISION
 
     @property
     def reads_media(self) -> bool:
@@ -133,6 +142,8 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {ckpt_path} does not match this code's model options: {e}") from None
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    uncalibrated = any(k.startswith("calibration.") for k in missing)  # its identity start stays
+    missing = [k for k in missing if not k.startswith("calibration.")]
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {ckpt_path} does not match this code's model: {len(missing)} missing weights "
@@ -141,4 +152,4 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     model.eval().to(device)
     config = yaml.safe_load((run / "config.yaml").read_text()) or {}
     return LoadedRun(model, load_tokenizer(run / TOKENIZER_DIR), labels, config.get("data") or {}, ckpt_path,
-                     sha256(ckpt_path), run)
+                     sha256(ckpt_path), run, calibrated=not uncalibrated)

@@ -18,6 +18,7 @@ from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
 from pipeline.inference.loading import LoadedRun, load_run
 from pipeline.inference.onnx_backend import BACKENDS, OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
+from pipeline.review import ReviewBand
 
 BLOCK = 128  # records read, decoded and written together
 GROUP_SIZE = 32  # records per forward pass, grouped by text length
@@ -52,14 +53,28 @@ class ComplaintAnalyzer:
     threads are the caller's ``torch.set_num_threads``). Batches run in groups
     of at most ``group_size`` records of similar text length (see
     :func:`in_length_groups`; None: whole).
+
+    Probabilities are calibrated (see :mod:`pipeline.calibration`) unless
+    ``calibrated`` is False. Rows carry ``needs_review`` from the run's review
+    band at ``review_precision`` (default: the run's own, see :mod:`pipeline.review`).
     """
 
     def __init__(self, run: LoadedRun, device: str = "auto", backend: str = "torch", threads: int | None = None,
-                 group_size: int | None = GROUP_SIZE):
+                 group_size: int | None = GROUP_SIZE, calibrated: bool = True, review_precision: float | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+        if not calibrated and backend != "torch":
+            raise ValueError(f"uncalibrated probabilities need backend torch: the {backend} graph holds the calibration")
+        precision = run.review_precision if review_precision is None else review_precision
+        if not 0 < precision <= 1:
+            raise ValueError(f"review precision {precision}: expected a share in (0, 1]")
         self.run = run
         self.backend = backend
+        self.calibrated = calibrated and run.calibrated
+        multilabel = {t.name for t in run.labels.tasks if t.type == "multilabel"}
+        self.review = (ReviewBand.from_run(run.run_dir, precision, self.calibrated, multilabel)
+                       or ReviewBand(precision, {}, multilabel))  # a run without review.json: status and text only
+        run.model.calibrated = self.calibrated
         device = resolve_device(device, backend)
         if backend == "torch":
             self.model, self.device = run.model.to(device), device
@@ -70,8 +85,9 @@ class ComplaintAnalyzer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", backend: str = "torch",
-                        threads: int | None = None, group_size: int | None = GROUP_SIZE) -> "ComplaintAnalyzer":
-        return cls(load_run(path), device, backend, threads, group_size)
+                        threads: int | None = None, group_size: int | None = GROUP_SIZE, calibrated: bool = True,
+                        review_precision: float | None = None) -> "ComplaintAnalyzer":
+        return cls(load_run(path), device, backend, threads, group_size, calibrated, review_precision)
 
     def featurizer(self) -> Featurizer:
         option = self.run.option
@@ -90,13 +106,14 @@ class ComplaintAnalyzer:
     @torch.no_grad()
     def predict_batch(self, batch: dict, evaluate: bool = False) -> list[dict]:
         return rows_from_output(self.model.predict_step(move_data_to_device(batch, self.device), 0), self.run.labels,
-                                evaluate)
+                                evaluate, self.review)
 
     def predict(self, source: str | os.PathLike | Iterable, batch_size: int = BLOCK, num_workers: int = 0,
-                columns: Columns | None = None, root: str | os.PathLike = ".") -> Iterator[dict]:
+                columns: Columns | None = None, root: str | os.PathLike = ".", evaluate: bool = False) -> Iterator[dict]:
         """Predict an archive path (or a list of paths), or an iterable of dicts.
 
         Dicts take ``id``, ``text`` and ``attachments`` (paths inside ``root``).
+        ``evaluate``: rows also carry ``<task>_true``, the archive's label.
         """
         if isinstance(source, (str, os.PathLike)):
             stream = RecordStream([str(source)], columns or self.run.columns, self.run.media.limits)
@@ -108,7 +125,7 @@ class ComplaintAnalyzer:
         pending: dict[int, list[dict]] = {}
         next_block = 0
         for batch in loader:  # workers may return blocks out of order: re-order before yielding
-            pending[batch["block"]] = self.predict_batch(batch)
+            pending[batch["block"]] = self.predict_batch(batch, evaluate)
             while next_block in pending:
                 yield from pending.pop(next_block)
                 next_block += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.review import ReviewBand
+
 OK, PARTIAL, ERROR = "ok", "partial", "error"
 
 
@@ -11,13 +13,14 @@ def status_of(error: str | None, warnings: list[str]) -> str:
     return ERROR if error else PARTIAL if warnings else OK
 
 
-def rows_from_output(output: dict, labels, evaluate: bool = False) -> list[dict]:
+def rows_from_output(output: dict, labels, evaluate: bool = False, review: ReviewBand | None = None) -> list[dict]:
     """Rows from :meth:`ComplaintClassifier.predict_step` output.
 
     Row: ``id``, ``source``, ``status``, ``warnings``, per task ``<task>``,
     ``<task>_confidence``, ``<task>_probs`` (and ``<task>_true`` when
-    evaluating), and ``modality_weights`` (text / image / video / absent, plus
-    per attachment path).
+    evaluating), ``modality_weights`` (text / image / video / absent, plus
+    per attachment path), and with a ``review`` band ``needs_review`` and
+    ``review_reasons``.
     """
     batch, layout = output["batch"], output["layout"]
     weights = output["fusion_weights"].float().cpu()
@@ -42,6 +45,9 @@ def rows_from_output(output: dict, labels, evaluate: bool = False) -> list[dict]
             if evaluate:
                 row[f"{name}_true"] = batch["raw_labels"][b].get(task.column)
         row["modality_weights"] = None if error else modality_weights(weights[b], layout, batch, b)
+        if review is not None:
+            row["review_reasons"] = review.reasons(row, int(batch["text_lengths"][b]))
+            row["needs_review"] = bool(row["review_reasons"])
         rows.append(row)
     return rows
 

@@ -91,7 +91,7 @@ def columns_for(tasks: list[str], evaluate: bool) -> list[str]:
         cols += [t, f"{t}_confidence", f"{t}_probs"]
         if evaluate:
             cols.append(f"{t}_true")
-    return cols + ["modality_weights"]
+    return cols + ["modality_weights", "needs_review", "review_reasons"]
 
 
 def _cell(value):
@@ -136,8 +136,10 @@ def _write_parquet(rows: Iterable[dict], tmp: Path, columns: list[str], multilab
 
     fields = []
     for c in columns:
-        if c == "warnings":
+        if c in ("warnings", "review_reasons"):
             fields.append(pa.field(c, pa.list_(pa.string())))
+        elif c == "needs_review":
+            fields.append(pa.field(c, pa.bool_()))
         elif c.endswith("_confidence"):
             fields.append(pa.field(c, pa.float64()))
         elif c.endswith("_probs"):

@@ -62,3 +62,32 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str, ou
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def reliability_diagram(splits: dict[str, tuple[dict, dict, dict]], multilabel: set[str], out: Path) -> Path:
+    """Accuracy against confidence per bin, before and after calibration: a row per split
+    (``{split: (raw logits, calibrated logits, targets)}``, each per task), a column per task."""
+    from pipeline.calibration import ECE_BINS, decisions, expected_calibration_error, probabilities, reliability_bins
+
+    tasks = list(next(iter(splits.values()))[0])
+    fig, axes = plt.subplots(len(splits), len(tasks), figsize=(3.6 * len(tasks), 3.4 * len(splits)), squeeze=False)
+    for row, (split, (raw, calibrated, targets)) in zip(axes, splits.items()):
+        for ax, task in zip(row, tasks):
+            ax.plot([0, 1], [0, 1], color="#999", linewidth=0.8, linestyle="--")
+            for when, logits, color in (("raw", raw, "#e45756"), ("calibrated", calibrated, "#4c78a8")):
+                confidence, correct = decisions(probabilities(logits, multilabel)[task], targets[task], task in multilabel)
+                bins = reliability_bins(confidence, correct, ECE_BINS)
+                ece = expected_calibration_error(confidence, correct)
+                ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", markersize=3, color=color,
+                        label=f"{when} (ECE {ece:.3f})")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{split} {task}", fontsize=9)
+            ax.set_xlabel("confidence")
+            ax.set_ylabel("accuracy")
+            ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+

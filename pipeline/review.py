@@ -1,0 +1,125 @@
+"""The review band: per task, the confidence above which predictions are auto-decided.
+
+After a fit, each task's validation decisions (confidence, right or wrong) are
+kept in the run folder's ``review.json``, calibrated and raw. A threshold for a
+wanted precision P is the lowest confidence such that the validation records at
+or above it were right at least a share P of the time; the share of validation
+records at or above it is its coverage. ``infer.py`` marks a row
+``needs_review`` when any task falls below its threshold, when the row is not
+``ok``, or when the record has no text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.data.labels import IGNORE_INDEX
+
+REVIEW_FILE = "review.json"
+DEFAULT_PRECISION = 0.95
+
+
+def record_decisions(probs: torch.Tensor, target: torch.Tensor, multilabel: bool) -> tuple[list[float], list[bool]]:
+    """Per labelled record, ``(confidence, right)`` of the task's whole answer.
+
+    Multi-class: the top class's probability. Multi-label: the least certain of
+    the label calls (``min max(p, 1 - p)``), right when every known label is.
+    """
+    if multilabel:
+        known = target >= 0
+        keep = known.any(dim=1)
+        confidence = torch.maximum(probs, 1 - probs).masked_fill(~known, 1.0).min(dim=1).values
+        right = (((probs >= 0.5) == (target >= 0.5)) | ~known).all(dim=1)
+    else:
+        keep = target != IGNORE_INDEX
+        top, predicted = probs.max(dim=-1)
+        confidence, right = top, predicted == target
+    return confidence[keep].tolist(), right[keep].tolist()
+
+
+def row_confidence(probs: dict[str, float], multilabel: bool) -> float:
+    """A prediction row's confidence in the same sense as :func:`record_decisions`."""
+    values = list(probs.values())
+    return min(max(p, 1 - p) for p in values) if multilabel else max(values)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float | None  # None: no confidence reaches the precision, every record goes to review
+    coverage: float  # share of validation records auto-decided
+    precision: float | None  # their precision on validation
+
+    def as_dict(self) -> dict:
+        return {"threshold": self.value, "coverage": round(self.coverage, 4),
+                "precision": None if self.precision is None else round(self.precision, 4)}
+
+
+def choose_threshold(confidence: list[float], right: list[bool], precision: float) -> Threshold:
+    """The lowest threshold whose auto-decided validation records reach ``precision`` (widest coverage)."""
+    order = sorted(zip(confidence, right), key=lambda x: -x[0])
+    best, hits = None, 0
+    for k, (c, r) in enumerate(order, start=1):
+        hits += r
+        tied_next = k < len(order) and order[k][0] == c  # a threshold takes all records of equal confidence
+        if not tied_next and hits / k >= precision:
+            best = (c, k, hits / k)
+    if best is None:
+        return Threshold(None, 0.0, None)
+    return Threshold(best[0], best[1] / len(order), best[2])
+
+
+@dataclass
+class ReviewBand:
+    """Thresholds per task at one precision, applied to prediction rows."""
+
+    precision: float
+    thresholds: dict[str, Threshold]
+    multilabel: set[str]
+
+    @classmethod
+    def from_run(cls, run_dir: Path, precision: float, calibrated: bool, multilabel: set[str]) -> "ReviewBand | None":
+        """The band of a run folder's ``review.json`` (None for a run trained without it)."""
+        path = Path(run_dir) / REVIEW_FILE
+        if not path.is_file():
+            return None
+        kept = json.loads(path.read_text())["tasks"]
+        key = "confidence" if calibrated else "raw_confidence"
+        return cls(precision, {task: choose_threshold(d[key], d["right"], precision) for task, d in kept.items()},
+                   multilabel)
+
+    def reasons(self, row: dict, text_length: int) -> list[str]:
+        out = []
+        if row["status"] != "ok":
+            out.append(f"status {row['status']}")
+        if text_length == 0:
+            out.append("no text")
+        if row["status"] == "error":
+            return out
+        for task, threshold in self.thresholds.items():
+            probs = row.get(f"{task}_probs")
+            if probs is None:
+                continue
+            confidence = row_confidence(probs, task in self.multilabel)
+            if threshold.value is None:
+                out.append(f"{task}: no confidence reaches precision {self.precision:g} on validation")
+            elif confidence < threshold.value:
+                out.append(f"{task}: confidence {confidence:.3f} < {threshold.value:.3f}")
+        return out
+
+    def auto_decided(self, task: str, row: dict) -> bool:
+        threshold, probs = self.thresholds[task], row.get(f"{task}_probs")
+        return (probs is not None and threshold.value is not None
+                and row_confidence(probs, task in self.multilabel) >= threshold.value)
+
+
+def save_decisions(run_dir: Path, decisions: dict[str, dict]) -> Path:
+    """Write ``{task: {confidence, raw_confidence, right}}`` (validation) to the run's ``review.json``."""
+    path = Path(run_dir) / REVIEW_FILE
+    rounded = {task: {k: [round(v, 6) for v in vs] if k != "right" else vs for k, vs in d.items()}
+               for task, d in decisions.items()}
+    path.write_text(json.dumps({"split": "val", "tasks": rounded}))
+    return path

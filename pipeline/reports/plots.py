@@ -91,3 +91,29 @@ def reliability_diagram(splits: dict[str, tuple[dict, dict, dict]], multilabel: 
     plt.close(fig)
     return out
 
+
+def comparison_intervals(per_task: dict[str, dict], out: Path) -> Path:
+    """Per task and metric, A and B with their bootstrap intervals (left) and B - A with its paired one (right)."""
+    metrics = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"))
+    rows = [(task, name, label) for task in per_task for name, label in metrics]
+    fig, (values, differences) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.55 * len(rows)), sharey=True)
+    for y, (task, name, label) in enumerate(rows):
+        m = per_task[task][name]
+        for side, offset, color in (("a", -0.15, "#4c78a8"), ("b", 0.15, "#f58518")):
+            low, high = m[f"{side}_ci"]
+            values.errorbar(m[side], y + offset, xerr=[[m[side] - low], [high - m[side]]], fmt="o", color=color,
+                            capsize=3, label=side.upper() if y == 0 else None)
+        low, high = m["difference_ci"]
+        color = "#54a24b" if low > 0 else "#e45756" if high < 0 else "#888"
+        differences.errorbar(m["difference"], y, xerr=[[m["difference"] - low], [high - m["difference"]]], fmt="o",
+                             color=color, capsize=3)
+    differences.axvline(0, color="#999", linewidth=0.8, linestyle="--")
+    values.set_yticks(range(len(rows)), [f"{task} {label}" for task, _, label in rows], fontsize=8)
+    values.invert_yaxis()
+    values.set_title("A and B (95% bootstrap interval)", fontsize=9)
+    differences.set_title("B - A (95% paired bootstrap interval)", fontsize=9)
+    values.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

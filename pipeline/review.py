@@ -3,8 +3,11 @@
 After a fit, each task's validation decisions (confidence, right or wrong) are
 kept in the run folder's ``review.json``, calibrated and raw. A threshold for a
 wanted precision P is the lowest confidence such that the validation records at
-or above it were right at least a share P of the time; the share of validation
-records at or above it is its coverage. ``infer.py`` marks a row
+or above it were right at least a share P of the time with 95% confidence: the
+one-sided Clopper-Pearson lower bound of their precision reaches P. The plain
+share would pick the widest band that validation's luck allows, and new
+records then fall short (on CFPB at P 0.9: 0.826 on test; with the bound 0.879).
+The share of validation records at or above the threshold is its coverage. ``infer.py`` marks a row
 ``needs_review`` when any task falls below its threshold, when the row is not
 ``ok``, or when the record has no text.
 """
@@ -15,12 +18,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.stats import beta
 
 from pipeline.data.labels import IGNORE_INDEX
 
 REVIEW_FILE = "review.json"
-DEFAULT_PRECISION = 0.95
+DEFAULT_PRECISION = 0.9
+BOUND_LEVEL = 0.95  # confidence of the lower bound on validation precision that must reach P
 
 
 def record_decisions(probs: torch.Tensor, target: torch.Tensor, multilabel: bool) -> tuple[list[float], list[bool]]:
@@ -52,24 +58,36 @@ class Threshold:
     value: float | None  # None: no confidence reaches the precision, every record goes to review
     coverage: float  # share of validation records auto-decided
     precision: float | None  # their precision on validation
+    lower_bound: float | None  # its one-sided Clopper-Pearson lower bound at BOUND_LEVEL
 
     def as_dict(self) -> dict:
         return {"threshold": self.value, "coverage": round(self.coverage, 4),
-                "precision": None if self.precision is None else round(self.precision, 4)}
+                "precision": None if self.precision is None else round(self.precision, 4),
+                "precision_lower_bound": None if self.lower_bound is None else round(self.lower_bound, 4)}
+
+
+def precision_lower_bound(hits: np.ndarray, n: np.ndarray, level: float = BOUND_LEVEL) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound of a success share, ``hits`` of ``n`` (0 without hits)."""
+    hits, n = np.asarray(hits, dtype=float), np.asarray(n, dtype=float)
+    return np.where(hits > 0, beta.ppf(1 - level, np.maximum(hits, 1), n - hits + 1), 0.0)
 
 
 def choose_threshold(confidence: list[float], right: list[bool], precision: float) -> Threshold:
-    """The lowest threshold whose auto-decided validation records reach ``precision`` (widest coverage)."""
+    """The lowest threshold whose auto-decided validation records reach ``precision`` at the lower bound
+    (see the module doc); records of equal confidence go to the same side."""
     order = sorted(zip(confidence, right), key=lambda x: -x[0])
-    best, hits = None, 0
-    for k, (c, r) in enumerate(order, start=1):
-        hits += r
-        tied_next = k < len(order) and order[k][0] == c  # a threshold takes all records of equal confidence
-        if not tied_next and hits / k >= precision:
-            best = (c, k, hits / k)
-    if best is None:
-        return Threshold(None, 0.0, None)
-    return Threshold(best[0], best[1] / len(order), best[2])
+    if not order:
+        return Threshold(None, 0.0, None, None)
+    values = np.array([c for c, _ in order])
+    hits = np.cumsum([r for _, r in order])
+    n = np.arange(1, len(order) + 1)
+    cut = np.append(values[1:] != values[:-1], True)  # the last of each run of equal confidences
+    bound = precision_lower_bound(hits, n)
+    good = np.flatnonzero(cut & (bound >= precision))
+    if not len(good):
+        return Threshold(None, 0.0, None, None)
+    k = good[-1]
+    return Threshold(float(values[k]), float(n[k] / len(order)), float(hits[k] / n[k]), float(bound[k]))
 
 
 @dataclass

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from scipy.stats import binom
 
 from factory import ROOT, infer, read_jsonl
 from pipeline.calibration import (
@@ -63,13 +64,20 @@ def test_ece_by_hand():
     assert c.tolist() == pytest.approx([0.9, 0.8, 0.8]) and right.tolist() == [True, False, True]
 
 
-def test_threshold_is_the_widest_that_reaches_the_precision():
-    confidence = [0.99, 0.95, 0.9, 0.9, 0.8, 0.7, 0.6]
-    right = [True, True, True, False, True, False, True]
-    t = choose_threshold(confidence, right, 0.8)
-    # top 2: 1.0; top 4 (ties at 0.9 go together): 0.75; top 5: 0.8; top 6: 0.667; all 7: 0.714
-    assert (t.value, t.coverage, t.precision) == (0.8, pytest.approx(5 / 7), 0.8)
-    assert choose_threshold(confidence, right, 1.0).value == 0.95
+def test_threshold_is_the_widest_whose_precision_bound_reaches_the_target():
+    confidence = [1 - i / 1000 for i in range(200)]
+    right = [True] * 100 + [i % 2 == 0 for i in range(100)]
+    t = choose_threshold(confidence, right, 0.9)
+    k = round(t.coverage * 200)
+    hits = sum(right[:k])
+    assert t.value == confidence[k - 1] and t.precision == hits / k > 0.9
+    # Clopper-Pearson: at the lower bound, k records show `hits` or more right 5% of the time
+    assert binom.sf(hits - 1, k, t.lower_bound) == pytest.approx(0.05, abs=1e-6) and t.lower_bound >= 0.9
+    for wider in range(k + 1, 201):  # no wider band shows precision above 0.9 at the 5% level
+        assert binom.sf(sum(right[:wider]) - 1, wider, 0.9) > 0.05
+
+    ties = choose_threshold([0.99] * 60 + [0.9] * 10, [True] * 61 + [False] * 9, 0.9)
+    assert ties.value == 0.99 and ties.coverage == pytest.approx(60 / 70)  # records of one confidence go together
     nothing = choose_threshold([0.9, 0.8], [False, True], 0.99)
     assert nothing.value is None and nothing.coverage == 0
 
@@ -97,7 +105,7 @@ def test_training_calibrates_on_validation_and_stores_it_in_the_checkpoint(demo_
     temperatures = ckpt["state_dict"]["calibration.temperature"]
     assert temperatures.tolist() == pytest.approx([run["calibration"][t]["temperature"] for t in metrics["val"]])
     assert not torch.allclose(temperatures, torch.ones(3))
-    assert run["review"]["precision"] == 0.95 and set(run["review"]["tasks"]) == {"category", "sentiment", "severity"}
+    assert run["review"]["precision"] == 0.9 and set(run["review"]["tasks"]) == {"category", "sentiment", "severity"}
     assert (demo_text_run / "review.json").is_file()
 
 
@@ -132,12 +140,18 @@ def test_rows_say_which_need_review_and_why(demo_text_run, tmp_path, capsys):
     auto = sum(not r["needs_review"] for r in rows)
     assert f"{auto} of 90 records auto-decided" in out
     meta = json.loads((tmp_path / "p.jsonl.meta.json").read_text())
-    assert meta["review"]["needs_review"] == 90 - auto and meta["review"]["precision"] == 0.95
+    assert meta["review"]["needs_review"] == 90 - auto and meta["review"]["precision"] == 0.9
+    coverage = {t: v["coverage"] for t, v in meta["review"]["tasks"].items()}
+    for task, threshold in band.items():
+        above = sum(threshold is not None and r[f"{task}_confidence"] >= threshold for r in rows)
+        assert coverage[task] == round(above / 90, 4)
+    assert coverage["sentiment"] > 0.5  # the TF-IDF regression gets sentiment right: most of it is auto-decided
 
     assert infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "strict.jsonl",
-                 "--review-precision", "1.0") == 0
-    strict = read_jsonl(tmp_path / "strict.jsonl")
-    assert sum(not r["needs_review"] for r in strict) <= auto
+                 "--review-precision", "0.99") == 0
+    strict = json.loads((tmp_path / "strict.jsonl.meta.json").read_text())["review"]["tasks"]
+    assert all(strict[t]["coverage"] <= coverage[t] for t in coverage)
+    assert any(strict[t]["coverage"] < coverage[t] for t in coverage)
 
 
 def test_error_rows_and_empty_texts_always_need_review(demo_text_run, bad, tmp_path):

@@ -2,6 +2,7 @@
 
     python bench/bench_quality.py [--shared ../shared/data] [--only cfpb,waimai,ablation] [--seeds 42]
     python bench/bench_quality.py --only pretrained --pretrained PATH [--datasets cfpb,waimai] [--seeds 1,2,3]
+    python bench/bench_quality.py --only calibration [--review-precision 0.9] [--reuse demo=RUN --reuse cfpb=RUN]
 
 Real data (not in the repo): CFPB ``Product`` from ``Consumer complaint narrative``
 (rows with a narrative only) and waimai_10k sentiment. Each is split once
@@ -26,6 +27,12 @@ measured in the same run on the test split read five times.
 Fine-tuning the teacher takes about an hour for CFPB on 2 CPU cores:
 ``--teacher cfpb=RUN`` reuses a teacher run trained earlier, after checking that
 its train, val and test archives hold exactly this split's records.
+
+``calibration`` trains configs/demo.yaml and the CFPB text-only model (or
+reuses runs with ``--reuse NAME=RUN``, CFPB's after the same split check) and
+prints, per task, ECE before and after calibration on validation and test, and
+what the review band at ``--review-precision`` does on the test split when
+infer.py applies it: the share auto-decided and their precision.
 """
 
 from __future__ import annotations
@@ -247,6 +254,52 @@ def pretrained(name: str, shared: Path, runs_root: str, seeds: list[int], model_
           f"({student_rate / teacher_rate:.1f}x)", flush=True)
 
 
+def review_on_test(run: Path, archive: Path, precision: float, out: Path) -> dict[str, dict]:
+    """Per task, infer.py's review band on a labelled archive: its threshold and validation coverage, and the
+    share of the archive auto-decided and their precision."""
+    done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(run), "--input", str(archive),
+                           "--output", str(out), "--overwrite", "--evaluate", "--review-precision", str(precision)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"infer.py failed:\n{done.stderr[-3000:]}")
+    meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
+    rows = [json.loads(line) for line in open(out, encoding="utf-8")]
+    result = {}
+    for task, band in meta["review"]["tasks"].items():
+        threshold = band["threshold"]
+        labelled = [r for r in rows if r.get(f"{task}_true") is not None and r[task] is not None]
+        auto = [r for r in labelled if threshold is not None and r[f"{task}_confidence"] >= threshold]
+        right = sum(r[task] == r[f"{task}_true"] for r in auto)
+        result[task] = {"threshold": threshold, "val_coverage": band["validation"]["coverage"],
+                        "coverage": len(auto) / len(labelled), "precision": right / len(auto) if auto else None}
+    return result
+
+
+def calibration(shared: Path, runs_root: str, precision: float, reuse: dict[str, Path]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        splits, paths = split_archives("cfpb", shared, Path(tmp))
+        runs = {"demo": (reuse.get("demo"), ROOT / "data" / "demo" / "test", ["--config", "configs/demo.yaml"]),
+                "cfpb": (reuse.get("cfpb"), paths["test"], text_only_args(paths, runs_root, DATASETS["cfpb"]))}
+        print(f"| data | task | val ECE raw -> calibrated | test ECE raw -> calibrated | test NLL raw -> calibrated "
+              f"| review threshold (P {precision:g}) | auto-decided val / test | test precision of auto-decided |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, (run, test, args) in runs.items():
+            if run is None:
+                run = train_run([*args, "--runs_root", runs_root, "--experiment", f"calibration_{name}",
+                                 "--review_precision", str(precision)])
+            elif name == "cfpb":
+                check_same_split(run, paths)
+            metrics = json.loads((run / "metrics.json").read_text())
+            for task, r in review_on_test(run, test, precision, Path(tmp) / f"{name}.jsonl").items():
+                val, tst = metrics["val"][task]["calibration"], metrics["test"][task]["calibration"]
+                threshold = "none" if r["threshold"] is None else f"{r['threshold']:.3f}"
+                hit = "-" if r["precision"] is None else f"{r['precision']:.3f}"
+                print(f"| {name} | {task} | {val['ece_before']:.3f} -> {val['ece_after']:.3f} | "
+                      f"{tst['ece_before']:.3f} -> {tst['ece_after']:.3f} | {tst['nll_before']:.3f} -> {tst['nll_after']:.3f} "
+                      f"| {threshold} | {r['val_coverage']:.1%} / {r['coverage']:.1%} | {hit} |", flush=True)
+            print(f"run {name}: {run}", flush=True)
+
+
 def ablation(runs_root: str) -> None:
     variants = {"attention fusion": [], "concat fusion": ["configs/concat_fusion.yaml"],
                 "text only": ["configs/text_only.yaml"], "image only": ["configs/image_only.yaml"]}
@@ -272,6 +325,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="cfpb,waimai", help="data sets of --only pretrained")
     parser.add_argument("--teacher", action="append", default=[], metavar="NAME=RUN",
                         help="reuse a teacher run trained on this split for data set NAME (repeatable)")
+    parser.add_argument("--review-precision", type=float, default=0.9, help="review band precision of --only calibration")
+    parser.add_argument("--reuse", action="append", default=[], metavar="NAME=RUN",
+                        help="--only calibration: report on a run trained earlier (demo or cfpb) instead of training")
     args = parser.parse_args()
     parts = args.only.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -280,6 +336,9 @@ def main() -> None:
     for name in DATASETS:
         if name in parts:
             text_task(name, Path(args.shared), args.runs_root, seeds)
+    if "calibration" in parts:
+        calibration(Path(args.shared), args.runs_root, args.review_precision,
+                    {name: Path(run).resolve() for name, run in (r.split("=", 1) for r in args.reuse)})
     if "pretrained" in parts:
         if not args.pretrained:
             parser.error("--only pretrained needs --pretrained PATH (e.g. from ../shared/tools/get_minilm.sh)")

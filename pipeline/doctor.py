@@ -2,8 +2,9 @@
 
 Reads every record and attachment of an archive, without training, and
 reports what a run would meet: duplicate ids, empty or very long texts,
-attachments by kind, failures by reason (with complaint ids and paths) and
-label distributions. Exit 0 whenever the archive could be read, 2 when not.
+records with no evidence at all (no text and no readable attachment: training
+leaves them out, inference gives them no prediction), attachments by kind,
+failures by reason (with complaint ids and paths) and label distributions. Exit 0 whenever the archive could be read, 2 when not.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from collections import Counter, defaultdict
 
 from pipeline.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
 from pipeline.data.archive import ArchiveError, open_archive
+from pipeline.data.evidence import is_blank
 from pipeline.data.manifest import TEXT_ENCODING, ManifestReader
 from pipeline.data.media import MediaSpec, decode_attachment
 from pipeline.data.records import AttachmentError, Columns
 
 EXAMPLES = 5  # complaint ids shown per problem kind
+NO_EVIDENCE = "no evidence (no text, no readable attachment: left out of training, no prediction)"
 USABLE_PROBLEMS = ("empty text", "very long text", TEXT_ENCODING)  # reported, yet the record is used
 LONG_TEXT_CHARS = 10_000
 PROBE = MediaSpec(image_size=32, video_frames=2)  # decoding small still finds corrupt files
@@ -54,14 +57,18 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None) -> dict
             counts["with attachments"] += bool(record.attachments)
             for column, value in record.labels.items():
                 labels[column][value if not isinstance(value, list) else ";".join(value)] += 1
+            readable = 0
             for att in record.attachments:
                 counts["attachments"] += 1
                 try:
                     data = archive.read(att)
                     kind = decode_attachment(data, spec)[0] if decode else "unchecked"
                     kinds[kind] += 1
+                    readable += 1
                 except AttachmentError as e:
                     failures[e.reason].append({"id": record.id, "path": att, "detail": e.detail})
+            if not readable and is_blank(record.text):
+                record_errors[NO_EVIDENCE].append({"id": record.id, "source": record.source})
             if progress and counts["records"] % 1000 == 0:
                 progress(counts["records"], time.monotonic() - start)
     finally:

@@ -96,8 +96,9 @@ def test_training_calibrates_on_validation_and_stores_it_in_the_checkpoint(demo_
     run = json.loads((demo_text_run / "run.json").read_text())
     for split in ("val", "test"):
         for task, values in metrics[split].items():
-            c = values["calibration"]
-            assert c["decisions"] == 90 and {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(c)
+            c = values["calibration"]  # every record with evidence (a few demo records have none)
+            assert 85 <= c["decisions"] <= 90 and {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(c)
+    assert metrics["val"]["category"]["calibration"]["decisions"] == run["val_records"]
     for task, values in metrics["val"].items():  # the fit minimises (softened) NLL on validation
         assert values["calibration"]["nll_after"] <= values["calibration"]["nll_before"] + 1e-3
     assert (demo_text_run / "reliability.png").stat().st_size > 10_000
@@ -115,8 +116,11 @@ def test_infer_is_calibrated_by_default_and_uncalibrated_on_request(demo_text_ru
                  "--uncalibrated") == 0
     calibrated, raw = read_jsonl(tmp_path / "c.jsonl"), read_jsonl(tmp_path / "u.jsonl")
     t = json.loads((demo_text_run / "run.json").read_text())["calibration"]["category"]["temperature"]
+    assert sum(u["category"] is None for u in raw) < 20  # photo-only complaints give a text-only model no input
     for c, u in zip(calibrated, raw):
         assert c["category"] == u["category"]  # a temperature never changes the winner
+        if u["category"] is None:
+            continue
         logp = torch.tensor(list(u["category_probs"].values())).clamp(min=1e-6).log()
         expected = torch.softmax(logp / t, dim=-1)  # the raw logits up to a constant, rescaled
         assert list(c["category_probs"].values()) == pytest.approx(expected.tolist(), abs=2e-3)
@@ -133,6 +137,9 @@ def test_rows_say_which_need_review_and_why(demo_text_run, tmp_path, capsys):
     texts = {r["id"]: r["text"] for r in read_jsonl(DEMO_TEST / "complaints.jsonl")}
     assert any(not t.strip() for t in texts.values())  # the demo has photo-only complaints
     for row in rows:
+        if row["status"] == "error":  # no input for a text-only model: no prediction to compare
+            assert row["review_reasons"] == ["status error", "no text"] and row["category"] is None
+            continue
         low = [t for t, th in band.items() if th is None or row[f"{t}_confidence"] < th]
         expected = (["no text"] if not texts[row["id"]].strip() else []) + low
         assert [r.split(":")[0] for r in row["review_reasons"]] == expected
@@ -143,7 +150,7 @@ def test_rows_say_which_need_review_and_why(demo_text_run, tmp_path, capsys):
     assert meta["review"]["needs_review"] == 90 - auto and meta["review"]["precision"] == 0.9
     coverage = {t: v["coverage"] for t, v in meta["review"]["tasks"].items()}
     for task, threshold in band.items():
-        above = sum(threshold is not None and r[f"{task}_confidence"] >= threshold for r in rows)
+        above = sum(threshold is not None and (r[f"{task}_confidence"] or 0) >= threshold for r in rows)
         assert coverage[task] == round(above / 90, 4)
     assert coverage["sentiment"] > 0.5  # the TF-IDF regression gets sentiment right: most of it is auto-decided
 

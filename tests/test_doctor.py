@@ -45,7 +45,8 @@ def test_duplicates_and_malformed_lines(tmp_path, capsys):
     (tmp_path / "complaints.jsonl").write_text('{"id": "1", "text": "a"}\n{oops\n{"id": "1", "text": "b"}\n{"id": "2", "text": ""}\n')
     code, out, _ = run(capsys, tmp_path, "--json")
     report = json.loads(out)
-    assert code == 0 and report["records"] == 4 and report["usable_records"] == 2
+    assert code == 0 and report["records"] == 4 and report["usable_records"] == 1  # "2" has no evidence
+    assert [e["id"] for e in report["record_problems"][doctor.NO_EVIDENCE]["examples"]] == ["2"]
     assert report["record_problems"]["duplicate id"]["count"] == 1
     assert report["record_problems"]["malformed JSON"]["count"] == 1
     assert report["record_problems"]["empty text"]["examples"][0]["id"] == "2"

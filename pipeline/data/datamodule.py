@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from pipeline.data.archive import Archive, open_archive
 from pipeline.data.augment import augmented_copy, mask_token
 from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.dataset import ComplaintDataset, Featurizer
+from pipeline.data.evidence import has_evidence
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
@@ -29,6 +30,8 @@ from pipeline.data.records import Columns, Record
 from pipeline.data.text import encode_many, load_tokenizer, train_tokenizer
 
 TOKENIZER_DIR, LABELS_FILE = "tokenizer", "labels.json"
+EXAMPLE_IDS = 5  # record ids shown in a one-line report
+EVIDENCE_PROBE_SIZE = 32  # pixels: decoding this small still tells a readable attachment from a broken one
 
 
 def default_cache_dir() -> Path:
@@ -64,6 +67,9 @@ class ComplaintDataModule(pl.LightningDataModule):
         encoding: the JSONL/CSV manifests' text encoding (e.g. ``gb18030``); bytes
             that are not valid in it are replaced, and the record gets a
             ``text_encoding`` warning.
+        keep_no_evidence: keep records with no text and no readable attachment in
+            every split (by default they are left out, with one line per split: they
+            would teach the label priors and nothing else).
         tokenizer_path: a local tokenizer folder to use instead of training one.
         cache_dir: where fitted vocabularies are cached (default ``~/.cache/complaint-pipeline``).
         sample_cache_mb: memory for samples decoded once before training, so that
@@ -89,6 +95,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         attachments_column: str | None = "attachments",
         attachment_separator: str = ";",
         encoding: str = "utf-8",
+        keep_no_evidence: bool = False,
         val_fraction: float = 0.15,
         split_seed: int = 0,
         batch_size: int = 32,
@@ -129,6 +136,7 @@ class ComplaintDataModule(pl.LightningDataModule):
             labels=tuple(dict.fromkeys(t.column for t in tasks)),
             encoding=encoding,
         )
+        self.keep_no_evidence = keep_no_evidence
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.media = MediaSpec(image_size=image_size, video_frames=video_frames, limits=limits)
@@ -198,6 +206,17 @@ class ComplaintDataModule(pl.LightningDataModule):
             shown = "; ".join(f"{r.source}: {r.error}" for r in unusable[:3])
             rank_zero_warn(f"data.{split}: {len(unusable)} unusable record(s) left out of training ({shown}); "
                            f"`python -m pipeline.doctor {path}` lists them all")
+        if not self.keep_no_evidence:
+            probe = MediaSpec(EVIDENCE_PROBE_SIZE, 2, self.media.limits)
+            kept, empty = [], []
+            for r in records:
+                (kept if has_evidence(r, archive, probe) else empty).append(r)
+            if empty:
+                records = kept
+                shown = ", ".join(str(r.id) for r in empty[:EXAMPLE_IDS])
+                rank_zero_info(f"data.{split}: {len(empty)} of {len(empty) + len(kept)} records have no text and no "
+                               f"readable attachment, left out (ids {shown}{', ...' if len(empty) > EXAMPLE_IDS else ''}); "
+                               f"data.keep_no_evidence: true keeps them")
         if not records:
             raise ValueError(f"data.{split}={path!r}: no usable records")
         return records

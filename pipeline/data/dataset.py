@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from pipeline.data.archive import Archive, open_archive
+from pipeline.data.evidence import is_blank, no_input_message
 from pipeline.data.labels import LabelSpace
 from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
@@ -25,6 +26,8 @@ class Featurizer:
     """Turns one :class:`Record` into a sample dict; never raises for a bad attachment.
 
     ``read_media`` False (a model without images or videos) leaves attachments unread.
+    ``mark_no_input`` (inference) makes a record that gives the model nothing to read,
+    no text and no decoded attachment, an error with a ``no_input`` message.
     """
 
     tokenizer: object
@@ -34,6 +37,7 @@ class Featurizer:
     max_videos: int = 2
     labels: LabelSpace | None = None
     read_media: bool = True
+    mark_no_input: bool = False
 
     def __call__(self, record: Record, archive: Archive) -> dict:
         problems: list[AttachmentProblem] = []
@@ -51,19 +55,22 @@ class Featurizer:
                     continue
                 bucket.append(tensor)
                 paths.append(path)
-        text_ids = encode(self.tokenizer, record.text, self.max_text_length) if record.error is None else []
+        error = record.error
+        if error is None and self.mark_no_input and not images and not videos and is_blank(record.text):
+            error = no_input_message(self.read_media)
+        text_ids = encode(self.tokenizer, record.text, self.max_text_length) if error is None else []
         sample = {
             "id": record.id,
             "source": record.source,
-            "error": record.error,
-            "warnings": ([record.error] if record.error else []) + record.warnings + [str(p) for p in problems],
+            "error": error,
+            "warnings": ([error] if error else []) + record.warnings + [str(p) for p in problems],
             "text_ids": torch.tensor(text_ids, dtype=torch.long),
             "images": images,
             "image_paths": image_paths,
             "videos": videos,
             "video_paths": video_paths,
         }
-        if self.labels is not None and record.error is None:
+        if self.labels is not None and error is None:
             sample["labels"] = self.labels.encode(record)
         return sample
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from pipeline import __version__
 from pipeline.cli_options import add_column_options, columns_from_args
 from pipeline.data.archive import ArchiveError, open_archive
 from pipeline.data.dataset import RecordStream
+from pipeline.data.evidence import NO_INPUT
 from pipeline.data.manifest import read_records
 from pipeline.data.records import Columns
 from pipeline.inference.evaluate import Evaluation
@@ -106,9 +108,9 @@ def any_attachments(stream: RecordStream) -> bool:
 class Progress:
     """Records/s on a terminal (one updating line), plain lines every few seconds otherwise."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced since import
+        self.tty = self.stream.isatty()
         self.start = self.last = time.monotonic()
 
     def update(self, records: int, force: bool = False) -> None:
@@ -164,9 +166,22 @@ def make_writer(store: ChunkStore, labels, evaluate: bool, block: int, stops: St
     return ChunkWriter()
 
 
+@contextlib.contextmanager
+def lightning_quiet():
+    """Lightning's info lines (GPU available, ...) off while predicting; the levels come back after, so that a
+    caller running infer.py in its own process keeps its logging."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     started = time.time()
     output = Path(args.output)
     try:
@@ -305,17 +320,18 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
     counts = {OK: 0, PARTIAL: 0, ERROR: 0}
     review = analyzer.review
     auto = {task: 0 for task in review.thresholds}
-    reviewed = 0
+    reviewed = no_input = 0
     evaluation = Evaluation({t.name: loaded.labels.classes[t.name] for t in loaded.labels.tasks if t.type == "multiclass"}) if args.evaluate else None
     first_rows = []
     tasks = [t.name for t in loaded.labels.tasks]
     picker = LowestConfidence(tasks, args.explain_limit) if args.explain else None
 
     def counted(rows):
-        nonlocal reviewed
+        nonlocal reviewed, no_input
         for position, row in enumerate(rows):
             counts[row["status"]] += 1
             reviewed += row["needs_review"]
+            no_input += any(w.startswith(NO_INPUT) for w in row["warnings"])
             for task in auto:
                 auto[task] += review.auto_decided(task, row)
             if picker:
@@ -335,7 +351,7 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
     seconds = time.time() - started
     records = sum(counts.values())
     summary = {
-        "records": records, **counts,
+        "records": records, **counts, NO_INPUT: no_input,
         "records_per_s": round(sum(s["records"] for s in stats) / max(predict_seconds, 1e-9), 2),
         "seconds": round(seconds, 2),
         "decode_seconds": round(sum(s["decode_seconds"] for s in stats), 2),
@@ -373,7 +389,8 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
     meta_path = output.with_name(output.name + ".meta.json")
     meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     store.remove()
-    print(f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}  |  "
+    without = f" ({no_input} of them {NO_INPUT}: no text and nothing readable attached)" if no_input else ""
+    print(f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}{without}  |  "
           f"{summary['records_per_s']} records/s  |  decoding {summary['decode_seconds']} s, model {summary['model_seconds']} s  |  "
           f"{runtime['backend']} on {runtime['device']}")
     if evaluation:
@@ -418,7 +435,8 @@ def main(argv=None) -> int:
     silence_library_noise()
     args = parse_args(argv)
     try:
-        return run(args)
+        with lightning_quiet():
+            return run(args)
     except (FatalError, CheckpointError, ArchiveError, FileNotFoundError, PermissionError) as e:
         if args.debug:
             raise

@@ -93,7 +93,7 @@ class ComplaintAnalyzer:
         option = self.run.option
         return Featurizer(self.run.tokenizer, self.run.media, max_text_length=option("max_text_length"),
                           max_images=option("max_images"), max_videos=option("max_videos"),
-                          read_media=self.run.reads_media)
+                          read_media=self.run.reads_media, mark_no_input=True)
 
     def collator(self) -> Collator:
         media = self.run.media

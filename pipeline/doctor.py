@@ -26,10 +26,11 @@ EXAMPLES = 5  # complaint ids shown per problem kind
 NO_EVIDENCE = "no evidence (no text, no readable attachment: left out of training, no prediction)"
 USABLE_PROBLEMS = ("empty text", "very long text", TEXT_ENCODING)  # reported, yet the record is used
 LONG_TEXT_CHARS = 10_000
+MIN_CLASS_COUNT = 5  # as data.min_class_count
 PROBE = MediaSpec(image_size=32, video_frames=2)  # decoding small still finds corrupt files
 
 
-def scan(path: str, columns, limits, decode: bool = True, progress=None) -> dict:
+def scan(path: str, columns, limits, decode: bool = True, progress=None, min_class_count: int = MIN_CLASS_COUNT) -> dict:
     archive = open_archive(path, limits)
     spec = MediaSpec(PROBE.image_size, PROBE.video_frames, limits)
     reader = ManifestReader(archive, columns)
@@ -90,6 +91,8 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None) -> dict
         "attachments_by_kind": dict(kinds),
         "attachment_failures": {k: {"count": len(v), "examples": v[:EXAMPLES]} for k, v in failures.items()},
         "labels": {c: dict(cnt.most_common()) for c, cnt in labels.items()},
+        "rare_labels": {c: {v: n for v, n in sorted(cnt.items()) if n < min_class_count} for c, cnt in labels.items()},
+        "min_class_count": min_class_count,
         "seconds": round(time.monotonic() - start, 2),
     }
 
@@ -119,6 +122,11 @@ def render(report: dict) -> str:
         shown = ", ".join(f"{k}: {v}" for k, v in list(dist.items())[:12])
         more = f" (+{len(dist) - 12} more)" if len(dist) > 12 else ""
         lines.append(f"label {column}: {shown}{more}")
+        rare = report["rare_labels"][column]
+        if rare:
+            listed = ", ".join(f"{k}: {v}" for k, v in list(rare.items())[:12])
+            lines.append(f"  rare (fewer than {report['min_class_count']} records, see data.rare_classes): "
+                         f"{len(rare)}: {listed}{' ...' if len(rare) > 12 else ''}")
     lines.append(f"scanned in {report['seconds']} s")
     return "\n".join(lines)
 
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("archive", help="folder, .zip, .tar(.gz), or a manifest file")
     add_column_options(parser)
     parser.add_argument("--label-column", action="append", default=[], help="label column to summarise; repeatable")
+    parser.add_argument("--min-class-count", type=int, default=MIN_CLASS_COUNT,
+                        help=f"labels with fewer records are reported as rare (default {MIN_CLASS_COUNT})")
     parser.add_argument("--no-decode", action="store_true", help="check attachments exist and fit the limits, without decoding")
     add_limit_options(parser)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = scan(
             args.archive, columns_from_args(args, Columns(labels=tuple(args.label_column))), limits_from_args(args),
-            decode=not args.no_decode, progress=progress,
+            decode=not args.no_decode, progress=progress, min_class_count=args.min_class_count,
         )
     except (ArchiveError, FileNotFoundError, PermissionError) as e:
         print(f"doctor: {e}", file=sys.stderr)

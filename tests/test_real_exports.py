@@ -99,3 +99,63 @@ def test_a_multimodal_model_predicts_a_photo_only_record_but_not_a_broken_photo(
     report = json.loads(capsys.readouterr().out)
     shown = report["record_problems"][NO_EVIDENCE]
     assert shown["count"] == 2 and {e["id"] for e in shown["examples"]} == {"broken", "nothing"}
+
+
+def rare_archive(root):
+    rows = [{"id": f"m{i}", "text": f"escrow loan {i}", "product": "Mortgage"} for i in range(12)]
+    rows += [{"id": f"d{i}", "text": f"collector debt {i}", "product": "Debt collection"} for i in range(12)]
+    rows += [{"id": "c1", "text": "consumer loan", "product": "Consumer Loan"},
+             {"id": "c2", "text": "another consumer loan", "product": "Consumer Loan"},
+             {"id": "p1", "text": "payday", "product": "Payday loan"}]
+    return write_manifest(root, rows).parent
+
+
+@pytest.mark.parametrize("mode", ["keep", "other", "drop"])
+def test_rare_classes_in_each_mode(mode, tmp_path, caplog):
+    from pipeline.data.datamodule import ComplaintDataModule
+    from pipeline.data.labels import IGNORE_INDEX, LabelSpace, Task
+    from pipeline.data.records import Record
+
+    train = rare_archive(tmp_path / "train")
+    val = write_manifest(tmp_path / "val", [{"id": "v1", "text": "escrow", "product": "Mortgage"},
+                                            {"id": "v2", "text": "consumer", "product": "Consumer Loan"},
+                                            {"id": "v3", "text": "student", "product": "Student loan"}]).parent
+    tasks = [Task("product", "product")]
+    dm = ComplaintDataModule(str(train), tasks, val=None, rare_classes=mode, num_workers=0,
+                             cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO):
+        classes = dm.task_classes["product"]  # the seeded split keeps a one-record class in training: no crash
+    said = [r.getMessage() for r in caplog.records if "fewer than 5 training records" in r.getMessage()]
+    assert len(said) == 1 and "'Consumer Loan' (2)" in said[0] and "'Payday loan' (1)" in said[0]
+    saved = LabelSpace.load(dm.artifacts_dir / "labels.json")
+    encode = lambda label: int(saved.encode(Record("x", "", [], {"product": label}, "t"))["product"])  # noqa: E731
+    if mode == "keep":
+        assert classes == ["Consumer Loan", "Debt collection", "Mortgage", "Payday loan"]
+        with pytest.raises(ValueError, match="Student loan"):  # a label training never saw stays an error
+            ComplaintDataModule(str(train), tasks, val=str(val), num_workers=0, cache_dir=str(tmp_path / "c2")).task_classes
+    elif mode == "other":
+        assert classes == ["Debt collection", "Mortgage", "other"]
+        assert saved.merged == {"product": ["Consumer Loan", "Payday loan"]}
+        assert encode("Payday loan") == encode("Student loan") == classes.index("other")
+        assert dm.class_counts["product"][classes.index("other")] == sum(
+            r.labels["product"] in ("Consumer Loan", "Payday loan") for r in dm.splits["train"])
+    else:
+        assert classes == ["Debt collection", "Mortgage"]
+        assert saved.dropped == {"product": ["Consumer Loan", "Payday loan"]}
+        assert encode("Consumer Loan") == encode("Student loan") == IGNORE_INDEX
+    if mode != "keep":  # with a rule for rare labels, a validation archive with unseen labels trains
+        other = ComplaintDataModule(str(train), tasks, val=str(val), rare_classes=mode, num_workers=0,
+                                    cache_dir=str(tmp_path / "c3"))
+        assert other.task_classes["product"] == classes
+
+
+def test_evaluation_scores_a_merged_label_as_other():
+    from pipeline.data.labels import LabelSpace, Task
+    from pipeline.inference.evaluate import Evaluation
+
+    labels = LabelSpace([Task("p", "p")], {"p": ["a", "b", "other"]}, merged={"p": ["rare"]})
+    evaluation = Evaluation({"p": labels.classes["p"]}, labels)
+    for true, said in [("a", "a"), ("rare", "other"), ("b", "a")]:
+        evaluation.add({"status": "ok", "p": said, "p_true": true})
+    result = evaluation.results()["p"]
+    assert result["acc"] == pytest.approx(2 / 3) and result["unknown_true_labels"] == []

@@ -22,7 +22,7 @@ from pipeline.data.augment import augmented_copy, mask_token
 from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.dataset import ComplaintDataset, Featurizer
 from pipeline.data.evidence import has_evidence
-from pipeline.data.labels import MULTILABEL, LabelSpace, Task
+from pipeline.data.labels import MULTILABEL, OTHER, RARE_POLICIES, LabelSpace, Task, rare_classes
 from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import MediaSpec
@@ -67,6 +67,12 @@ class ComplaintDataModule(pl.LightningDataModule):
         encoding: the JSONL/CSV manifests' text encoding (e.g. ``gb18030``); bytes
             that are not valid in it are replaced, and the record gets a
             ``text_encoding`` warning.
+        min_class_count: classes with fewer training records than this are rare: each
+            fit reports them per task.
+        rare_classes: what happens to rare classes: ``keep`` them, merge them into one
+            class ``other`` (``labels.json`` lists what it holds), or ``drop`` them
+            (their records count as unlabelled for that task). Labels of validation
+            and test records that training never saw follow the same rule.
         keep_no_evidence: keep records with no text and no readable attachment in
             every split (by default they are left out, with one line per split: they
             would teach the label priors and nothing else).
@@ -96,6 +102,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         attachment_separator: str = ";",
         encoding: str = "utf-8",
         keep_no_evidence: bool = False,
+        min_class_count: int = 5,
+        rare_classes: str = "keep",
         val_fraction: float = 0.15,
         split_seed: int = 0,
         batch_size: int = 32,
@@ -120,6 +128,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"data.tasks: task names repeat: {names}")
+        if rare_classes not in RARE_POLICIES:
+            raise ValueError(f"data.rare_classes={rare_classes!r}: expected one of {list(RARE_POLICIES)}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"data.val_fraction={val_fraction}: expected a number between 0 and 1")
         if (unlabeled or distill_augment) and not teacher:
@@ -137,6 +147,7 @@ class ComplaintDataModule(pl.LightningDataModule):
             encoding=encoding,
         )
         self.keep_no_evidence = keep_no_evidence
+        self.min_class_count, self.rare_classes = min_class_count, rare_classes
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.media = MediaSpec(image_size=image_size, video_frames=video_frames, limits=limits)
@@ -238,10 +249,22 @@ class ComplaintDataModule(pl.LightningDataModule):
             self.splits["test"] = self._read("test", self.test_path)
         for i, path in enumerate(self.unlabeled_paths):
             self.splits[f"unlabeled{i}"] = [replace(r, labels={}) for r in self._read(f"unlabeled{i}", path)]
+        self._report_rare_classes(self.splits["train"])
         self._fit_vocabularies(self.splits["train"])
         for split in ("val", "test"):
             if split in self.splits:
                 self.label_space.check(self.splits[split], f"data.{split}")
+
+    def _report_rare_classes(self, train: list[Record]) -> None:
+        """One line per task with classes under ``min_class_count`` training records, and what happens to them."""
+        fate = {"keep": "kept (data.rare_classes: other merges them, drop leaves them unlabelled)",
+                "other": f"merged into {OTHER!r}", "drop": "dropped: their records count as unlabelled for the task"}
+        for task, rare in rare_classes(self.tasks, train, self.min_class_count).items():
+            if rare:
+                shown = ", ".join(f"{c!r} ({n})" for c, n in list(rare.items())[:EXAMPLE_IDS])
+                more = f" and {len(rare) - EXAMPLE_IDS} more" if len(rare) > EXAMPLE_IDS else ""
+                rank_zero_info(f"data.train: task {task!r} has {len(rare)} class(es) with fewer than "
+                               f"{self.min_class_count} training records: {shown}{more}; {fate[self.rare_classes]}")
 
     def _fit_vocabularies(self, train: list[Record]) -> None:
         """Fit (or reuse from cache) the tokenizer and class lists of this training data.
@@ -252,7 +275,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         teacher_classes = self._teacher_classes()
         h = hashlib.sha256()
         h.update(json.dumps([self.requested_vocab_size, self.tokenizer_path, [vars(t) for t in self.tasks],
-                             teacher_classes]).encode())
+                             teacher_classes, self.min_class_count, self.rare_classes]).encode())
         for r in train:
             h.update(json.dumps([r.id, r.text, r.attachments, r.labels], ensure_ascii=False).encode())
         self.fingerprint = h.hexdigest()[:16]
@@ -266,9 +289,10 @@ class ComplaintDataModule(pl.LightningDataModule):
                 else train_tokenizer((r.text for r in train), self.requested_vocab_size)
             )
             tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
-            fitted = LabelSpace.fit([t for t in self.tasks if t.name not in teacher_classes], train).classes
-            LabelSpace(self.tasks, {t.name: teacher_classes.get(t.name) or fitted[t.name] for t in self.tasks}).save(
-                staging / LABELS_FILE)
+            fitted = LabelSpace.fit([t for t in self.tasks if t.name not in teacher_classes], train,
+                                    self.min_class_count, self.rare_classes)
+            LabelSpace(self.tasks, {t.name: teacher_classes.get(t.name) or fitted.classes[t.name] for t in self.tasks},
+                       fitted.merged, fitted.dropped).save(staging / LABELS_FILE)
             try:
                 os.rename(staging, target)
             except OSError:  # another process got there first: use its copy

@@ -14,6 +14,8 @@ from pipeline.data.records import Record
 
 IGNORE_INDEX = -100  # multi-class target of a record without that label
 MULTICLASS, MULTILABEL = "multiclass", "multilabel"
+RARE_POLICIES = ("keep", "other", "drop")
+OTHER = "other"  # the class rare classes merge into with rare_classes: other
 
 
 @dataclass
@@ -52,35 +54,80 @@ def value_counts(tasks: list[Task], records: Iterable[Record]) -> dict[str, Coun
     return counts
 
 
-class LabelSpace:
-    """Class lists per task; encodes record labels to targets."""
+def rare_classes(tasks: list[Task], records: Iterable[Record], min_count: int) -> dict[str, dict[str, int]]:
+    """Per task, the label values with fewer than ``min_count`` records, and their counts."""
+    counts = value_counts(tasks, records)
+    return {t.name: {c: n for c, n in sorted(counts[t.name].items()) if n < min_count} for t in tasks}
 
-    def __init__(self, tasks: list[Task], classes: dict[str, list[str]]):
+
+class LabelSpace:
+    """Class lists per task; encodes record labels to targets.
+
+    ``merged`` (per task): rare labels that count as the class ``other``;
+    ``dropped``: rare labels that count as no label. Labels never seen in training
+    follow the same rule in a task that has either (see ``rare_classes`` in
+    :class:`ComplaintDataModule`); elsewhere they are an error.
+    """
+
+    def __init__(self, tasks: list[Task], classes: dict[str, list[str]], merged: dict[str, list[str]] | None = None,
+                 dropped: dict[str, list[str]] | None = None):
         self.tasks = tasks
         self.classes = classes
+        self.merged = {t: list(v) for t, v in (merged or {}).items() if v}
+        self.dropped = {t: list(v) for t, v in (dropped or {}).items() if v}
         self._index = {t: {c: i for i, c in enumerate(cs)} for t, cs in classes.items()}
 
     @classmethod
-    def fit(cls, tasks: list[Task], records: Iterable[Record]) -> "LabelSpace":
+    def fit(cls, tasks: list[Task], records: Iterable[Record], min_count: int = 1,
+            policy: str = "keep") -> "LabelSpace":
+        """Class lists of ``records``; classes with fewer than ``min_count`` records are kept, merged into
+        ``other`` or dropped, as ``policy`` says."""
+        if policy not in RARE_POLICIES:
+            raise ValueError(f"rare_classes={policy!r}: expected one of {RARE_POLICIES}")
+        records = list(records)
         counts = value_counts(tasks, records)
+        rare = rare_classes(tasks, records, min_count) if policy != "keep" else {}
+        classes, merged, dropped = {}, {}, {}
         for t in tasks:
-            if len(counts[t.name]) < 2 and t.type == MULTICLASS:
+            kept = sorted(c for c in counts[t.name] if c not in rare.get(t.name, {}))
+            if policy == "other" and rare.get(t.name):
+                kept, merged[t.name] = sorted(set(kept) | {OTHER}), sorted(set(rare[t.name]) - {OTHER})
+            elif policy == "drop":
+                dropped[t.name] = sorted(rare.get(t.name, {}))
+            if len(kept) < 2 and t.type == MULTICLASS:
                 raise ValueError(
-                    f"task {t.name!r}: column {t.column!r} has {len(counts[t.name])} distinct value(s) "
-                    f"in the training data; a classifier needs at least 2"
+                    f"task {t.name!r}: column {t.column!r} has {len(kept)} distinct value(s) in the training "
+                    f"data{' with enough examples' if policy == 'drop' else ''}; a classifier needs at least 2"
                 )
-        return cls(tasks, {t.name: sorted(counts[t.name]) for t in tasks})
+            classes[t.name] = kept
+        return cls(tasks, classes, merged, dropped)
+
+    def canonical(self, task: Task, values: list[str]) -> list[str]:
+        """``values`` as classes of ``task``: rare ones merged into ``other`` or left out; other unknown ones
+        follow the task's rule, or stay (and are an error to encode)."""
+        index, out = self._index[task.name], []
+        for v in values:
+            if v in index and v not in self.merged.get(task.name, ()):
+                out.append(v)
+            elif task.name in self.merged:
+                out.append(OTHER)
+            elif task.name not in self.dropped:
+                out.append(v)
+        return sorted(set(out)) if task.type == MULTILABEL else out
 
     def counts(self, records: Iterable[Record]) -> dict[str, list[int]]:
         """Records per class of each task, in class order."""
-        counts = value_counts(self.tasks, records)
+        counts = {t.name: Counter() for t in self.tasks}
+        for r in records:
+            for t in self.tasks:
+                counts[t.name].update(self.canonical(t, t.values(r.labels.get(t.column))))
         return {t.name: [counts[t.name][c] for c in self.classes[t.name]] for t in self.tasks}
 
     def encode(self, record: Record) -> dict[str, torch.Tensor]:
         """Targets per task: a class index (or IGNORE_INDEX), or a multi-hot vector (-1 if unlabelled)."""
         out = {}
         for t in self.tasks:
-            values = t.values(record.labels.get(t.column))
+            values = self.canonical(t, t.values(record.labels.get(t.column)))
             index = self._index[t.name]
             unknown = [v for v in values if v not in index]
             if unknown:
@@ -103,7 +150,8 @@ class LabelSpace:
         unknown: dict[str, Counter] = {t.name: Counter() for t in self.tasks}
         for r in records:
             for t in self.tasks:
-                unknown[t.name].update(v for v in t.values(r.labels.get(t.column)) if v not in self._index[t.name])
+                values = self.canonical(t, t.values(r.labels.get(t.column)))
+                unknown[t.name].update(v for v in values if v not in self._index[t.name])
         bad = {name: c for name, c in unknown.items() if c}
         if bad:
             lines = [
@@ -112,10 +160,12 @@ class LabelSpace:
             raise UnknownLabelError(f"labels in {where} not seen in training: " + "; ".join(lines))
 
     def save(self, path: str | Path) -> None:
-        data = {"tasks": [asdict(t) for t in self.tasks], "classes": self.classes}
+        data = {"tasks": [asdict(t) for t in self.tasks], "classes": self.classes, "merged_into_other": self.merged,
+                "dropped": self.dropped}
         Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelSpace":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls([Task(**t) for t in data["tasks"]], data["classes"])
+        return cls([Task(**t) for t in data["tasks"]], data["classes"], data.get("merged_into_other"),
+                   data.get("dropped"))

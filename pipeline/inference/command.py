@@ -321,7 +321,8 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
     review = analyzer.review
     auto = {task: 0 for task in review.thresholds}
     reviewed = no_input = 0
-    evaluation = Evaluation({t.name: loaded.labels.classes[t.name] for t in loaded.labels.tasks if t.type == "multiclass"}) if args.evaluate else None
+    evaluation = Evaluation({t.name: loaded.labels.classes[t.name] for t in loaded.labels.tasks if t.type == "multiclass"},
+                            loaded.labels) if args.evaluate else None
     first_rows = []
     tasks = [t.name for t in loaded.labels.tasks]
     picker = LowestConfidence(tasks, args.explain_limit) if args.explain else None

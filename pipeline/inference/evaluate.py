@@ -6,10 +6,16 @@ from collections import Counter
 
 
 class Evaluation:
-    """Accumulates (true, predicted) pairs per multi-class task while rows stream past."""
+    """Accumulates (true, predicted) pairs per multi-class task while rows stream past.
 
-    def __init__(self, classes: dict[str, list[str]]):
+    With ``labels`` (the run's :class:`LabelSpace`), true labels count as the class the model learnt them as:
+    a rare label merged into ``other`` as ``other``, a dropped one not at all.
+    """
+
+    def __init__(self, classes: dict[str, list[str]], labels=None):
         self.classes = classes
+        self.tasks = {t.name: t for t in labels.tasks} if labels else {}
+        self.labels = labels
         self.pairs = {t: Counter() for t in classes}
 
     def add(self, row: dict) -> None:
@@ -17,8 +23,11 @@ class Evaluation:
             return
         for task in self.classes:
             true, pred = row.get(f"{task}_true"), row.get(task)
-            if true is not None and isinstance(pred, str):
-                self.pairs[task][(str(true), pred)] += 1
+            if true is None or not isinstance(pred, str):
+                continue
+            learnt = self.labels.canonical(self.tasks[task], [str(true)]) if self.labels else [str(true)]
+            if learnt:
+                self.pairs[task][(learnt[0], pred)] += 1
 
     def results(self) -> dict:
         out = {}

@@ -18,7 +18,8 @@ from collections import Counter, defaultdict
 from pipeline.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
 from pipeline.data.archive import ArchiveError, open_archive
 from pipeline.data.evidence import is_blank
-from pipeline.data.manifest import TEXT_ENCODING, ManifestReader
+from pipeline.data.leakage import find_leaks
+from pipeline.data.manifest import TEXT_ENCODING, ManifestReader, read_records
 from pipeline.data.media import MediaSpec, decode_attachment
 from pipeline.data.records import AttachmentError, Columns
 
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("archive", help="folder, .zip, .tar(.gz), or a manifest file")
     add_column_options(parser)
     parser.add_argument("--label-column", action="append", default=[], help="label column to summarise; repeatable")
+    parser.add_argument("--against", metavar="OTHER",
+                        help="an archive to compare texts with (e.g. the test set): exact and near-duplicate "
+                             "texts of ARCHIVE (as training) in OTHER")
     parser.add_argument("--min-class-count", type=int, default=MIN_CLASS_COUNT,
                         help=f"labels with fewer records are reported as rare (default {MIN_CLASS_COUNT})")
     parser.add_argument("--no-decode", action="store_true", help="check attachments exist and fit the limits, without decoding")
@@ -150,13 +154,30 @@ def main(argv: list[str] | None = None) -> int:
             args.archive, columns_from_args(args, Columns(labels=tuple(args.label_column))), limits_from_args(args),
             decode=not args.no_decode, progress=progress, min_class_count=args.min_class_count,
         )
+        if args.against:
+            columns = columns_from_args(args, Columns())
+            other = texts_of(args.against, columns, limits_from_args(args))
+            leaks = find_leaks(texts_of(args.archive, columns, limits_from_args(args)), other)
+            report["leakage"] = {"against": args.against, "against_records": len(other), **leaks.as_dict()}
     except (ArchiveError, FileNotFoundError, PermissionError) as e:
         print(f"doctor: {e}", file=sys.stderr)
         return 2
     if progress:
         print(file=sys.stderr)
     print(json.dumps(report, ensure_ascii=False) if args.json else render(report))
+    if args.against and not args.json:
+        print(leaks.describe(args.against, len(other)) if leaks.exact or leaks.near
+              else f"leakage: no text of {args.against} is in {args.archive}, exactly or nearly")
     return 0
+
+
+def texts_of(path: str, columns: Columns, limits) -> list:
+    """The usable records of an archive (texts and ids only matter here)."""
+    archive = open_archive(path, limits)
+    try:
+        return [r for r in read_records(archive, columns) if not r.error]
+    finally:
+        archive.close()
 
 
 if __name__ == "__main__":

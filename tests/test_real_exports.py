@@ -159,3 +159,47 @@ def test_evaluation_scores_a_merged_label_as_other():
         evaluation.add({"status": "ok", "p": said, "p_true": true})
     result = evaluation.results()["p"]
     assert result["acc"] == pytest.approx(2 / 3) and result["unknown_true_labels"] == []
+
+
+LONG = ("The parcel arrived three weeks late and the box was crushed on one side. I called customer service twice "
+        "and nobody answered; the refund form on the website returns an error every time I submit it.")
+
+
+def test_exact_and_near_duplicate_leakage_on_a_hand_made_archive(tmp_path, capsys, caplog):
+    from pipeline.data.datamodule import ComplaintDataModule
+    from pipeline.data.labels import Task
+
+    train = [{"id": "t1", "text": LONG, "label": "a"}, {"id": "t2", "text": "屏幕碎了，要求退款。快递员态度很差。", "label": "b"},
+             {"id": "t3", "text": LONG.upper().replace(" ", "  "), "label": "a"}]  # t3 repeats t1
+    train += [{"id": f"f{i}", "text": f"filler complaint number {i} about billing", "label": "ab"[i % 2]} for i in range(10)]
+    test = [{"id": "x1", "text": "  " + LONG.lower() + " "},  # exact after normalisation
+            {"id": "x2", "text": LONG.replace("three weeks", "two weeks")},  # near
+            {"id": "x3", "text": "屏幕碎了，要求退款。快递员态度很差！"},  # near, in Chinese
+            {"id": "x4", "text": "my card was charged twice for one order"},
+            {"id": "x5", "text": ""}]
+    write_manifest(tmp_path / "train", train)
+    write_manifest(tmp_path / "test", [dict(r, label="a") for r in test])
+
+    assert doctor([str(tmp_path / "train"), "--against", str(tmp_path / "test"), "--json"]) == 0
+    leakage = json.loads(capsys.readouterr().out)["leakage"]
+    assert leakage["exact"] == 1 and leakage["exact_examples"] == [["t1", "x1"]]
+    assert leakage["near"] == 2 and {tuple(p[:2]) for p in leakage["near_examples"]} == {("t1", "x2"), ("t2", "x3")}
+    assert all(0.8 <= p[2] < 1 for p in leakage["near_examples"])
+
+    def fit_start(**options):
+        dm = ComplaintDataModule(str(tmp_path / "train"), [Task("label", "label")], val=str(tmp_path / "train"),
+                                 test=str(tmp_path / "test"), num_workers=0, cache_dir=str(tmp_path / "cache"), **options)
+        with caplog.at_level(logging.INFO):
+            dm.task_classes
+        return dm
+
+    caplog.clear()
+    fit_start()
+    said = [r.getMessage() for r in caplog.records if "also in training" in r.getMessage()]
+    assert len(said) == 2  # validation (here the training archive itself) and test
+    assert said[1].startswith("data.test: 3 of 4 texts also in training") and "t1 = x1" in said[1]
+    caplog.clear()
+    deduped = fit_start(dedupe=True)
+    assert [r.id for r in deduped.splits["train"]][:3] == ["t1", "t2", "f0"]
+    assert any("1 training record(s) repeat an earlier text" in r.getMessage() and "t3 (= t1)" in r.getMessage()
+               for r in caplog.records)

@@ -23,6 +23,7 @@ from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.dataset import ComplaintDataset, Featurizer
 from pipeline.data.evidence import has_evidence
 from pipeline.data.labels import MULTILABEL, OTHER, RARE_POLICIES, LabelSpace, Task, rare_classes
+from pipeline.data.leakage import exact_duplicates, find_leaks
 from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import MediaSpec
@@ -73,6 +74,10 @@ class ComplaintDataModule(pl.LightningDataModule):
             class ``other`` (``labels.json`` lists what it holds), or ``drop`` them
             (their records count as unlabelled for that task). Labels of validation
             and test records that training never saw follow the same rule.
+        dedupe: remove later copies of a training text (exact after normalisation)
+            before the split, with one line saying how many.
+        check_leakage: at the start, report validation and test texts that are also in
+            training, exactly or nearly (see :mod:`pipeline.data.leakage`).
         keep_no_evidence: keep records with no text and no readable attachment in
             every split (by default they are left out, with one line per split: they
             would teach the label priors and nothing else).
@@ -102,6 +107,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         attachment_separator: str = ";",
         encoding: str = "utf-8",
         keep_no_evidence: bool = False,
+        dedupe: bool = False,
+        check_leakage: bool = True,
         min_class_count: int = 5,
         rare_classes: str = "keep",
         val_fraction: float = 0.15,
@@ -147,6 +154,7 @@ class ComplaintDataModule(pl.LightningDataModule):
             encoding=encoding,
         )
         self.keep_no_evidence = keep_no_evidence
+        self.dedupe, self.check_leakage = dedupe, check_leakage
         self.min_class_count, self.rare_classes = min_class_count, rare_classes
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -236,6 +244,12 @@ class ComplaintDataModule(pl.LightningDataModule):
         if self.label_space is not None:
             return
         records = self._read("train", self.train_path)
+        if self.dedupe:
+            records, removed = exact_duplicates(records)
+            if removed:
+                shown = ", ".join(f"{b} (= {a})" for a, b in removed[:EXAMPLE_IDS])
+                rank_zero_info(f"data.dedupe: {len(removed)} training record(s) repeat an earlier text, removed "
+                               f"before the split: {shown}{', ...' if len(removed) > EXAMPLE_IDS else ''}")
         if self.val_path:
             self.splits["train"] = records
             self.splits["val"] = self._read("val", self.val_path)
@@ -249,6 +263,12 @@ class ComplaintDataModule(pl.LightningDataModule):
             self.splits["test"] = self._read("test", self.test_path)
         for i, path in enumerate(self.unlabeled_paths):
             self.splits[f"unlabeled{i}"] = [replace(r, labels={}) for r in self._read(f"unlabeled{i}", path)]
+        if self.check_leakage:
+            for split in ("val", "test"):
+                said = find_leaks(self.splits["train"], self.splits[split]).describe(
+                    f"data.{split}", len(self.splits[split])) if split in self.splits else None
+                if said:
+                    rank_zero_info(f"{said}; data.dedupe removes exact copies from training")
         self._report_rare_classes(self.splits["train"])
         self._fit_vocabularies(self.splits["train"])
         for split in ("val", "test"):

@@ -44,6 +44,7 @@ def columns_from_args(args: argparse.Namespace, base: Columns) -> Columns:
         attachment_separator=args.attachment_separator or base.attachment_separator,
         labels=base.labels,
         encoding=args.encoding or base.encoding,
+        redact=base.redact,
     )
 
 

@@ -10,15 +10,19 @@ failures by reason (with complaint ids and paths) and label distributions. Exit 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
 from collections import Counter, defaultdict
 
+from PIL import Image
+
 from pipeline.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
 from pipeline.data.archive import ArchiveError, open_archive
 from pipeline.data.evidence import is_blank
 from pipeline.data.leakage import find_leaks
+from pipeline.data.redact import PII_TYPES, redact
 from pipeline.data.manifest import TEXT_ENCODING, ManifestReader, read_records
 from pipeline.data.media import MediaSpec, decode_attachment
 from pipeline.data.records import AttachmentError, Columns
@@ -28,6 +32,7 @@ NO_EVIDENCE = "no evidence (no text, no readable attachment: left out of trainin
 USABLE_PROBLEMS = ("empty text", "very long text", TEXT_ENCODING)  # reported, yet the record is used
 LONG_TEXT_CHARS = 10_000
 MIN_CLASS_COUNT = 5  # as data.min_class_count
+GPS_IFD = 0x8825  # EXIF's GPS information block
 PROBE = MediaSpec(image_size=32, video_frames=2)  # decoding small still finds corrupt files
 
 
@@ -40,6 +45,7 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None, min_cla
     failures: dict[str, list] = defaultdict(list)
     record_errors: dict[str, list] = defaultdict(list)
     labels = {c: Counter() for c in columns.labels}
+    pii, gps = Counter(), 0
     text_chars = []
     start = time.monotonic()
     try:
@@ -69,6 +75,9 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None, min_cla
                     readable += 1
                 except AttachmentError as e:
                     failures[e.reason].append({"id": record.id, "path": att, "detail": e.detail})
+            pii.update(redact(record.text)[1])
+            for att in record.attachments:
+                gps += has_gps(archive, att)
             if not readable and is_blank(record.text):
                 record_errors[NO_EVIDENCE].append({"id": record.id, "source": record.source})
             if progress and counts["records"] % 1000 == 0:
@@ -91,6 +100,8 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None, min_cla
         "attachments": counts["attachments"],
         "attachments_by_kind": dict(kinds),
         "attachment_failures": {k: {"count": len(v), "examples": v[:EXAMPLES]} for k, v in failures.items()},
+        "personal_data": {kind: pii[kind] for kind in PII_TYPES},
+        "attachments_with_gps": gps,
         "labels": {c: dict(cnt.most_common()) for c, cnt in labels.items()},
         "rare_labels": {c: {v: n for v, n in sorted(cnt.items()) if n < min_class_count} for c, cnt in labels.items()},
         "min_class_count": min_class_count,
@@ -117,6 +128,9 @@ def render(report: dict) -> str:
                 where = ex.get("path") or ex.get("source")
                 detail = f"  ({ex['detail']})" if ex.get("detail") else ""
                 lines.append(f"    id={ex['id']}  {where}{detail}")
+    found = ", ".join(f"{k} {v}" for k, v in report["personal_data"].items() if v) or "none found"
+    lines.append(f"personal data in text (replaced when training and predicting, data.redact): {found}")
+    lines.append(f"attachments with GPS position in their EXIF: {report['attachments_with_gps']}")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["attachments_by_kind"].items())) or "none"
     lines.append(f"attachments {report['attachments']}: readable {kinds}")
     for column, dist in report["labels"].items():
@@ -169,6 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         print(leaks.describe(args.against, len(other)) if leaks.exact or leaks.near
               else f"leakage: no text of {args.against} is in {args.archive}, exactly or nearly")
     return 0
+
+
+def has_gps(archive, path: str) -> bool:
+    """Whether an image attachment's EXIF holds a GPS block (never read for anything else)."""
+    try:
+        with Image.open(io.BytesIO(archive.read(path))) as im:
+            return bool(im.getexif().get_ifd(GPS_IFD))
+    except Exception:  # not an image, unreadable: the decoders report those
+        return False
 
 
 def texts_of(path: str, columns: Columns, limits) -> list:

@@ -203,3 +203,99 @@ def test_exact_and_near_duplicate_leakage_on_a_hand_made_archive(tmp_path, capsy
     assert [r.id for r in deduped.splits["train"]][:3] == ["t1", "t2", "f0"]
     assert any("1 training record(s) repeat an earlier text" in r.getMessage() and "t3 (= t1)" in r.getMessage()
                for r in caplog.records)
+
+
+PII = {  # kind: (value, where it sits in a sentence)
+    "EMAIL": "li.wei+orders@example.com",
+    "PHONE": "+1 (415) 555-0132",
+    "CARD": "4111 1111 1111 1111",
+    "IBAN": "DE89 3704 0044 0532 0130 00",
+    "CN_ID": "11010519491231002X",
+    "URL": "https://shop.example.cn/orders?id=77",
+}
+
+
+@pytest.mark.parametrize("text, expected", [
+    (f"Email me at {PII['EMAIL']} or call {PII['PHONE']}.", "Email me at [EMAIL] or call [PHONE]."),
+    ("请拨打 13812345678 或 010-62345678 联系我", "请拨打 [PHONE] 或 [PHONE] 联系我"),
+    (f"My card {PII['CARD']} was charged twice", "My card [CARD] was charged twice"),
+    (f"卡号{PII['CARD'].replace(' ', '')}被扣款两次", "卡号[CARD]被扣款两次"),
+    (f"Refund to {PII['IBAN']} or GB82WEST12345698765432 please", "Refund to [IBAN] or [IBAN] please"),
+    (f"身份证号{PII['CN_ID']}，地址见 {PII['URL']}", "身份证号[CN_ID]，地址见 [URL]"),
+    ("see www.example.org/help and mail zhang@163.com", "see [URL] and mail [EMAIL]"),
+])
+def test_redaction_replaces_each_kind_in_english_and_chinese(text, expected):
+    from pipeline.data.redact import redact
+
+    assert redact(text)[0] == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Order #2023100588172 placed on 2023-10-15, total $1,299.00, order number 1234567890123456.",
+    "订单号 202310158817266 于 2023年10月15日 支付 ¥1299.00 元，快递单号 SF1234567890123",
+    "Invoice 4111 1111 1111 1112 (not a card: its Luhn digit is wrong), account 110105194912310021",
+    "DE89 3704 0044 0532 0130 01 fails the IBAN checksum; call me at ext. 4417",
+])
+def test_order_numbers_dates_and_prices_stay(text):
+    from pipeline.data.redact import redact
+
+    assert redact(text) == (text, {})
+
+
+def test_each_kind_can_be_switched_off():
+    from pipeline.data.redact import check_types, redact
+
+    text = f"{PII['EMAIL']} {PII['URL']}"
+    assert redact(text, ["URL"])[0] == f"{PII['EMAIL']} [URL]"
+    with pytest.raises(ValueError, match="PASSPORT"):
+        check_types(["EMAIL", "PASSPORT"])
+
+
+def gps_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    im = Image.new("RGB", (40, 30), (200, 30, 30))
+    exif = im.getexif()
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 30.0, 0.0)})
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif)
+    return buf.getvalue()
+
+
+def test_planted_personal_data_never_reaches_the_run_folder_or_the_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rows = []
+    for i in range(30):
+        kind = list(PII)[i % len(PII)]
+        label, words = ("refund", "money back refund") if i % 2 else ("delivery", "parcel late courier")
+        rows.append({"id": f"r{i}", "text": f"{words} {i}, contact {PII[kind]} 谢谢", "label": label,
+                     "attachments": ["media/gps.jpg"] if i == 0 else []})
+    archive = tmp_path / "archive"
+    write_manifest(archive, rows)
+    (archive / "media").mkdir()
+    (archive / "media" / "gps.jpg").write_bytes(gps_jpeg())
+
+    assert doctor([str(archive), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["personal_data"] == {"URL": 5, "EMAIL": 5, "IBAN": 5, "CARD": 5, "CN_ID": 5, "PHONE": 5}
+    assert report["attachments_with_gps"] == 1
+    assert not any(value in json.dumps(report, ensure_ascii=False) for value in PII.values())
+
+    cli = ComplaintCLI(args=[
+        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
+        "--data.train", str(archive), "--data.val", str(archive), "--data.test", str(archive),
+        "--data.tasks", '[{"name": "label", "column": "label"}]', "--data.num_workers", "0",
+        "--trainer.max_epochs", "1", "--runs_root", str(tmp_path / "runs")])
+    out = cli.run_dir / "predictions.jsonl"
+    assert infer("--checkpoint", cli.run_dir, "--input", archive, "--output", out, "--explain",
+                 cli.run_dir / "report", "--explain-limit", "0") == 0
+    vocab = json.loads((cli.run_dir / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    assert "[" in vocab and "email" in vocab  # the placeholders were seen
+    needles = [v.encode() for v in PII.values()] + [v.replace(" ", "").encode() for v in PII.values()]
+    needles += [b"5550132", b"0532013000", b"555-0132", b"li.wei"]
+    files = [p for folder in (cli.run_dir, tmp_path / "cache") for p in folder.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    leaked = [(p, n) for p in files for n in needles if n in p.read_bytes()]
+    assert leaked == []

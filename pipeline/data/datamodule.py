@@ -28,6 +28,7 @@ from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import MediaSpec
 from pipeline.data.records import Columns, Record
+from pipeline.data.redact import PII_TYPES, check_types
 from pipeline.data.text import encode_many, load_tokenizer, train_tokenizer
 
 TOKENIZER_DIR, LABELS_FILE = "tokenizer", "labels.json"
@@ -78,6 +79,11 @@ class ComplaintDataModule(pl.LightningDataModule):
             before the split, with one line saying how many.
         check_leakage: at the start, report validation and test texts that are also in
             training, exactly or nearly (see :mod:`pipeline.data.leakage`).
+        redact: replace personal data in the text as it is read, before anything else sees
+            it (tokenizer, TF-IDF, caches, logs, run folder): e-mail addresses, phone
+            numbers, card numbers, IBANs, Chinese resident ID numbers and URLs become
+            ``[EMAIL]``, ``[PHONE]``, ... (see :mod:`pipeline.data.redact`).
+        redact_types: which of those kinds (default all).
         keep_no_evidence: keep records with no text and no readable attachment in
             every split (by default they are left out, with one line per split: they
             would teach the label priors and nothing else).
@@ -106,6 +112,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         attachments_column: str | None = "attachments",
         attachment_separator: str = ";",
         encoding: str = "utf-8",
+        redact: bool = True,
+        redact_types: list[str] = list(PII_TYPES),
         keep_no_evidence: bool = False,
         dedupe: bool = False,
         check_leakage: bool = True,
@@ -152,6 +160,7 @@ class ComplaintDataModule(pl.LightningDataModule):
             attachment_separator=attachment_separator,
             labels=tuple(dict.fromkeys(t.column for t in tasks)),
             encoding=encoding,
+            redact=check_types(redact_types) if redact else (),
         )
         self.keep_no_evidence = keep_no_evidence
         self.dedupe, self.check_leakage = dedupe, check_leakage
@@ -295,7 +304,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         teacher_classes = self._teacher_classes()
         h = hashlib.sha256()
         h.update(json.dumps([self.requested_vocab_size, self.tokenizer_path, [vars(t) for t in self.tasks],
-                             teacher_classes, self.min_class_count, self.rare_classes]).encode())
+                             teacher_classes, self.min_class_count, self.rare_classes, self.columns.redact]).encode())
         for r in train:
             h.update(json.dumps([r.id, r.text, r.attachments, r.labels], ensure_ascii=False).encode())
         self.fingerprint = h.hexdigest()[:16]

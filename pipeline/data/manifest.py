@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.data.archive import Archive, ArchiveError
+from pipeline.data.redact import redact
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 
 csv.field_size_limit(64 * 1024 * 1024)
@@ -209,6 +210,8 @@ class ManifestReader:
             rid = str(row.number)  # unique by construction: no need to remember it
         parts = [_clean(fields.get(c)) for c in cols.text]
         text = "\n\n".join(str(p).strip() for p in parts if p is not None and str(p).strip())
+        if cols.redact:
+            text = redact(text, cols.redact)[0]
         attachments = _attachment_list(fields.get(cols.attachments), cols.attachment_separator) if cols.attachments else []
         labels = {c: _label_value(fields.get(c)) for c in cols.labels}
         record = Record(rid, text, attachments, labels, source)

@@ -41,6 +41,8 @@ class Columns:
     row (1-based). Several ``text`` columns are joined with blank lines, e.g.
     a title and a body. ``encoding`` is the JSONL/CSV manifest's text encoding
     (Parquet is UTF-8 by definition), e.g. ``gb18030`` for older Chinese exports.
+    ``redact``: the kinds of personal data replaced in the text as it is read
+    (see :mod:`pipeline.data.redact`; empty: none).
     """
 
     id: str | None = "id"
@@ -49,6 +51,7 @@ class Columns:
     attachment_separator: str = ";"
     labels: tuple[str, ...] = ()
     encoding: str = "utf-8"
+    redact: tuple[str, ...] = ()
 
 
 @dataclass

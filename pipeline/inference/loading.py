@@ -55,6 +55,7 @@ class LoadedRun:
             attachment_separator=self.option("attachment_separator"),
             labels=tuple(dict.fromkeys(t.column for t in self.labels.tasks)),
             encoding=self.option("encoding"),
+            redact=tuple(self.option("redact_types")) if self.option("redact") else (),
         )
 
     @property

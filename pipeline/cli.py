@@ -21,13 +21,13 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from pipeline.calibration import calibration_report, probabilities
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.library_noise import silence_library_noise
 from pipeline.lit_module import ComplaintClassifier
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, save_architecture
-from pipeline.calibration import calibration_report, probabilities
 from pipeline.reports.plots import confusion_matrix, learning_curves, reliability_diagram
-from pipeline.review import DEFAULT_PRECISION, ReviewBand, choose_threshold, record_decisions, save_decisions
+from pipeline.review import DEFAULT_PRECISION, ReviewBand, record_decisions, save_decisions
 from pipeline.signals import CheckpointOnSigterm, exit_status
 
 # The run folder, handed to DDP worker processes (which re-run this CLI); set it

@@ -19,8 +19,8 @@ from pipeline.data.media import MediaSpec
 from pipeline.data.records import Columns
 from pipeline.data.text import load_tokenizer
 from pipeline.lit_module import ComplaintClassifier
-from pipeline.review import DEFAULT_PRECISION
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
+from pipeline.review import DEFAULT_PRECISION
 
 
 DATA_DEFAULTS = {name: p.default for name, p in inspect.signature(ComplaintDataModule).parameters.items()

@@ -65,7 +65,7 @@ class LabelSpace:
 
     ``merged`` (per task): rare labels that count as the class ``other``;
     ``dropped``: rare labels that count as no label. Labels never seen in training
-    follow the same rule in a task that has either (see ``rare_classes`` in
+    follow the same rule in a task that is in either (see ``rare_classes`` in
     :class:`ComplaintDataModule`); elsewhere they are an error.
     """
 
@@ -74,7 +74,7 @@ class LabelSpace:
         self.tasks = tasks
         self.classes = classes
         self.merged = {t: list(v) for t, v in (merged or {}).items() if v}
-        self.dropped = {t: list(v) for t, v in (dropped or {}).items() if v}
+        self.dropped = {t: list(v) for t, v in (dropped or {}).items()}  # an empty list: drop what training lacks
         self._index = {t: {c: i for i, c in enumerate(cs)} for t, cs in classes.items()}
 
     @classmethod

@@ -70,14 +70,13 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None, min_cla
                 counts["attachments"] += 1
                 try:
                     data = archive.read(att)
+                    gps += has_gps(data)
                     kind = decode_attachment(data, spec)[0] if decode else "unchecked"
                     kinds[kind] += 1
                     readable += 1
                 except AttachmentError as e:
                     failures[e.reason].append({"id": record.id, "path": att, "detail": e.detail})
             pii.update(redact(record.text)[1])
-            for att in record.attachments:
-                gps += has_gps(archive, att)
             if not readable and is_blank(record.text):
                 record_errors[NO_EVIDENCE].append({"id": record.id, "source": record.source})
             if progress and counts["records"] % 1000 == 0:
@@ -185,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def has_gps(archive, path: str) -> bool:
+def has_gps(data: bytes) -> bool:
     """Whether an image attachment's EXIF holds a GPS block (never read for anything else)."""
     try:
-        with Image.open(io.BytesIO(archive.read(path))) as im:
+        with Image.open(io.BytesIO(data)) as im:
             return bool(im.getexif().get_ifd(GPS_IFD))
     except Exception:  # not an image, unreadable: the decoders report those
         return False

@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.stats import RESAMPLES, SEED, interval, mcnemar_exact, paired_bootstrap
+from pipeline.stats import RESAMPLES, SEED, answer_key, interval, mcnemar_exact, paired_bootstrap
 
 BETTER, WORSE, NEITHER = "B better", "B worse", "neither"
 EXIT = {BETTER: 0, WORSE: 1, NEITHER: 3}
@@ -107,17 +107,13 @@ def aligned(rows_a: list[dict], rows_b: list[dict]) -> list[tuple[dict, dict]]:
     return pairs
 
 
-def _key(answer):
-    return tuple(sorted(answer)) if isinstance(answer, list) else answer
-
-
 def compare_task(task: str, pairs: list[tuple[dict, dict]], alpha: float, resamples: int, seed: int,
                  examples: int) -> dict:
     labelled = [(a, b) for a, b in pairs if a.get(f"{task}_true") not in (None, "")]
     if not labelled:
         raise CompareError(f"task {task}: no record has a true label")
-    true = [_key(a[f"{task}_true"]) for a, _ in labelled]
-    said_a, said_b = [_key(a.get(task)) for a, _ in labelled], [_key(b.get(task)) for _, b in labelled]
+    true = [answer_key(a[f"{task}_true"]) for a, _ in labelled]
+    said_a, said_b = [answer_key(a.get(task)) for a, _ in labelled], [answer_key(b.get(task)) for _, b in labelled]
     whole_a, whole_b, boot_a, boot_b = paired_bootstrap(true, said_a, said_b, resamples, seed)
     right_a = [x == t for x, t in zip(said_a, true)]
     right_b = [y == t for y, t in zip(said_b, true)]

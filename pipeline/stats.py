@@ -28,6 +28,11 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return 1.0 if n == 0 else float(binomtest(min(a_only, b_only), n, 0.5).pvalue)
 
 
+def answer_key(answer):
+    """An answer as a cell key: a multi-label answer (a list) as its sorted tuple, anything else as it is."""
+    return tuple(sorted(answer)) if isinstance(answer, (list, tuple)) else answer
+
+
 def answer_counts(true, predicted, classes: list[str]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """``(right, tp, fp, fn)`` of one answer; a list (or tuple) answers a multi-label task (one call per
     class), a string a multi-class one, None (no prediction) is wrong."""
@@ -71,21 +76,22 @@ def paired_bootstrap(true: list, a: list, b: list, resamples: int = RESAMPLES,
     """``(A, B)`` on the records as they are, then ``(A, B)`` on ``resamples`` paired bootstrap resamples."""
     classes = sorted({c for answers in (true, a, b) for x in answers if x is not None
                       for c in (x if isinstance(x, (list, tuple)) else [x])})
-    key = lambda x: tuple(sorted(x)) if isinstance(x, (list, tuple)) else x  # noqa: E731
-    cells = Counter((key(t), key(x), key(y)) for t, x, y in zip(true, a, b))
+    cells = Counter((answer_key(t), answer_key(x), answer_key(y)) for t, x, y in zip(true, a, b))
     keys = list(cells)
     counts = np.array([cells[k] for k in keys], dtype=np.int64)
     draws = np.random.default_rng(seed).multinomial(counts.sum(), counts / counts.sum(), size=resamples)
 
-    def scored(which: int, weights: np.ndarray) -> Scores:
+    def per_cell(which: int) -> tuple[np.ndarray, ...]:
+        """``(right, tp, fp, fn)`` of model ``which`` (1: A, 2: B), one row per cell."""
         parts = [answer_counts(k[0], k[which], classes) for k in keys]
-        right = np.array([p[0] for p in parts])
-        tp, fp, fn = (np.stack([p[i] for p in parts]) for i in (1, 2, 3))
-        n = weights.sum(1)
-        return Scores(weights @ right / n, macro_f1(weights @ tp, weights @ fp, weights @ fn))
+        return (np.array([p[0] for p in parts]), *(np.stack([p[i] for p in parts]) for i in (1, 2, 3)))
 
-    whole = counts[None, :]
-    return scored(1, whole), scored(2, whole), scored(1, draws), scored(2, draws)
+    def scored(cell_counts: tuple[np.ndarray, ...], weights: np.ndarray) -> Scores:
+        right, tp, fp, fn = cell_counts
+        return Scores(weights @ right / weights.sum(1), macro_f1(weights @ tp, weights @ fp, weights @ fn))
+
+    cells_a, cells_b, whole = per_cell(1), per_cell(2), counts[None, :]
+    return scored(cells_a, whole), scored(cells_b, whole), scored(cells_a, draws), scored(cells_b, draws)
 
 
 def interval(values: np.ndarray, level: float = 0.95) -> list[float]:

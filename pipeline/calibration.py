@@ -160,8 +160,7 @@ def calibration_report(raw: dict[str, torch.Tensor], calibrated: dict[str, torch
         is_multi = task in multilabel
         entry = {}
         for when, logits in (("before", raw[task]), ("after", calibrated[task])):
-            probs = torch.sigmoid(logits) if is_multi else torch.softmax(logits, dim=-1)
-            confidence, correct = decisions(probs, targets[task], is_multi)
+            confidence, correct = decisions(probabilities({task: logits}, multilabel)[task], targets[task], is_multi)
             entry[f"ece_{when}"] = round(expected_calibration_error(confidence, correct), 6)
             entry[f"nll_{when}"] = round(negative_log_likelihood(logits, targets[task], is_multi), 6)
         entry["decisions"] = int(len(confidence))

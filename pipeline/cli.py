@@ -262,17 +262,18 @@ def calibration_outcomes(module: ComplaintClassifier, outcomes: dict[str, tuple]
         for task, entry in calibration_report(logits, calibrated[split], targets, multilabel).items():
             metrics[split][task]["calibration"] = {**fitted[task], **entry} if split == "val" else entry
     decisions = {}
+    raw_probs, val_probs = probabilities(outcomes["val"][0], multilabel), probabilities(calibrated["val"], multilabel)
     for task in module.tasks:
         targets = outcomes["val"][1][task]
-        raw, _ = record_decisions(probabilities(outcomes["val"][0], multilabel)[task], targets, task in multilabel)
-        confidence, right = record_decisions(probabilities(calibrated["val"], multilabel)[task], targets, task in multilabel)
+        raw, _ = record_decisions(raw_probs[task], targets, task in multilabel)
+        confidence, right = record_decisions(val_probs[task], targets, task in multilabel)
         decisions[task] = {"confidence": confidence, "raw_confidence": raw, "right": right}
     save_decisions(run, decisions)
     band = ReviewBand.from_run(run, precision, calibrated=True, multilabel=multilabel)
     if "test" in outcomes:
+        test_probs = probabilities(calibrated["test"], multilabel)
         for task, threshold in band.thresholds.items():
-            confidence, right = record_decisions(probabilities(calibrated["test"], multilabel)[task],
-                                                 outcomes["test"][1][task], task in multilabel)
+            confidence, right = record_decisions(test_probs[task], outcomes["test"][1][task], task in multilabel)
             auto = [r for c, r in zip(confidence, right) if threshold.value is not None and c >= threshold.value]
             metrics["test"][task]["review"] = {
                 "threshold": threshold.value, "coverage": round(len(auto) / max(len(confidence), 1), 4),

@@ -99,11 +99,12 @@ class ReviewBand:
     multilabel: set[str]
 
     @classmethod
-    def from_run(cls, run_dir: Path, precision: float, calibrated: bool, multilabel: set[str]) -> "ReviewBand | None":
-        """The band of a run folder's ``review.json`` (None for a run trained without it)."""
+    def from_run(cls, run_dir: Path, precision: float, calibrated: bool, multilabel: set[str]) -> "ReviewBand":
+        """The band of a run folder's ``review.json``; for a run trained without it, a band without thresholds
+        (status and text only)."""
         path = Path(run_dir) / REVIEW_FILE
         if not path.is_file():
-            return None
+            return cls(precision, {}, multilabel)
         kept = json.loads(path.read_text())["tasks"]
         key = "confidence" if calibrated else "raw_confidence"
         return cls(precision, {task: choose_threshold(d[key], d["right"], precision) for task, d in kept.items()},

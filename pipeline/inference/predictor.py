@@ -72,8 +72,7 @@ class ComplaintAnalyzer:
         self.backend = backend
         self.calibrated = calibrated and run.calibrated
         multilabel = {t.name for t in run.labels.tasks if t.type == "multilabel"}
-        self.review = (ReviewBand.from_run(run.run_dir, precision, self.calibrated, multilabel)
-                       or ReviewBand(precision, {}, multilabel))  # a run without review.json: status and text only
+        self.review = ReviewBand.from_run(run.run_dir, precision, self.calibrated, multilabel)
         run.model.calibrated = self.calibrated
         device = resolve_device(device, backend)
         if backend == "torch":

@@ -10,17 +10,15 @@ failures by reason (with complaint ids and paths) and label distributions. Exit 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 from collections import Counter, defaultdict
 
-from PIL import Image
-
 from pipeline.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
 from pipeline.data.archive import ArchiveError, open_archive
 from pipeline.data.evidence import is_blank
+from pipeline.data.exif import has_gps
 from pipeline.data.leakage import find_leaks
 from pipeline.data.redact import PII_TYPES, redact
 from pipeline.data.manifest import TEXT_ENCODING, ManifestReader, read_records
@@ -32,7 +30,6 @@ NO_EVIDENCE = "no evidence (no text, no readable attachment: left out of trainin
 USABLE_PROBLEMS = ("empty text", "very long text", TEXT_ENCODING)  # reported, yet the record is used
 LONG_TEXT_CHARS = 10_000
 MIN_CLASS_COUNT = 5  # as data.min_class_count
-GPS_IFD = 0x8825  # EXIF's GPS information block
 PROBE = MediaSpec(image_size=32, video_frames=2)  # decoding small still finds corrupt files
 
 
@@ -70,7 +67,7 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None, min_cla
                 counts["attachments"] += 1
                 try:
                     data = archive.read(att)
-                    gps += has_gps(data)
+                    gps += has_gps(data, limits)
                     kind = decode_attachment(data, spec)[0] if decode else "unchecked"
                     kinds[kind] += 1
                     readable += 1
@@ -182,15 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         print(leaks.describe(args.against, len(other)) if leaks.exact or leaks.near
               else f"leakage: no text of {args.against} is in {args.archive}, exactly or nearly")
     return 0
-
-
-def has_gps(data: bytes) -> bool:
-    """Whether an image attachment's EXIF holds a GPS block (never read for anything else)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return bool(im.getexif().get_ifd(GPS_IFD))
-    except Exception:  # not an image, unreadable: the decoders report those
-        return False
 
 
 def texts_of(path: str, columns: Columns, limits) -> list:

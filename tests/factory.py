@@ -225,3 +225,38 @@ def tiny_bert(folder: Path, texts: list[str], seed: int = 0) -> Path:
     BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _zero_rows_zlib(rows: int, row_bytes: int, rows_per_block: int = 64) -> bytes:
+    """A zlib stream of ``rows * row_bytes`` zero bytes, made in milliseconds: after a full flush the deflate
+    state restarts, so every block of ``rows_per_block`` zero rows compresses to the same bytes; the stream
+    ends with an empty final block and the Adler-32 of all zeros (a = 1, b = length mod 65521)."""
+    import struct
+    import zlib
+
+    assert rows % rows_per_block == 0
+    z = zlib.compressobj(9)
+    block_rows = bytes(row_bytes * rows_per_block)
+    first = z.compress(block_rows) + z.flush(zlib.Z_FULL_FLUSH)
+    block = z.compress(block_rows) + z.flush(zlib.Z_FULL_FLUSH)
+    adler = ((rows * row_bytes % 65521) << 16) | 1
+    return first + block * (rows // rows_per_block - 1) + b"\x03\x00" + struct.pack(">I", adler)
+
+
+def png_bomb(side: int, mode: str = "L", rows: int | None = None) -> bytes:
+    """A PNG of ``side`` x ``side`` black pixels (8-bit grey ``L`` or ``RGBA``) whose image data compresses
+    about 1000:1. ``rows``: image data for the first rows only (a truncated file, still ``side`` x ``side``
+    in its header, so a decoder allocates the whole image before it finds out)."""
+    import struct
+
+    colour_type, channels = {"L": (0, 1), "RGBA": (6, 4)}[mode]
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, colour_type, 0, 0, 0)
+    idat = _zero_rows_zlib(rows or side, 1 + side * channels)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")

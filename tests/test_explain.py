@@ -17,6 +17,7 @@ from PIL import Image
 
 from factory import ROOT, infer, make_demo_module
 from pipeline.data.dataset import RecordStream
+from pipeline.data.limits import Limits
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import heatmap, photo
 from pipeline.explain.selection import LowestConfidence
@@ -232,7 +233,7 @@ def test_grad_cam_marks_the_damage(marked_run, tmp_path):
             continue
         part = explained[b]["damage"]
         assert part["target"] == damaged, f"{rid} is not recognised as damaged"
-        picture = photo((test / batch["image_paths"][b][0]).read_bytes())
+        picture = photo((test / batch["image_paths"][b][0]).read_bytes(), Limits())
         assert picture.size == (224, 224)
         heat = heatmap(part["images"][0], picture.size)
         top = heat * (heat >= np.quantile(heat, 0.9))

@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from pipeline.data.leakage import exact_duplicates, find_leaks
 from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import MediaSpec
-from pipeline.data.records import Columns, Record
+from pipeline.data.records import ATTACHMENT_REASONS, Columns, Record
 from pipeline.data.redact import PII_TYPES, check_types
 from pipeline.data.text import encode_many, load_tokenizer, train_tokenizer
 
@@ -414,6 +414,7 @@ class ComplaintDataModule(pl.LightningDataModule):
                 self.datasets[split] = ComplaintDataset(self.splits[split], self.archives[split], self.featurizer())
             if self.sample_cache_mb > 0:
                 self.datasets[split].preload(self.sample_cache_mb, self.num_workers)
+                self._report_attachment_problems(split, self.datasets[split])
         dataset = self.datasets[split]
         # Fully preloaded: batches are lookups and a collate, which worker processes would only slow down.
         workers = 0 if len(dataset.cache) == len(dataset) else self.num_workers
@@ -425,6 +426,18 @@ class ComplaintDataModule(pl.LightningDataModule):
             collate_fn=self.collator(),
             persistent_workers=workers > 0,
         )
+
+    @staticmethod
+    def _report_attachment_problems(split: str, dataset: ComplaintDataset) -> None:
+        """One line for the attachments that the samples decoded up front could not use, by reason."""
+        found = [(s["id"], w) for s in dataset.cache.values() for w in s["warnings"]
+                 if w.split(":")[0] in ATTACHMENT_REASONS]
+        if found:
+            reasons = Counter(w.split(":")[0] for _, w in found)
+            shown = "; ".join(f"id {rid}: {w}" for rid, w in found[:3])
+            rank_zero_info(f"data.{split}: {len(found)} attachment(s) unusable, their records are used without them "
+                           f"({', '.join(f'{r} {n}' for r, n in reasons.most_common())}): {shown}"
+                           f"{'; ...' if len(found) > 3 else ''}; `python -m pipeline.doctor` lists them all")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

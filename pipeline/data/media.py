@@ -27,7 +27,7 @@ SEEK_ABOVE_SECONDS = 20.0
 # ISO media brands that are still images, not videos.
 STILL_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
 
-Image.MAX_IMAGE_PIXELS = None  # our own pixel limit applies, before any decoding
+Image.MAX_IMAGE_PIXELS = None  # our own pixel limit applies, before any decoding (see open_image)
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,26 @@ def error_text(e: Exception) -> str:
     return re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", str(e)) or type(e).__name__
 
 
-def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
-    """Decode, orient by EXIF, convert to RGB and resize to ``(3, size, size)`` uint8."""
+def open_image(data: bytes, limits: Limits) -> Image.Image:
+    """The one way this project opens an image: its header is read, and an image over the pixel limit is
+    refused (``too_large``) before a pixel is decoded or a pixel buffer allocated.
+
+    Pillow's own guard is off (``MAX_IMAGE_PIXELS``), so every caller goes through here.
+    """
     try:
         im = Image.open(io.BytesIO(data))
         width, height = im.size
     except Exception as e:  # the magic bytes said image, so this is corruption
         raise AttachmentError(UNREADABLE, error_text(e)) from None
     if width * height > limits.max_image_pixels:
+        im.close()
         raise AttachmentError(TOO_LARGE, f"{width}x{height} pixels > limit {limits.max_image_pixels}")
+    return im
+
+
+def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
+    """Decode, orient by EXIF, convert to RGB and resize to ``(3, size, size)`` uint8."""
+    im = open_image(data, limits)
     try:
         im = oriented_rgb(im, size).resize((size, size), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from pipeline.data.limits import Limits
-from pipeline.data.media import decode_video, oriented_rgb
+from pipeline.data.media import decode_video, open_image, oriented_rgb
 
 THUMBNAIL = 224  # longest side of a report picture, in pixels (small pictures are enlarged to it)
 HEAT_OPACITY = 0.6  # of the heatmap where it is hottest; it fades out where the map is cold
@@ -26,9 +26,9 @@ def thumbnail_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def photo(data: bytes) -> Image.Image:
+def photo(data: bytes, limits: Limits) -> Image.Image:
     """The photo as a viewer shows it: oriented by its EXIF tag, RGB, :data:`THUMBNAIL` pixels long."""
-    im = oriented_rgb(Image.open(io.BytesIO(data)), THUMBNAIL)
+    im = oriented_rgb(open_image(data, limits), THUMBNAIL)
     return im.resize(thumbnail_size(*im.size), Image.BILINEAR)
 
 

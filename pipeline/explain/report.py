@@ -120,7 +120,7 @@ class ReportWriter:
         for kind, paths in ((IMAGE, sample["image_paths"]), ("video", sample["video_paths"])):
             for path in paths:
                 try:
-                    pictures = ([photo(originals[path])] if kind == IMAGE else
+                    pictures = ([photo(originals[path], self.run.media.limits)] if kind == IMAGE else
                                 video_frames(originals[path], self.run.media.video_frames, self.run.media.limits))
                 except Exception as e:  # the model read it, but the page cannot show it
                     pictures = None

@@ -4,7 +4,7 @@
     python train.py fit --config configs/demo.yaml --config configs/text_only.yaml --trainer.max_epochs 5
 """
 
-from pipeline.cli import main
+from pipeline.training.cli import main
 
 if __name__ == "__main__":
     main()

@@ -45,8 +45,8 @@ import yaml
 
 from pipeline import ComplaintAnalyzer
 from pipeline.data.dataset import RecordStream
-from pipeline.inference.command import CORES, DEFAULT_WORKERS, model_threads
-from pipeline.inference.loading import load_run
+from pipeline.inference.arguments import CORES, DEFAULT_WORKERS, model_threads
+from pipeline.training.checkpoint import load_run
 from pipeline.inference.predictor import BLOCK
 
 ROOT = Path(__file__).resolve().parents[1]

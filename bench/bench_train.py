@@ -19,7 +19,7 @@ import yaml
 
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.data.labels import Task
-from pipeline.lit_module import ComplaintClassifier
+from pipeline.training.module import ComplaintClassifier
 
 
 def datamodule(cfg: dict, **overrides) -> ComplaintDataModule:

@@ -1,10 +1,12 @@
 """Multimodal complaint analysis: text + photo + video evidence -> several labels at once."""
 
-__version__ = "0.1.0"
+from pipeline.core.provenance import __version__
+
+__all__ = ["ComplaintAnalyzer", "__version__"]
 
 
 def __getattr__(name):
-    # Lazy, so that `import pipeline.doctor` does not pay for loading the model code.
+    # Lazy, so that `python -m pipeline.doctor` does not pay for loading the model code.
     if name == "ComplaintAnalyzer":
         from pipeline.inference.predictor import ComplaintAnalyzer
 

@@ -41,7 +41,7 @@ def tiny_bert_dir(tiny_demo, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tiny_demo, tmp_path_factory):
     """A run folder from a short real training on the tiny demo (shared by the inference tests)."""
-    from pipeline.cli import ComplaintCLI
+    from pipeline.training.cli import ComplaintCLI
 
     root = Path(__file__).parents[1]
     cli = ComplaintCLI(args=[
@@ -57,7 +57,7 @@ def trained_run(tiny_demo, tmp_path_factory):
 def demo_text_run(tmp_path_factory):
     """A text-only run on the committed demo archive (420 train, 90 val, 90 test), one epoch: the TF-IDF
     regression beside the network makes it good enough to compare and calibrate."""
-    from pipeline.cli import ComplaintCLI
+    from pipeline.training.cli import ComplaintCLI
 
     root = Path(__file__).parents[1]
     cli = ComplaintCLI(args=[

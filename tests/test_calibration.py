@@ -8,14 +8,14 @@ import torch
 from scipy.stats import binom
 
 from factory import ROOT, infer, read_jsonl
-from pipeline.calibration import (
+from pipeline.confidence.calibration import (
     Calibration,
     decisions,
     expected_calibration_error,
     fit_platt,
     fit_temperature,
 )
-from pipeline.review import ReviewBand, choose_threshold, record_decisions, row_confidence
+from pipeline.confidence.review import ReviewBand, choose_threshold, record_decisions, row_confidence
 
 DEMO_TEST = ROOT / "data" / "demo" / "test"
 

@@ -10,9 +10,9 @@ from scipy.stats import binom
 from sklearn.metrics import f1_score
 
 from factory import ROOT, infer
-from pipeline.compare import main as compare
-from pipeline.inference.loading import load_run
-from pipeline.stats import interval, mcnemar_exact, paired_bootstrap
+from pipeline.tools.compare import main as compare
+from pipeline.training.checkpoint import load_run
+from pipeline.tools.stats import interval, mcnemar_exact, paired_bootstrap
 
 DEMO_TEST = ROOT / "data" / "demo" / "test"
 

@@ -1,7 +1,7 @@
 import json
 
 from factory import pack_bad
-from pipeline import doctor
+from pipeline.tools import doctor
 
 
 def run(capsys, *argv):

@@ -22,7 +22,7 @@ from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import heatmap, photo
 from pipeline.explain.selection import LowestConfidence
 from pipeline.inference.predictor import ComplaintAnalyzer
-from pipeline.lit_module import ComplaintClassifier
+from pipeline.training.module import ComplaintClassifier
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -206,7 +206,7 @@ def marked_run(tmp_path_factory):
                 boxes[rid] = box
             lines.append(json.dumps({"id": rid, "text": "", "attachments": [name], "damage": "damaged" if marked else "clean"}))
         (root / split / "complaints.jsonl").write_text("\n".join(lines) + "\n")
-    from pipeline.cli import ComplaintCLI
+    from pipeline.training.cli import ComplaintCLI
 
     cli = ComplaintCLI(args=[
         "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--seed_everything", "0",

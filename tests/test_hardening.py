@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from factory import ROOT, big_archive, infer, infer_process, read_jsonl
-from pipeline.doctor import scan
-from pipeline.inference import command
+from pipeline.tools.doctor import scan
+from pipeline.inference import run as inference_run
 from pipeline.inference.evaluate import Evaluation
-from pipeline.inference.loading import DATA_DEFAULTS, load_run
+from pipeline.data.datamodule import ComplaintDataModule
+from pipeline.data.options import DataOptions
+from pipeline.training.checkpoint import load_run
 from pipeline.inference.writers import ChunkStore
 from pipeline.data.limits import Limits
 from pipeline.data.records import Columns
@@ -132,7 +134,7 @@ def test_full_disk_while_writing_chunks_then_exact_resume(trained_run, tmp_path,
 
 def test_full_disk_while_merging_leaves_no_half_file_then_exact_resume(trained_run, tmp_path, monkeypatch, capsys):
     archive, out = big_archive(tmp_path / "big", 20), tmp_path / "pred.jsonl"
-    real = command.write_output
+    real = inference_run.write_output
 
     def fills_up(rows, path, columns, multilabel):
         def rows_until_full():
@@ -142,12 +144,12 @@ def test_full_disk_while_merging_leaves_no_half_file_then_exact_resume(trained_r
                 yield row
         real(rows_until_full(), path, columns, multilabel)
 
-    monkeypatch.setattr(command, "write_output", fills_up)
+    monkeypatch.setattr(inference_run, "write_output", fills_up)
     assert infer("--checkpoint", trained_run, "--input", archive, "--output", out) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "No space left on device" in err and "--resume" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "pred.jsonl.parts"]  # no output, no temporary file
-    monkeypatch.setattr(command, "write_output", real)
+    monkeypatch.setattr(inference_run, "write_output", real)
     assert infer("--checkpoint", trained_run, "--input", archive, "--output", out, "--resume") == 0
     assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(20)]
 
@@ -237,8 +239,19 @@ def test_run_options_fall_back_to_the_data_modules_defaults(trained_run, tmp_pat
         config["data"].pop(name)
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     loaded = load_run(run)
-    assert [loaded.option(n) for n in ("max_text_length", "encoding", "image_size")] == [256, "utf-8", 128]
-    assert DATA_DEFAULTS["max_text_length"] == 256 and loaded.columns.encoding == "utf-8"
+    options = loaded.options
+    assert [options.max_text_length, options.encoding, options.image_size] == [256, "utf-8", 128]
+    assert loaded.columns.encoding == "utf-8"
+
+
+def test_the_data_modules_defaults_are_the_data_options():
+    import dataclasses
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(ComplaintDataModule).parameters.items()}
+    for field in dataclasses.fields(DataOptions):
+        default = defaults[field.name]
+        assert (tuple(default) if isinstance(default, list) else default) == field.default, field.name
 
 
 def test_evaluation_macro_f1_is_scikit_learns():

@@ -3,8 +3,11 @@ import torch
 from torch import nn
 
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.lit_module import ComplaintClassifier
+from pipeline.training.metrics import metric_inputs, task_metrics
+from pipeline.training.module import ComplaintClassifier
 from pipeline.models.complaint_model import ComplaintModel
+from pipeline.models.modality_dropout import drop_modalities
+from pipeline.models.network_options import NetworkOptions
 from pipeline.models.fusion import AttentionFusion
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
@@ -30,8 +33,8 @@ def batch(B=4, L=7, N=2, V=2, seed=0):
 
 def model(**kw):
     torch.manual_seed(0)
-    return ComplaintModel(vocab_size=50, num_classes={"cat": 3, "sev": 2}, embed_dim=16, text_hidden=16,
-                          image_dim=16, fusion_dim=16, fusion_heads=2, **kw).eval()
+    options = NetworkOptions(embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2, **kw)
+    return ComplaintModel(vocab_size=50, num_classes={"cat": 3, "sev": 2}, options=options).eval()
 
 
 def test_garbage_in_masked_slots_changes_nothing():
@@ -138,7 +141,7 @@ def test_overfitting_one_batch_drives_loss_down():
     opt = torch.optim.Adam(lit.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        loss = lit._loss(lit(b), b["labels"])
+        loss = lit.loss(lit(b), b["labels"])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -151,14 +154,14 @@ def test_loss_masks_missing_labels():
                               embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2).eval()
     b = batch()
     logits = lit(b)
-    full = lit._loss(logits, b["labels"])
+    full = lit.loss(logits, b["labels"])
     changed = dict(b["labels"])
     changed["cat"] = torch.tensor([0, 1, 2, IGNORE_INDEX])
     logits_changed = {k: v.clone() for k, v in logits.items()}
     logits_changed["cat"][3] += 100.0  # the unlabelled record's logits cannot matter
-    torch.testing.assert_close(lit._loss(logits_changed, changed), full)
+    torch.testing.assert_close(lit.loss(logits_changed, changed), full)
     none = {"cat": torch.full((4,), IGNORE_INDEX), "sev": torch.full((4,), IGNORE_INDEX)}
-    assert lit._loss(logits, none).item() == 0.0
+    assert lit.loss(logits, none).item() == 0.0
 
 
 def test_modality_dropout_never_hides_everything():
@@ -166,7 +169,7 @@ def test_modality_dropout_never_hides_everything():
     lit = ComplaintClassifier(vocab_size=50, task_classes={"cat": ["a", "b"]}, modality_dropout=0.99,
                               embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2)
     b = batch()
-    dropped = lit._drop_modalities(b)
+    dropped = drop_modalities(b, lit.hparams.modality_dropout)
     present = torch.stack([dropped["text_lengths"] > 0, dropped["image_mask"].any(1), dropped["video_mask"].any(1)], 1)
     assert present.any(1).all()
 
@@ -257,7 +260,7 @@ def test_text_linear_draws_no_random_numbers():
 
 
 def test_balanced_class_weights():
-    from pipeline.lit_module import MAX_CLASS_WEIGHT, balanced_weights
+    from pipeline.training.losses import MAX_CLASS_WEIGHT, balanced_weights
 
     w = balanced_weights({"cat": [90, 10, 0], "tags": [1, 1]}, multilabel=["tags"])
     assert w["cat"][0] == pytest.approx(100 / (3 * 90)) and w["cat"][1] == pytest.approx(100 / 30)
@@ -282,7 +285,7 @@ def test_fit_text_linear_learns_multiclass_and_multilabel_tasks_with_missing_lab
     ids, lengths, targets = split(100, 2)
     with torch.no_grad():
         logits = lit.model.text_linear(ids, lengths)
-    metrics = lit._metrics(1)
+    metrics = task_metrics(lit.hparams.task_classes, lit.multilabel)
     for task in ("cat", "tags"):
-        metrics[task][0].update(*lit._metric_inputs(task, logits[task], targets[task]))
+        metrics[task][0].update(*metric_inputs(logits[task], targets[task], task in lit.multilabel))
         assert metrics[task][0].compute()["f1_macro"] > 0.95

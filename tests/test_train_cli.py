@@ -10,9 +10,9 @@ import torch
 
 from torchmetrics.classification import MulticlassF1Score
 
-from pipeline.cli import ComplaintCLI
+from pipeline.training.cli import ComplaintCLI
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.lit_module import ComplaintClassifier
+from pipeline.training.module import ComplaintClassifier
 from pipeline.models.complaint_model import DEEP_WEIGHTS
 
 ROOT = Path(__file__).parents[1]

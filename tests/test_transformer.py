@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.cli import ComplaintCLI
+from pipeline.training.cli import ComplaintCLI
 from pipeline.data.text import load_tokenizer
 from pipeline.inference.command import main as infer_main
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, TransformerTextEncoder
@@ -116,7 +116,7 @@ def test_transformer_trains_through_train_py_and_predicts_through_infer_py(tiny_
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     assert len(rows) == sum(1 for _ in open(tiny_demo["test"] / "complaints.jsonl")) and rows[0]["category"]
 
-    from pipeline.inference.loading import load_run
+    from pipeline.training.checkpoint import load_run
 
     loaded = load_run(run)
     weights = loaded.model.model.text_encoder.transformer.embeddings.word_embeddings.weight

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
 
 # sample key -> batch key of the per-record lists carried along with the tensors
 PER_RECORD_KEYS = {
@@ -37,7 +37,7 @@ class Collator:
         text_ids (B, L) long, pad_id-padded; text_lengths (B,) long (0 = no text)
         images (B, N, 3, S, S) uint8; image_mask (B, N) bool
         videos (B, V, T, 3, S, S) uint8; video_mask (B, V) bool
-        labels {task: (B,) long with IGNORE_INDEX | (B, C) float with -1}
+        labels {task: (B,) long with IGNORE_INDEX | (B, C) float with UNKNOWN_LABEL}
         teacher_logits {task: (B, C) float}: only in distillation training batches
         ids, sources, warnings, errors, image_paths, video_paths: per-record lists
 
@@ -87,6 +87,6 @@ class Collator:
         template = next(s["labels"] for s in samples if "labels" in s)
         out = {}
         for task, example in template.items():
-            missing = torch.full_like(example, IGNORE_INDEX if example.dim() == 0 else -1)
+            missing = torch.full_like(example, IGNORE_INDEX if example.dim() == 0 else UNKNOWN_LABEL)
             out[task] = torch.stack([s["labels"][task] if "labels" in s else missing for s in samples])
         return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 
 from pipeline.data.archive import Archive
-from pipeline.data.media import MediaSpec, decode_attachment
+from pipeline.data.media import MediaSpec, check_attachment
 from pipeline.data.records import AttachmentError, Record
 
 NO_INPUT = "no_input"
@@ -27,7 +27,7 @@ def readable_attachment(record: Record, archive: Archive, probe: MediaSpec) -> b
     corrupt files); stops at the first that does."""
     for path in record.attachments:
         try:
-            decode_attachment(archive.read(path), probe)
+            check_attachment(archive.read(path), probe)
             return True
         except AttachmentError:
             continue

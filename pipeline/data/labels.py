@@ -13,6 +13,7 @@ import torch
 from pipeline.data.records import Record
 
 IGNORE_INDEX = -100  # multi-class target of a record without that label
+UNKNOWN_LABEL = -1  # each entry of a multi-label target of a record without that label
 MULTICLASS, MULTILABEL = "multiclass", "multilabel"
 RARE_POLICIES = ("keep", "other", "drop")
 OTHER = "other"  # the class rare classes merge into with rare_classes: other
@@ -115,6 +116,11 @@ class LabelSpace:
                 out.append(v)
         return sorted(set(out)) if task.type == MULTILABEL else out
 
+    @property
+    def multilabel(self) -> set[str]:
+        """The names of the multi-label tasks."""
+        return {t.name for t in self.tasks if t.type == MULTILABEL}
+
     def counts(self, records: Iterable[Record]) -> dict[str, list[int]]:
         """Records per class of each task, in class order."""
         counts = {t.name: Counter() for t in self.tasks}
@@ -124,7 +130,7 @@ class LabelSpace:
         return {t.name: [counts[t.name][c] for c in self.classes[t.name]] for t in self.tasks}
 
     def encode(self, record: Record) -> dict[str, torch.Tensor]:
-        """Targets per task: a class index (or IGNORE_INDEX), or a multi-hot vector (-1 if unlabelled)."""
+        """Targets per task: a class index (or IGNORE_INDEX), or a multi-hot vector (UNKNOWN_LABEL if unlabelled)."""
         out = {}
         for t in self.tasks:
             values = self.canonical(t, t.values(record.labels.get(t.column)))
@@ -138,7 +144,7 @@ class LabelSpace:
             if t.type == MULTICLASS:
                 out[t.name] = torch.tensor(index[values[0]] if values else IGNORE_INDEX)
             else:
-                target = torch.full((len(index),), -1.0)
+                target = torch.full((len(index),), float(UNKNOWN_LABEL))
                 if values:
                     target.zero_()
                     target[[index[v] for v in values]] = 1.0

@@ -13,12 +13,16 @@ import re
 import threading
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from pipeline.data.limits import Limits
 from pipeline.data.records import TOO_LARGE, UNREADABLE, UNSUPPORTED, AttachmentError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the doctor's checks run without it
+    import torch
 
 IMAGE, VIDEO = "image", "video"
 # Clips up to this long are decoded straight through (cheaper than seeking);
@@ -106,15 +110,21 @@ def open_image(data: bytes, limits: Limits) -> Image.Image:
     return im
 
 
-def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
-    """Decode, orient by EXIF, convert to RGB and resize to ``(3, size, size)`` uint8."""
+def image_array(data: bytes, size: int, limits: Limits) -> np.ndarray:
+    """Decode, orient by EXIF, convert to RGB and resize to ``(size, size, 3)`` uint8."""
     im = open_image(data, limits)
     try:
         im = oriented_rgb(im, size).resize((size, size), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+        return np.asarray(im, dtype=np.uint8)
     except Exception as e:  # truncated or corrupt data surfaces here, as many types
         raise AttachmentError(UNREADABLE, error_text(e)) from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
+    """:func:`image_array` as ``(3, size, size)`` uint8."""
+    import torch
+
+    return torch.from_numpy(image_array(data, size, limits).copy()).permute(2, 0, 1)
 
 
 _local = threading.local()
@@ -133,8 +143,8 @@ def _frame_array(frame, size: int | tuple[int, int]) -> np.ndarray:
     return _local.reformatter.reformat(frame, width=width, height=height, format="rgb24", threads=1).to_ndarray()
 
 
-def decode_video(data: bytes, size: int | tuple[int, int], num_frames: int, limits: Limits) -> torch.Tensor:
-    """Sample ``num_frames`` frames uniformly over the clip: ``(T, 3, size, size)`` uint8 (``size`` may
+def video_array(data: bytes, size: int | tuple[int, int], num_frames: int, limits: Limits) -> np.ndarray:
+    """Sample ``num_frames`` frames uniformly over the clip: ``(T, size, size, 3)`` uint8 (``size`` may
     also be ``(width, height)``)."""
     import av
 
@@ -167,8 +177,14 @@ def decode_video(data: bytes, size: int | tuple[int, int], num_frames: int, limi
         raise AttachmentError(UNREADABLE, "no decodable frames")
     # A clip shorter than T frames: repeat frames uniformly so every video has T.
     picks = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-    clip = np.stack([frames[i] for i in picks])  # (T, S, S, 3)
-    return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()
+    return np.stack([frames[i] for i in picks])  # (T, S, S, 3)
+
+
+def decode_video(data: bytes, size: int | tuple[int, int], num_frames: int, limits: Limits) -> torch.Tensor:
+    """:func:`video_array` as ``(T, 3, size, size)`` uint8."""
+    import torch
+
+    return torch.from_numpy(video_array(data, size, num_frames, limits)).permute(0, 3, 1, 2).contiguous()
 
 
 def _targets(duration: float, num_frames: int) -> list[float]:
@@ -211,15 +227,31 @@ def _sample_by_seeking(container, stream, duration, size, num_frames, limits) ->
     return frames
 
 
-def decode_attachment(data: bytes, spec: MediaSpec) -> tuple[str, torch.Tensor]:
-    """Type by content and decode: ``("image", (3,S,S))`` or ``("video", (T,3,S,S))``."""
+def attachment_kind(data: bytes) -> str:
+    """``"image"`` or ``"video"`` by content; :class:`AttachmentError` for anything else."""
     if not data:
         raise AttachmentError(UNREADABLE, "empty file")
     kind = sniff(data)
-    if kind == IMAGE:
-        return IMAGE, decode_image(data, spec.image_size, spec.limits)
-    if kind == VIDEO:
-        return VIDEO, decode_video(data, spec.image_size, spec.video_frames, spec.limits)
+    if kind is not None:
+        return kind
     if _still_brand(data):
         raise AttachmentError(UNSUPPORTED, "HEIC/AVIF still image: convert to JPEG or PNG")
     raise AttachmentError(UNSUPPORTED, "neither a supported image nor video (by content)")
+
+
+def check_attachment(data: bytes, spec: MediaSpec) -> str:
+    """Type by content and decode, as :func:`decode_attachment` does, without making a tensor: the kind."""
+    kind = attachment_kind(data)
+    if kind == IMAGE:
+        image_array(data, spec.image_size, spec.limits)
+    else:
+        video_array(data, spec.image_size, spec.video_frames, spec.limits)
+    return kind
+
+
+def decode_attachment(data: bytes, spec: MediaSpec) -> tuple[str, torch.Tensor]:
+    """Type by content and decode: ``("image", (3,S,S))`` or ``("video", (T,3,S,S))``."""
+    kind = attachment_kind(data)
+    if kind == IMAGE:
+        return IMAGE, decode_image(data, spec.image_size, spec.limits)
+    return VIDEO, decode_video(data, spec.image_size, spec.video_frames, spec.limits)

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers is imported where a tokenizer is made: the doctor never needs it
+    from transformers import PreTrainedTokenizerFast
 
 PAD, UNK = "[PAD]", "[UNK]"
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 20000, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.WordPiece(unk_token=UNK))
     tok.normalizer = normalizers.Sequence(
         [
@@ -35,6 +40,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 20000, min_frequency
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    from transformers import AutoTokenizer
+
     path = Path(path)
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"tokenizer folder {path} has no tokenizer.json")

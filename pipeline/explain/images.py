@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from pipeline.data.limits import Limits
-from pipeline.data.media import decode_video, open_image, oriented_rgb
+from pipeline.data.media import open_image, oriented_rgb, video_array
 
 THUMBNAIL = 224  # longest side of a report picture, in pixels (small pictures are enlarged to it)
 HEAT_OPACITY = 0.6  # of the heatmap where it is hottest; it fades out where the map is cold
@@ -39,8 +39,7 @@ def video_frames(data: bytes, num_frames: int, limits: Limits) -> list[Image.Ima
     with av.open(io.BytesIO(data)) as container:
         codec = container.streams.video[0].codec_context
         size = thumbnail_size(codec.width, codec.height)
-    clip = decode_video(data, size, num_frames, limits)  # (T, 3, h, w)
-    return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in clip]
+    return [Image.fromarray(frame) for frame in video_array(data, size, num_frames, limits)]  # (h, w, 3) each
 
 
 def heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,8 +1,27 @@
-"""``--evaluate``: accuracy, macro-F1 and confusion matrices from prediction rows with true labels."""
+"""``--evaluate``: accuracy, macro-F1 and confusion matrices from prediction rows with true labels.
+
+:func:`macro_f1` is the project's one macro-F1 outside training (``compare``
+scores its resamples with it too): scikit-learn's ``f1_score(average="macro")``
+over the classes that occur as truth or answer.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+
+import numpy as np
+
+
+def f1_per_class(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 of each class from its counts (last axis), 0 for a class that never occurs."""
+    seen = (tp + fp + fn) > 0
+    return np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(np.shape(tp)), where=seen)
+
+
+def macro_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Mean F1 over the classes that occur (as truth or answer), over the last axis of the counts."""
+    seen = (tp + fp + fn) > 0
+    return (f1_per_class(tp, fp, fn) * seen).sum(-1) / np.maximum(seen.sum(-1), 1)
 
 
 class Evaluation:
@@ -36,18 +55,16 @@ class Evaluation:
             if not n:
                 continue
             labels = list(self.classes[task]) + sorted({t for t, _ in pairs} - set(self.classes[task]))
-            f1s = {}
-            for c in labels:
-                tp = pairs[(c, c)]
-                fp = sum(v for (t, p), v in pairs.items() if p == c and t != c)
-                fn = sum(v for (t, p), v in pairs.items() if t == c and p != c)
-                f1s[c] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-            present = [c for c in labels if any(t == c for t, _ in pairs) or any(p == c for _, p in pairs)]
+            tp = np.array([pairs[(c, c)] for c in labels])
+            fp = np.array([sum(v for (t, p), v in pairs.items() if p == c and t != c) for c in labels])
+            fn = np.array([sum(v for (t, p), v in pairs.items() if t == c and p != c) for c in labels])
+            f1s = f1_per_class(tp, fp, fn)
+            present = (tp + fp + fn) > 0
             out[task] = {
                 "records": n,
                 "acc": sum(pairs[(c, c)] for c in labels) / n,
-                "f1_macro": sum(f1s[c] for c in present) / len(present),
-                "f1_per_class": {c: f1s[c] for c in present},
+                "f1_macro": float(macro_f1(tp, fp, fn)),
+                "f1_per_class": {c: float(f) for c, f, seen in zip(labels, f1s, present) if seen},
                 "labels": labels,
                 "confusion": [[pairs[(t, p)] for p in labels] for t in labels],
                 "unknown_true_labels": sorted(set(labels) - set(self.classes[task])),

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytorch_lightning as pl
 import torch
 
-from pipeline.export import GRAPH_FILES, ensure_export, input_names
-from pipeline.inference.length_groups import in_length_groups
-from pipeline.inference.loading import LoadedRun
+from pipeline.export.onnx import GRAPH_FILES, ensure_export, input_names
+from pipeline.models.length_groups import in_length_groups
+from pipeline.training.checkpoint import LoadedRun
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 

@@ -15,10 +15,10 @@ from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
-from pipeline.inference.loading import LoadedRun, load_run
+from pipeline.training.checkpoint import LoadedRun, load_run
 from pipeline.inference.onnx_backend import BACKENDS, OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
-from pipeline.review import ReviewBand
+from pipeline.confidence.review import ReviewBand
 
 BLOCK = 128  # records read, decoded and written together
 GROUP_SIZE = 32  # records per forward pass, grouped by text length
@@ -54,9 +54,9 @@ class ComplaintAnalyzer:
     of at most ``group_size`` records of similar text length (see
     :func:`in_length_groups`; None: whole).
 
-    Probabilities are calibrated (see :mod:`pipeline.calibration`) unless
+    Probabilities are calibrated (see :mod:`pipeline.confidence.calibration`) unless
     ``calibrated`` is False. Rows carry ``needs_review`` from the run's review
-    band at ``review_precision`` (default: the run's own, see :mod:`pipeline.review`).
+    band at ``review_precision`` (default: the run's own, see :mod:`pipeline.confidence.review`).
     """
 
     def __init__(self, run: LoadedRun, device: str = "auto", backend: str = "torch", threads: int | None = None,
@@ -71,8 +71,7 @@ class ComplaintAnalyzer:
         self.run = run
         self.backend = backend
         self.calibrated = calibrated and run.calibrated
-        multilabel = {t.name for t in run.labels.tasks if t.type == "multilabel"}
-        self.review = ReviewBand.from_run(run.run_dir, precision, self.calibrated, multilabel)
+        self.review = ReviewBand.from_run(run.run_dir, precision, self.calibrated, run.labels.multilabel)
         run.model.calibrated = self.calibrated
         device = resolve_device(device, backend)
         if backend == "torch":
@@ -89,14 +88,10 @@ class ComplaintAnalyzer:
         return cls(load_run(path), device, backend, threads, group_size, calibrated, review_precision)
 
     def featurizer(self) -> Featurizer:
-        option = self.run.option
-        return Featurizer(self.run.tokenizer, self.run.media, max_text_length=option("max_text_length"),
-                          max_images=option("max_images"), max_videos=option("max_videos"),
-                          read_media=self.run.reads_media, mark_no_input=True)
+        return self.run.featurizer()
 
     def collator(self) -> Collator:
-        media = self.run.media
-        return Collator(pad_id=self.run.tokenizer.pad_token_id, image_size=media.image_size, video_frames=media.video_frames)
+        return self.run.collator()
 
     def dataset(self, stream, block: int, rank: int = 0, world_size: int = 1,
                 skip_blocks: frozenset[int] = frozenset()) -> StreamingComplaintDataset:
@@ -130,7 +125,6 @@ class ComplaintAnalyzer:
                 next_block += 1
         for block in sorted(pending):
             yield from pending[block]
-
 
     def explain(self, source: str | os.PathLike | list, out_dir: str | os.PathLike, limit: int = DEFAULT_LIMIT,
                 batch_size: int = BLOCK, num_workers: int = 0, columns: Columns | None = None):

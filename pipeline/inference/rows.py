@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.review import ReviewBand
+from pipeline.confidence.review import ReviewBand
+from pipeline.data.labels import MULTILABEL
 
 OK, PARTIAL, ERROR = "ok", "partial", "error"
 
@@ -35,7 +36,7 @@ def rows_from_output(output: dict, labels, evaluate: bool = False, review: Revie
                 row.update({name: None, f"{name}_confidence": None, f"{name}_probs": None})
             else:
                 p = probs[name][b]
-                if task.type == "multilabel":
+                if task.type == MULTILABEL:
                     label = [c for c, v in zip(classes, p.tolist()) if v >= 0.5]
                 else:
                     label = classes[int(torch.argmax(p))]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from pipeline.core.atomic import atomic_file, write_atomic
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 CHUNK = re.compile(r"chunk-(\d{12})-(\d{12})\.jsonl$")
@@ -72,19 +73,6 @@ class ChunkStore:
         shutil.rmtree(self.parts, ignore_errors=True)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 def columns_for(tasks: list[str], evaluate: bool) -> list[str]:
     cols = ["id", "source", "status", "warnings"]
     for t in tasks:
@@ -106,13 +94,8 @@ def _cell(value):
 def write_output(rows: Iterable[dict], path: Path, columns: list[str], multilabel: set[str]) -> None:
     """Write rows to ``path`` in the format its suffix names, atomically, streaming."""
     fmt = output_format(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:  # nothing half-written is left: the output appears whole or not at all
         _write(rows, fmt, tmp, columns, multilabel)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # nothing half-written is left: the output appears whole or not at all
-        raise
-    os.replace(tmp, path)
 
 
 def _write(rows: Iterable[dict], fmt: str, tmp: Path, columns: list[str], multilabel: set[str]) -> None:

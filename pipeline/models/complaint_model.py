@@ -8,12 +8,12 @@ from torch import nn
 from pipeline.models.fusion import FUSIONS
 from pipeline.models.heads import TaskHeads
 from pipeline.models.image_encoder import ImageEncoder
+from pipeline.models.network_options import MODALITIES, NetworkOptions
 from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
 from pipeline.models.tfidf_linear import TfidfLinear
 from pipeline.models.transformer_encoder import TransformerTextEncoder
 from pipeline.models.video_encoder import VideoEncoder
 
-MODALITIES = ("text", "image", "video")
 TEXT_ENCODERS = ("lstm", "textcnn", "transformer")
 DEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends of network and TF-IDF logits tried on validation
 
@@ -39,6 +39,27 @@ def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -
     return out + 0.0 * feats.sum()
 
 
+def check_options(o: NetworkOptions) -> None:
+    unknown = [m for m in o.modalities if m not in MODALITIES]
+    if unknown or not o.modalities:
+        raise ValueError(f"modalities {list(o.modalities)}: expected a non-empty subset of {list(MODALITIES)}")
+    if o.text_encoder not in TEXT_ENCODERS:
+        raise ValueError(f"text_encoder {o.text_encoder!r} is not one of {list(TEXT_ENCODERS)}")
+    if (o.text_encoder == "transformer") != (o.text_pretrained is not None) and "text" in o.modalities:
+        raise ValueError(f"text_pretrained={o.text_pretrained!r} with text_encoder {o.text_encoder!r}: the transformer "
+                         f"encoder needs text_pretrained (a local model folder), and only it takes one")
+    if o.fusion not in FUSIONS:
+        raise ValueError(f"fusion {o.fusion!r} is not one of {list(FUSIONS)}")
+
+
+def text_encoder(o: NetworkOptions, vocab_size: int, pad_id: int) -> nn.Module:
+    if o.text_encoder == "lstm":
+        return LSTMTextEncoder(vocab_size, o.embed_dim, o.text_hidden, o.text_layers, o.dropout, pad_id)
+    if o.text_encoder == "transformer":
+        return TransformerTextEncoder(o.text_pretrained, o.text_pooling, o.text_freeze_layers)
+    return TextCNNEncoder(vocab_size, o.embed_dim, o.text_hidden, dropout=o.dropout, pad_id=pad_id)
+
+
 class ComplaintModel(nn.Module):
     """Batch dict (see :class:`pipeline.data.collate.Collator`) -> logits per task.
 
@@ -58,67 +79,31 @@ class ComplaintModel(nn.Module):
     :class:`TransformerTextEncoder`).
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        num_classes: dict[str, int],
-        modalities: tuple[str, ...] = MODALITIES,
-        text_encoder: str = "lstm",
-        embed_dim: int = 128,
-        text_hidden: int = 128,
-        text_layers: int = 1,
-        text_pretrained: str | None = None,
-        text_pooling: str = "mean",
-        text_freeze_layers: int = 0,
-        text_linear: bool = True,
-        image_backbone: str = "small_cnn",
-        image_dim: int = 128,
-        backbone_weights: str | None = None,
-        freeze_backbone: bool = False,
-        video_temporal: str = "attention",
-        share_frame_encoder: bool = True,
-        fusion: str = "attention",
-        fusion_dim: int = 128,
-        fusion_heads: int = 4,
-        dropout: float = 0.1,
-        pad_id: int = 0,
-    ):
+    def __init__(self, vocab_size: int, num_classes: dict[str, int], options: NetworkOptions = NetworkOptions(),
+                 pad_id: int = 0):
         super().__init__()
-        unknown = [m for m in modalities if m not in MODALITIES]
-        if unknown or not modalities:
-            raise ValueError(f"modalities {list(modalities)}: expected a non-empty subset of {list(MODALITIES)}")
-        if text_encoder not in TEXT_ENCODERS:
-            raise ValueError(f"text_encoder {text_encoder!r} is not one of {list(TEXT_ENCODERS)}")
-        if (text_encoder == "transformer") != (text_pretrained is not None) and "text" in modalities:
-            raise ValueError(f"text_pretrained={text_pretrained!r} with text_encoder {text_encoder!r}: the transformer "
-                             f"encoder needs text_pretrained (a local model folder), and only it takes one")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion {fusion!r} is not one of {list(FUSIONS)}")
-        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        o = options
+        check_options(o)
+        self.modalities = tuple(m for m in MODALITIES if m in o.modalities)
         dims = {}
         if "text" in self.modalities:
-            if text_encoder == "lstm":
-                self.text_encoder = LSTMTextEncoder(vocab_size, embed_dim, text_hidden, text_layers, dropout, pad_id)
-            elif text_encoder == "transformer":
-                self.text_encoder = TransformerTextEncoder(text_pretrained, text_pooling, text_freeze_layers)
-            else:
-                self.text_encoder = TextCNNEncoder(vocab_size, embed_dim, text_hidden, dropout=dropout, pad_id=pad_id)
+            self.text_encoder = text_encoder(o, vocab_size, pad_id)
             dims["text"] = self.text_encoder.out_dim
         if "image" in self.modalities:
-            self.image_encoder = ImageEncoder(image_backbone, image_dim, backbone_weights, freeze_backbone)
+            self.image_encoder = ImageEncoder(o.image_backbone, o.image_dim, o.backbone_weights, o.freeze_backbone)
             dims["image"] = self.image_encoder.out_dim
         if "video" in self.modalities:
-            if share_frame_encoder and "image" in self.modalities:
+            if o.share_frame_encoder and "image" in self.modalities:
                 frames = self.image_encoder
             else:
-                frames = ImageEncoder(image_backbone, image_dim, backbone_weights, freeze_backbone)
-            self.video_encoder = VideoEncoder(frames, video_temporal)
+                frames = ImageEncoder(o.image_backbone, o.image_dim, o.backbone_weights, o.freeze_backbone)
+            self.video_encoder = VideoEncoder(frames, o.video_temporal)
             dims["video"] = self.video_encoder.out_dim
-        self.fusion = FUSIONS[fusion](dims, fusion_dim, fusion_heads, dropout)
-        self.heads = TaskHeads(self.fusion.out_dim, num_classes, dropout)
+        self.fusion = FUSIONS[o.fusion](dims, o.fusion_dim, o.fusion_heads, o.dropout)
+        self.heads = TaskHeads(self.fusion.out_dim, num_classes, o.dropout)
         self.tasks = list(num_classes)
         self.text_linear = None
-        if text_linear and "text" in self.modalities:
+        if o.text_linear and "text" in self.modalities:
             self.text_linear = TfidfLinear(vocab_size, num_classes, pad_id)
             self.register_buffer("deep_weight", torch.ones(len(self.tasks)))  # the network alone until chosen
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy.stats import beta
 
-from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
 
 REVIEW_FILE = "review.json"
 DEFAULT_PRECISION = 0.9
@@ -36,7 +36,7 @@ def record_decisions(probs: torch.Tensor, target: torch.Tensor, multilabel: bool
     the label calls (``min max(p, 1 - p)``), right when every known label is.
     """
     if multilabel:
-        known = target >= 0
+        known = target != UNKNOWN_LABEL
         keep = known.any(dim=1)
         confidence = torch.maximum(probs, 1 - probs).masked_fill(~known, 1.0).min(dim=1).values
         right = (((probs >= 0.5) == (target >= 0.5)) | ~known).all(dim=1)

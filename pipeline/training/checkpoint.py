@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import pickle
 from dataclasses import dataclass
@@ -12,23 +10,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipeline.data.datamodule import LABELS_FILE, TOKENIZER_DIR, ComplaintDataModule
+from pipeline.confidence.review import DEFAULT_PRECISION
+from pipeline.core.run_files import (CONFIG_FILE, LABELS_FILE, RUN_INFO, TOKENIZER_DIR, CheckpointError, find_checkpoint,
+                                     sha256)
+from pipeline.data.collate import Collator
+from pipeline.data.dataset import Featurizer
 from pipeline.data.labels import LabelSpace
-from pipeline.data.limits import Limits
 from pipeline.data.media import MediaSpec
+from pipeline.data.options import DataOptions
 from pipeline.data.records import Columns
 from pipeline.data.text import load_tokenizer
-from pipeline.lit_module import ComplaintClassifier
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
-from pipeline.review import DEFAULT_PRECISION
-
-
-DATA_DEFAULTS = {name: p.default for name, p in inspect.signature(ComplaintDataModule).parameters.items()
-                 if p.default is not inspect.Parameter.empty}
-
-
-class CheckpointError(Exception):
-    """The checkpoint or its run folder cannot be used (one clear line for the user)."""
+from pipeline.training.module import ComplaintClassifier
 
 
 @dataclass
@@ -36,27 +29,26 @@ class LoadedRun:
     model: ComplaintClassifier
     tokenizer: object
     labels: LabelSpace
-    data: dict  # the ``data:`` section of the run's config.yaml
+    options: DataOptions  # the data options the run was trained with
     checkpoint: Path
     checkpoint_sha256: str
     run_dir: Path  # the run folder the checkpoint belongs to
     calibrated: bool  # whether the checkpoint holds a fitted calibration (runs before it existed do not)
 
-    def option(self, name: str):
-        """A ``data:`` option of the run, or the data module's own default for a config without it."""
-        return self.data[name] if name in self.data else DATA_DEFAULTS[name]
-
     @property
     def columns(self) -> Columns:
-        return Columns(
-            id=self.option("id_column"),
-            text=tuple(self.option("text_columns") or DATA_DEFAULTS["text_columns"]),
-            attachments=self.option("attachments_column"),
-            attachment_separator=self.option("attachment_separator"),
-            labels=tuple(dict.fromkeys(t.column for t in self.labels.tasks)),
-            encoding=self.option("encoding"),
-            redact=tuple(self.option("redact_types")) if self.option("redact") else (),
-        )
+        return self.options.columns(t.column for t in self.labels.tasks)
+
+    @property
+    def media(self) -> MediaSpec:
+        return self.options.media
+
+    def featurizer(self) -> Featurizer:
+        """Records to samples as this model reads them; a record it cannot read anything of is an error."""
+        return self.options.featurizer(self.tokenizer, read_media=self.reads_media, mark_no_input=True)
+
+    def collator(self) -> Collator:
+        return self.options.collator(self.tokenizer.pad_token_id)
 
     @property
     def deep_weights(self) -> dict[str, float] | None:
@@ -69,7 +61,7 @@ class LoadedRun:
     @property
     def review_precision(self) -> float:
         """The review band's precision the run was trained with (``--review_precision``)."""
-        info = self.run_dir / "run.json"
+        info = self.run_dir / RUN_INFO
         review = json.loads(info.read_text()).get("review") if info.is_file() else None
         return review["precision"] if review else DEFAULT_PRECISION
 
@@ -78,44 +70,14 @@ class LoadedRun:
         """Whether the model sees photos or videos (a text-only model leaves attachments unread)."""
         return any(m in self.model.model.modalities for m in ("image", "video"))
 
-    @property
-    def media(self) -> MediaSpec:
-        limits = self.option("limits")
-        return MediaSpec(image_size=self.option("image_size"), video_frames=self.option("video_frames"),
-                         limits=limits if isinstance(limits, Limits) else Limits(**(limits or {})))
-
-
-def find_checkpoint(path: Path) -> tuple[Path, Path]:
-    """``(checkpoint, run folder)`` from a run folder (its best checkpoint) or a .ckpt file."""
-    if path.is_dir():
-        run, ckpts = path, path / "checkpoints"
-        info = run / "run.json"
-        best = json.loads(info.read_text()).get("best_checkpoint") if info.is_file() else None
-        candidates = ([ckpts / Path(best).name] if best else []) + sorted(ckpts.glob("best-*.ckpt")) + [ckpts / "last.ckpt"]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate, run
-        raise CheckpointError(f"no checkpoint in run folder {run} (expected checkpoints/*.ckpt)")
-    if path.is_file():
-        return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    raise CheckpointError(f"checkpoint not found: {path}")
-
 
 def _first_sentence(e: Exception) -> str:
     return str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     ckpt_path, run = find_checkpoint(Path(path))
-    for needed in (run / TOKENIZER_DIR / "tokenizer.json", run / LABELS_FILE, run / "config.yaml"):
+    for needed in (run / TOKENIZER_DIR / "tokenizer.json", run / LABELS_FILE, run / CONFIG_FILE):
         if not needed.exists():
             raise CheckpointError(f"run folder {run} lacks {needed.name}: give the run folder train.py printed")
     try:
@@ -151,6 +113,6 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
             f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     model.eval().to(device)
-    config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    return LoadedRun(model, load_tokenizer(run / TOKENIZER_DIR), labels, config.get("data") or {}, ckpt_path,
-                     sha256(ckpt_path), run, calibrated=not uncalibrated)
+    config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
+    return LoadedRun(model, load_tokenizer(run / TOKENIZER_DIR), labels, DataOptions.from_config(config.get("data") or {}),
+                     ckpt_path, sha256(ckpt_path), run, calibrated=not uncalibrated)

@@ -1,4 +1,9 @@
-"""A trained run as a distillation teacher: its classes, and its logits on records, computed once and cached."""
+"""A trained run as a distillation teacher: its logits on the distillation set, computed once and cached.
+
+The data module says which records the student learns from; before the fit
+starts, the :class:`TeacherLogits` callback computes the teacher's logits on
+them (or reads them from the cache) and hands them to it.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +14,34 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import move_data_to_device, rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
+from pipeline.core.atomic import atomic_file
+from pipeline.core.progress import Progress
+from pipeline.core.run_files import TOKENIZER_DIR, find_checkpoint, sha256
 from pipeline.data.archive import Archive
+from pipeline.data.augment import mask_token
 from pipeline.data.dataset import ComplaintDataset
-from pipeline.data.labels import LabelSpace
 from pipeline.data.records import Record
-
-PROGRESS_EVERY_S = 10.0
+from pipeline.data.text import load_tokenizer
+from pipeline.training.checkpoint import load_run
 
 
 class Teacher:
     """A run folder printed by ``train.py`` (any model of this project: transformer, BiLSTM, multimodal)."""
 
-    def __init__(self, run_dir: str | os.PathLike):
-        from pipeline.data.datamodule import LABELS_FILE, TOKENIZER_DIR
-        from pipeline.data.text import load_tokenizer
-        from pipeline.inference.loading import find_checkpoint, sha256
-
+    def __init__(self, run_dir: str | os.PathLike, device: str = "cpu"):
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise FileNotFoundError(f"model.teacher={run_dir}: not a folder; give a run folder printed by train.py")
         self.checkpoint, run = find_checkpoint(self.run_dir)
         self.checkpoint_sha256 = sha256(self.checkpoint)
-        self.labels = LabelSpace.load(run / LABELS_FILE)
         self.tokenizer = load_tokenizer(run / TOKENIZER_DIR)
+        self.device = device
 
     def cache_key(self, records: Sequence[Record]) -> str:
         """What the logits depend on: the teacher's weights and each record's id, text and attachments."""
@@ -45,31 +51,27 @@ class Teacher:
         return h.hexdigest()[:16]
 
     @torch.no_grad()
-    def logits(self, records: Sequence[Record], archives: Sequence[Archive], device: torch.device | str = "cpu",
-               batch_size: int = 32, num_workers: int = 0) -> dict[str, torch.Tensor]:
+    def logits(self, records: Sequence[Record], archives: Sequence[Archive], batch_size: int = 32,
+               num_workers: int = 0) -> dict[str, torch.Tensor]:
         """The teacher's output logits (blend included, before calibration), in eval mode: ``{task: (N, C)}`` in
         record order."""
-        from pipeline.inference.predictor import ComplaintAnalyzer
-
-        analyzer = ComplaintAnalyzer.from_checkpoint(self.run_dir, device=str(device))
-        dataset = ComplaintDataset(records, archives, analyzer.featurizer())
+        run = load_run(self.checkpoint, device=self.device)
+        dataset = ComplaintDataset(records, archives, run.featurizer())
         order = sorted(range(len(records)), key=lambda i: len(records[i].text))  # similar lengths pad less
         loader = DataLoader(Subset(dataset, order), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=analyzer.collator())
-        started = last = time.monotonic()
+                            collate_fn=run.collator())
+        started, progress = time.monotonic(), Progress(what="teacher logits: ", total=len(records))
         parts: dict[str, list[torch.Tensor]] = {}
         done = 0
         for batch in loader:
-            for task, value in analyzer.model(move_data_to_device(batch, device)).items():
+            for task, value in run.model(move_data_to_device(batch, self.device)).items():
                 parts.setdefault(task, []).append(value.float().cpu())
             done += len(batch["ids"])
-            if time.monotonic() - last >= PROGRESS_EVERY_S:
-                rank_zero_info(f"teacher logits: {done}/{len(records)} records, "
-                               f"{done / (time.monotonic() - started):.1f} records/s")
-                last = time.monotonic()
+            progress.update(done)
+        progress.close()
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
-        rank_zero_info(f"teacher logits: {len(records)} records in {time.monotonic() - started:.1f} s on {device}")
+        rank_zero_info(f"teacher logits: {len(records)} records in {time.monotonic() - started:.1f} s on {self.device}")
         return {task: torch.cat(chunks)[inverse] for task, chunks in parts.items()}
 
     def cached_logits(self, records: Sequence[Record], archives: Sequence[Archive], cache_dir: Path,
@@ -90,9 +92,8 @@ class Teacher:
             for place in places:
                 if held[place] is None:
                     place.parent.mkdir(parents=True, exist_ok=True)
-                    partial = place.with_name(f".{place.name}.{os.getpid()}.tmp")
-                    torch.save({"key": key, "teacher": str(self.run_dir), "logits": logits}, partial)
-                    os.replace(partial, place)
+                    with atomic_file(place) as partial:
+                        torch.save({"key": key, "teacher": str(self.run_dir), "logits": logits}, partial)
         if trainer is not None:
             trainer.strategy.barrier()
         logits = self._read(shared, key)
@@ -106,3 +107,20 @@ class Teacher:
             return None
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         return saved["logits"] if saved.get("key") == key else None
+
+
+class TeacherLogits(pl.Callback):
+    """Before a fit with ``model.teacher``: the teacher's logits on the data module's distillation set, handed to
+    it (``teacher_logits``) for the tasks it shares; cached beside its vocabularies and in its ``teacher_cache``
+    (``train.py``: the run folder). ``train.py`` adds it; add it to your own ``Trainer``'s callbacks."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        teacher_dir, datamodule = pl_module.hparams.get("teacher"), trainer.datamodule
+        if stage != TrainerFn.FITTING or not teacher_dir or datamodule.teacher_logits is not None:
+            return
+        teacher = Teacher(teacher_dir, device=str(trainer.strategy.root_device))
+        records, archives = datamodule.distillation_set(mask_token(teacher.tokenizer))
+        logits = teacher.cached_logits(records, archives, datamodule.artifacts_dir, datamodule.teacher_cache,
+                                       trainer=trainer, batch_size=datamodule.batch_size,
+                                       num_workers=datamodule.num_workers)
+        datamodule.teacher_logits = {task: v for task, v in logits.items() if task in datamodule.label_space.classes}

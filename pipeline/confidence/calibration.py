@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
 
 ECE_BINS = 15
 MIN_SCALE = 1e-3  # floor of a temperature and of a Platt scale: both stay positive
@@ -97,7 +97,7 @@ def fit_platt(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     positive (fitted as a log); a tiny L2 pull towards the identity keeps a label
     whose logits do not vary from running off.
     """
-    z, known = logits.detach().double(), target >= 0
+    z, known = logits.detach().double(), target != UNKNOWN_LABEL
     positive, negative = ((target == 1) & known).sum(0).double(), ((target == 0) & known).sum(0).double()
     y = torch.where(target == 1, (positive + 1) / (positive + 2), 1 / (negative + 2))
     log_scale = torch.zeros(z.shape[1], dtype=torch.double, requires_grad=True)
@@ -124,7 +124,7 @@ def decisions(probs: torch.Tensor, target: torch.Tensor, multilabel: bool) -> tu
     label, the yes/no call at 0.5 with confidence ``max(p, 1 - p)``.
     """
     if multilabel:
-        known = target >= 0
+        known = target != UNKNOWN_LABEL
         p, y = probs[known], target[known]
         return torch.maximum(p, 1 - p), (p >= 0.5) == (y >= 0.5)
     known = target != IGNORE_INDEX
@@ -146,7 +146,7 @@ def _bin_of(confidence: torch.Tensor, bins: int) -> torch.Tensor:
 
 def negative_log_likelihood(logits: torch.Tensor, target: torch.Tensor, multilabel: bool) -> float:
     if multilabel:
-        known = target >= 0
+        known = target != UNKNOWN_LABEL
         return float(F.binary_cross_entropy_with_logits(logits[known].double(), target[known].double())) if known.any() else 0.0
     known = target != IGNORE_INDEX
     return float(F.cross_entropy(logits[known].double(), target[known])) if known.any() else 0.0

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
+from pipeline.inference.evaluate import macro_f1
+
 RESAMPLES = 2000
 SEED = 0
 
@@ -62,13 +64,6 @@ class Scores:
 
     accuracy: np.ndarray
     f1_macro: np.ndarray
-
-
-def macro_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    """Mean F1 over the classes that occur (as truth or answer), per row of ``(R, C)`` counts."""
-    seen = (tp + fp + fn) > 0
-    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(tp.shape), where=seen)
-    return (f1 * seen).sum(1) / np.maximum(seen.sum(1), 1)
 
 
 def paired_bootstrap(true: list, a: list, b: list, resamples: int = RESAMPLES,

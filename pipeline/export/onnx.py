@@ -1,4 +1,4 @@
-"""ONNX export of a trained run: ``python -m pipeline.export RUN_DIR [--int8]``.
+"""ONNX export of a trained run (``python -m pipeline.export RUN_DIR [--int8]``, see :mod:`pipeline.export.__main__`).
 
 Writes ``RUN_DIR/export/model.onnx`` (and ``model.int8.onnx`` with ``--int8``)
 and ``export.json``, which names the graph's inputs and outputs, their types and
@@ -7,7 +7,7 @@ dynamic axes, the classes of each task and the checkpoint the graph came from.
 The graph is the whole forward pass: text encoder (BiLSTM, TextCNN or
 transformer), image CNN, video encoder, fusion, heads, the TF-IDF regression
 and its blend, the calibration fitted after training (see
-:mod:`pipeline.calibration`), then softmax (sigmoid for multi-label tasks). Batch size, text
+:mod:`pipeline.confidence.calibration`), then softmax (sigmoid for multi-label tasks). Batch size, text
 length, attachment counts and frames per clip are dynamic. Every export is
 checked against the eager model on batches of other shapes than the traced
 one before it is kept, so a graph that baked in a shape never reaches a user.
@@ -15,15 +15,12 @@ one before it is kept, so a graph that baked in a shape never reaches a user.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.inference.loading import CheckpointError, LoadedRun, load_run
+from pipeline.core.atomic import atomic_folder
+from pipeline.core.run_files import cache_dir
+from pipeline.training.checkpoint import LoadedRun
 
 EXPORT_DIR = "export"
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
@@ -214,20 +213,13 @@ def describe(run: LoadedRun, differences: dict[str, float]) -> dict:
 
 def export_run(run: LoadedRun, dest: Path, int8: bool = False) -> Path:
     """Export ``run`` into ``dest`` (written whole, then moved into place); returns ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as work:
         trace(run, work / GRAPH_FILES["fp32"])
         differences = {"fp32": check_against_eager(run, work / GRAPH_FILES["fp32"])}
         if int8:  # quantised weights are meant to differ: recorded, not bounded
             quantize(work / GRAPH_FILES["fp32"], work / GRAPH_FILES["int8"])
             differences["int8"] = check_against_eager(run, work / GRAPH_FILES["int8"], tolerance=float("inf"))
         (work / INFO_FILE).write_text(json.dumps(describe(run, differences), indent=2, ensure_ascii=False))
-        if dest.exists():
-            shutil.rmtree(dest)
-        work.rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
@@ -246,8 +238,7 @@ def export_folder(run: LoadedRun) -> Path:
     """The run folder's ``export/``, or a per-checkpoint folder in the user's cache when the run is read-only."""
     if os.access(run.run_dir, os.W_OK):
         return run.run_dir / EXPORT_DIR
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "complaint-pipeline" / "onnx" / run.checkpoint_sha256[:16]
+    return cache_dir() / "onnx" / run.checkpoint_sha256[:16]
 
 
 def ensure_export(run: LoadedRun, int8: bool = False) -> Path:
@@ -257,28 +248,3 @@ def ensure_export(run: LoadedRun, int8: bool = False) -> Path:
         print(f"exporting {run.checkpoint.name} to ONNX in {dest} ...", file=sys.stderr, flush=True)
         export_run(run, dest, int8)
     return dest
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.export", description="Export a trained run to ONNX.")
-    p.add_argument("run", help="run folder printed by train.py, or a .ckpt file in it")
-    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic INT8 quantisation)")
-    p.add_argument("--output", help="folder to write (default: RUN/export)")
-    args = p.parse_args(argv)
-    try:
-        run = load_run(args.run)
-        dest = export_run(run, Path(args.output) if args.output else export_folder(run), args.int8)
-    except (CheckpointError, ExportError) as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        return 2
-    info = json.loads((dest / INFO_FILE).read_text())
-    for graph in info["graphs"].values():
-        print(f"{dest / graph}  ({(dest / graph).stat().st_size / 2**20:.1f} MiB)")
-    differences = ", ".join(f"{k} {v:.2g}" for k, v in info["max_difference_from_eager"].items())
-    print(f"{dest / INFO_FILE}: inputs {', '.join(i['name'] for i in info['inputs'])}; "
-          f"largest difference from the eager model: {differences}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

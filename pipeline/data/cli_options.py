@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from pipeline.data.limits import Limits
 from pipeline.data.records import Columns
@@ -37,14 +38,13 @@ def _optional(value: str) -> str | None:
 
 def columns_from_args(args: argparse.Namespace, base: Columns) -> Columns:
     """``base`` (defaults, or what a model was trained with) with the options given on the command line."""
-    return Columns(
+    return replace(
+        base,
         id=base.id if args.id_column is None else _optional(args.id_column),
         text=tuple(args.text_columns) if args.text_columns else base.text,
         attachments=base.attachments if args.attachments_column is None else _optional(args.attachments_column),
         attachment_separator=args.attachment_separator or base.attachment_separator,
-        labels=base.labels,
         encoding=args.encoding or base.encoding,
-        redact=base.redact,
     )
 
 

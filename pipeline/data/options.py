@@ -1,0 +1,81 @@
+"""The data options of a model, in one place: where the manifest keeps each field and how records become
+model inputs.
+
+Training (the data module's arguments), inference (a run's ``config.yaml``) and
+the doctor build their :class:`Columns`, :class:`MediaSpec`, :class:`Featurizer`
+and :class:`Collator` from it, and its defaults are the data module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+from pipeline.data.limits import Limits
+from pipeline.data.media import MediaSpec
+from pipeline.data.records import Columns
+from pipeline.data.redact import PII_TYPES, check_types
+
+if TYPE_CHECKING:  # torch comes with them: the doctor reads its columns without it
+    from pipeline.data.collate import Collator
+    from pipeline.data.dataset import Featurizer
+    from pipeline.data.labels import LabelSpace
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    id_column: str | None = "id"
+    text_columns: tuple[str, ...] = ("text",)
+    attachments_column: str | None = "attachments"
+    attachment_separator: str = ";"
+    encoding: str = "utf-8"
+    redact: bool = True
+    redact_types: tuple[str, ...] = PII_TYPES
+    image_size: int = 128
+    video_frames: int = 8
+    max_images: int = 4
+    max_videos: int = 2
+    max_text_length: int = 256
+    limits: Limits = Limits()
+
+    @classmethod
+    def from_config(cls, data: dict) -> "DataOptions":
+        """From the ``data:`` section of a run's ``config.yaml``; an option it lacks (an older run) takes the
+        default, and so do empty text columns."""
+        given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        given["text_columns"] = tuple(given.get("text_columns") or cls.text_columns)
+        if "redact_types" in given:
+            given["redact_types"] = tuple(given["redact_types"])
+        limits = given.get("limits")
+        given["limits"] = limits if isinstance(limits, Limits) else Limits(**(limits or {}))
+        return cls(**given)
+
+    def columns(self, label_columns: Iterable[str] = ()) -> Columns:
+        """Where the manifest keeps each field, with ``label_columns`` read as labels."""
+        return Columns(
+            id=self.id_column,
+            text=tuple(self.text_columns),
+            attachments=self.attachments_column,
+            attachment_separator=self.attachment_separator,
+            labels=tuple(dict.fromkeys(label_columns)),
+            encoding=self.encoding,
+            redact=check_types(self.redact_types) if self.redact else (),
+        )
+
+    @property
+    def media(self) -> MediaSpec:
+        return MediaSpec(image_size=self.image_size, video_frames=self.video_frames, limits=self.limits)
+
+    def featurizer(self, tokenizer, labels: LabelSpace | None = None, read_media: bool = True,
+                   mark_no_input: bool = False) -> Featurizer:
+        from pipeline.data.dataset import Featurizer
+
+        return Featurizer(tokenizer, self.media, max_text_length=self.max_text_length, max_images=self.max_images,
+                          max_videos=self.max_videos, labels=labels, read_media=read_media,
+                          mark_no_input=mark_no_input)
+
+    def collator(self, pad_id: int) -> Collator:
+        from pipeline.data.collate import Collator
+
+        return Collator(pad_id=pad_id, image_size=self.image_size, video_frames=self.video_frames)

@@ -1,0 +1,80 @@
+"""``infer.py``'s command line: its options, their checks, and the defaults that depend on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from pipeline.data.cli_options import add_column_options
+from pipeline.explain.selection import DEFAULT_LIMIT
+from pipeline.inference.errors import FatalError
+from pipeline.inference.onnx_backend import BACKENDS
+from pipeline.inference.predictor import BLOCK, GROUP_SIZE
+from pipeline.inference.writers import output_format
+
+CORES = os.cpu_count() or 1
+DEFAULT_WORKERS = max(1, min(8, CORES // 2))
+
+
+def model_threads(num_workers: int, devices: int = 1) -> int:
+    """Model threads per process on CPU (torch's, or onnxruntime's intra-op pool): the cores the decoding
+    workers leave, shared by the processes.
+
+    Oversubscribing them (e.g. 2 workers + 2 spinning torch threads on 2 cores) was 1.5x slower here.
+    """
+    return max(1, (CORES - num_workers) // devices)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="infer.py", description="Predict every complaint of one or more archives.")
+    p.add_argument("--checkpoint", required=True, help="run folder printed by train.py, or a .ckpt file in it")
+    p.add_argument("--input", required=True, nargs="+", help="archive(s): folder, .zip, .tar(.gz) or manifest file")
+    p.add_argument("--output", required=True, help="predictions file: .jsonl, .csv or .parquet")
+    p.add_argument("--batch-size", type=int, default=BLOCK,
+                   help=f"records read, decoded and written together (default {BLOCK}; the unit of --resume)")
+    p.add_argument("--group-size", type=int, default=GROUP_SIZE,
+                   help=f"records per forward pass, grouped by text length so that short texts are not padded to "
+                        f"long ones (default {GROUP_SIZE}; 0: the whole batch)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help=f"DataLoader processes decoding attachments (default here: {DEFAULT_WORKERS}; "
+                        f"none when no record has an attachment or the model reads text only)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="model threads on CPU (default: the cores the workers leave free)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU when there is one)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use)")
+    p.add_argument("--devices", type=int, default=1, help="processes (DDP) sharing the records")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run with the same output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--evaluate", action="store_true", help="score predictions against the archive's label columns")
+    p.add_argument("--explain", metavar="DIR", default=None,
+                   help="also write an HTML report explaining the least confident predictions to DIR/index.html")
+    p.add_argument("--explain-limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                   help=f"records in the --explain report, least confident first (default {DEFAULT_LIMIT}; 0: all)")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="raw probabilities instead of the calibrated ones the run fitted on validation (torch backend)")
+    p.add_argument("--review-precision", type=float, default=None, metavar="P",
+                   help="rows whose confidence in any task is below the threshold that reached precision P on "
+                        "validation get needs_review (default: the run's, set by train.py --review_precision)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
+    add_column_options(p)
+    return p.parse_args(argv)
+
+
+def check_arguments(args: argparse.Namespace) -> Path:
+    """The output path, once the options that need no model are checked."""
+    output = Path(args.output)
+    try:
+        output_format(output)
+    except ValueError as e:
+        raise FatalError(str(e)) from None
+    if not output.parent.is_dir():
+        raise FatalError(f"--output {output}: folder {output.parent} does not exist")
+    if args.batch_size < 1 or args.devices < 1:
+        raise FatalError("--batch-size and --devices must be at least 1")
+    if args.explain_limit < 0:
+        raise FatalError(f"--explain-limit {args.explain_limit}: expected 0 (all) or more")
+    if args.backend != "torch" and args.devices > 1:
+        raise FatalError(f"--backend {args.backend} runs in one process: --devices > 1 needs --backend torch")
+    return output

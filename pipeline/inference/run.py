@@ -1,0 +1,212 @@
+"""One ``infer.py`` run after its checks and lock: load, predict in chunks (stopping at a chunk's end when a
+signal asks), merge the chunks into the output, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pipeline.core.signals import StopRequests, exit_status
+from pipeline.data.archive import open_archive
+from pipeline.data.cli_options import columns_from_args
+from pipeline.data.dataset import RecordStream
+from pipeline.data.manifest import read_records
+from pipeline.data.records import Columns
+from pipeline.explain.selection import LowestConfidence
+from pipeline.export.onnx import ExportError
+from pipeline.inference.arguments import DEFAULT_WORKERS, model_threads
+from pipeline.inference.chunk_writer import ChunkWriter
+from pipeline.inference.errors import FatalError, OutputError
+from pipeline.inference.predictor import ComplaintAnalyzer, resolve_device
+from pipeline.inference.summary import RowTally, meta_of, print_summary, run_counts, write_evaluation
+from pipeline.inference.writers import ChunkStore, columns_for, write_output
+from pipeline.training.checkpoint import load_run
+
+LEDGER_KEYS = ("inputs", "checkpoint_sha256", "evaluate", "columns", "calibrated", "review_precision")
+
+
+def check_inputs(paths: list[str], columns: Columns, limits) -> list[dict]:
+    """Open each archive and read its first record: fails early on a missing text column."""
+    described = []
+    for path in paths:
+        archive = open_archive(path, limits)
+        try:
+            next(iter(read_records(archive, columns)), None)
+        finally:
+            archive.close()
+        st = os.stat(path)
+        described.append({"path": str(Path(path).resolve()), "bytes": st.st_size, "mtime": st.st_mtime})
+    return described
+
+
+def any_attachments(stream: RecordStream) -> bool:
+    """Whether any record names an attachment (reads the manifests, never the media)."""
+    return any(record.attachments for _, record in stream())
+
+
+def open_model(args: argparse.Namespace, is_child: bool):
+    """The analyzer, the columns, the described inputs, the record stream and the model threads."""
+    try:
+        args.device = resolve_device(args.device, args.backend)
+    except ValueError as e:
+        raise FatalError(f"--device: {e}") from None
+    loaded = load_run(args.checkpoint)
+    columns = columns_from_args(args, loaded.columns)
+    inputs = check_inputs(args.input, columns, loaded.media.limits)
+    stream = RecordStream(args.input, columns, loaded.media.limits)
+    if args.num_workers is None:  # decoding workers only where there is media for the model to see
+        args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else 0
+    threads = (args.threads or model_threads(args.num_workers, args.devices)) if args.device == "cpu" else None
+    try:
+        analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads, args.group_size or None,
+                                     calibrated=not args.uncalibrated, review_precision=args.review_precision)
+    except ExportError as e:
+        raise FatalError(f"--backend {args.backend}: {e}") from None
+    except ValueError as e:
+        raise FatalError(str(e)) from None
+    if not loaded.calibrated and not is_child:
+        print(f"{loaded.checkpoint} holds no calibration (trained before it existed): probabilities are raw and "
+              f"the review band checks status and text only", file=sys.stderr)
+    return analyzer, columns, inputs, stream, threads
+
+
+def open_store(args: argparse.Namespace, output: Path, ledger: dict, is_child: bool) -> ChunkStore | None:
+    """The chunk store: a new one, the interrupted run's (``--resume``), or None when the output is complete.
+    The batch size becomes the ledger's (the unit of resume)."""
+    store = ChunkStore(output)
+    if is_child:
+        args.batch_size = store.read_ledger()["batch_size"]
+    elif args.resume and store.exists():
+        before = store.read_ledger()
+        for key in LEDGER_KEYS:
+            if before.get(key) != ledger[key]:
+                raise FatalError(f"--resume: {key} differ from the interrupted run's; use --overwrite to start again")
+        args.batch_size = before["batch_size"]
+    elif args.resume and output.exists():
+        print(f"{output} is already complete; nothing to resume")
+        return None
+    else:
+        if (output.exists() or store.exists()) and not args.overwrite:
+            raise FatalError(f"{output} exists (or an interrupted run of it): use --resume to finish it or --overwrite to replace it")
+        store.remove()
+        try:
+            store.create(ledger)
+        except OSError as e:
+            raise FatalError(f"cannot write beside {output}: {e.strerror or e}") from None
+    return store
+
+
+def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, threads,
+                   stops: StopRequests):
+    """Every block not yet in ``store`` predicted and written as a chunk. Returns the trainer, the writer and
+    the blocks an earlier run had done, or an exit status when a stop signal ended it."""
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader
+
+    block = args.batch_size
+    skip = store.done_blocks(block)
+    if args.device == "cpu":
+        torch.set_num_threads(threads)
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
+    loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers)
+    writer = ChunkWriter(store, analyzer.run.labels, args.evaluate, block, stops, analyzer.review)
+    trainer = pl.Trainer(
+        accelerator=analyzer.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
+        logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+        use_distributed_sampler=False, callbacks=[writer],
+    )
+    try:
+        stops.check()
+        trainer.predict(analyzer.model, dataloaders=loader, return_predictions=False)
+    except OutputError as e:
+        raise FatalError(f"{e}; the chunks written so far are kept: free space (or fix the folder) and "
+                         f"rerun with --resume") from None
+    except BaseException:
+        if stops.signum is None:
+            raise
+        writer.progress.close()  # a stop signal: whatever broke after it (e.g. a worker it reached) is the stop
+        done = sum(end - first for first, end, _ in store.chunks())
+        print(f"infer.py: stopped by {signal.Signals(stops.signum).name} with {done} records written to "
+              f"{store.parts}; finish with the same command and --resume", file=sys.stderr)
+        return exit_status(stops.signum)
+    writer.progress.close()
+    return trainer, writer, skip
+
+
+def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
+    analyzer, columns, inputs, stream, threads = open_model(args, is_child)
+    ledger = {"inputs": inputs, "checkpoint_sha256": analyzer.run.checkpoint_sha256, "batch_size": args.batch_size,
+              "evaluate": args.evaluate, "columns": list(columns.text), "calibrated": analyzer.calibrated,
+              "review_precision": analyzer.review.precision}
+    store = open_store(args, output, ledger, is_child)
+    if store is None:
+        return 0
+    predict_start = time.time()
+    predicted = predict_chunks(args, analyzer, stream, store, threads, stops)
+    if isinstance(predicted, int):
+        return predicted
+    trainer, writer, skip = predicted
+    predict_seconds = time.time() - predict_start
+    (store.parts / f"stats-rank{trainer.global_rank}-{os.getpid()}.json").write_text(json.dumps(
+        {"records": writer.records, "decode_seconds": writer.decode_seconds, "model_seconds": writer.model_seconds}))
+    trainer.strategy.barrier()
+    if not trainer.is_global_zero:
+        return 0
+    runtime = {"backend": args.backend, "device": args.device, "threads": threads,
+               "num_workers": args.num_workers, "onnxruntime_providers": getattr(analyzer.model, "providers", None)}
+    return finish(args, store, output, analyzer, stream, columns, inputs, started, predict_seconds, runtime,
+                  resumed=bool(skip))
+
+
+def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, stream: RecordStream, columns: Columns,
+           inputs, started: float, predict_seconds: float, runtime: dict, resumed: bool) -> int:
+    """Merge the chunks into the output (counting the rows), write ``.meta.json`` and the evaluation, print the
+    summary, then the ``--explain`` report."""
+    expected = 0
+    for first, end, _ in store.chunks():
+        if first != expected:
+            raise FatalError(f"records {expected}..{first - 1} have no predictions (chunks in {store.parts}); rerun with --resume")
+        expected = end
+    stats = [json.loads(p.read_text()) for p in store.parts.glob("stats-*.json")]
+    labels = analyzer.run.labels
+    tasks = [t.name for t in labels.tasks]
+    tally = RowTally(labels, analyzer.review, args.evaluate,
+                     LowestConfidence(tasks, args.explain_limit) if args.explain else None)
+    try:
+        write_output(tally.counted(store.rows()), output, columns_for(tasks, args.evaluate), labels.multilabel)
+    except OSError as e:
+        raise FatalError(f"cannot write {output}: {e.strerror or e}; the predictions are kept in {store.parts}: "
+                         f"free space (or fix the folder) and rerun with --resume") from None
+    counts = run_counts(tally, stats, started, predict_seconds, resumed)
+    meta = meta_of(args, output, analyzer, columns, inputs, counts, tally, runtime)
+    if tally.evaluation:
+        write_evaluation(tally.evaluation, output, meta)
+    meta_path = output.with_name(output.name + ".meta.json")
+    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    store.remove()
+    print_summary(tally, meta, tasks, output)
+    if tally.picker:  # after the predictions are complete: a failing report loses none of them
+        meta["explain"] = explain(args, analyzer, stream, tally.picker)
+        meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        print(f"explanations: {meta['explain']['index']} ({meta['explain']['records']} records, "
+              f"{meta['explain']['seconds_per_record']} s each)")
+    return 0
+
+
+def explain(args, analyzer: ComplaintAnalyzer, stream: RecordStream, picker: LowestConfidence) -> dict:
+    """The ``--explain`` report of the rows ``picker`` kept."""
+    from pipeline.explain.report import write_report
+
+    try:
+        summary = write_report(analyzer, stream, picker, args.explain, f"{args.checkpoint} on {', '.join(args.input)}")
+    except OSError as e:
+        raise FatalError(f"--explain {args.explain}: {e}") from None
+    return {"index": str(summary.index.resolve()), "records": summary.records,
+            "seconds_per_record": round(summary.seconds_per_record, 3)}

@@ -1,0 +1,148 @@
+"""``train.py``: LightningCLI with run folders, linked data sizes and clear config errors."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from pipeline.confidence.review import DEFAULT_PRECISION
+from pipeline.core.library_noise import silence_library_noise
+from pipeline.core.run_files import CONFIG_FILE
+from pipeline.core.signals import CheckpointOnSigterm, exit_status
+from pipeline.data.datamodule import ComplaintDataModule
+from pipeline.training.module import ComplaintClassifier
+from pipeline.training.post_fit import finish_fit
+from pipeline.training.teacher import TeacherLogits
+from pipeline.training.run_folder import RUN_DIR_ENV, prepare_run_folder, resolve_run_dir
+
+
+class SuggestingParser(LightningArgumentParser):
+    """Adds "did you mean" to errors about unknown keys."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        names = re.findall(r"(?:Key|key) '([\w.]+)'|--([\w.]+)", message)
+        wrong = [a or b for a, b in names]
+        try:
+            known = list(self.get_defaults().keys())
+        except Exception:
+            known = []
+        hints = []
+        for key in wrong:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"'{key}': did you mean '{close[0]}'?")
+        if hints:
+            message = f"{message}\n{' '.join(hints)}"
+        super().error(message, ex)
+
+
+class ComplaintCLI(LightningCLI):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("seed_everything_default", 42)
+        kwargs.setdefault("save_config_callback", None)
+        kwargs.setdefault("parser_class", SuggestingParser)  # config.yaml is written into the run folder instead
+        super().__init__(ComplaintClassifier, ComplaintDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--runs_root", default="runs", help="folder holding the run folders")
+        parser.add_argument("--experiment", default=None,
+                            help="run folder group (default: the last --config file's name)")
+        parser.add_argument("--review_precision", type=float, default=DEFAULT_PRECISION,
+                            help="precision the review band's thresholds reach on validation (infer.py's default)")
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/f1_macro", "early_stopping.mode": "max",
+                             "early_stopping.patience": 6})
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/f1_macro", "checkpoint.mode": "max", "checkpoint.save_last": True,
+                             "checkpoint.filename": "best-epoch{epoch:02d}", "checkpoint.auto_insert_metric_name": False})
+        for name in ("vocab_size", "task_classes", "class_counts", "multilabel_tasks", "pad_id"):
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+        parser.link_arguments("model.teacher", "data.teacher")
+
+    def before_instantiate_classes(self) -> None:
+        """A pretrained text model brings its tokenizer: the data uses it unless told otherwise
+        (the transformer cannot be told otherwise: its embeddings are indexed by its own vocabulary)."""
+        cfg = self.config[self.subcommand]
+        model, data = cfg["model"], cfg["data"]
+        if "text" not in model["modalities"]:
+            return
+        if model["text_encoder"] == "transformer" and model["text_pretrained"]:
+            given = data["tokenizer_path"]
+            if given and Path(given).resolve() != Path(model["text_pretrained"]).resolve():
+                raise ValueError(f"data.tokenizer_path={given}: the transformer encoder reads the tokens of its own "
+                                 f"tokenizer, model.text_pretrained={model['text_pretrained']}; leave tokenizer_path unset")
+            data["tokenizer_path"] = model["text_pretrained"]
+        elif model["embeddings_from"] and not data["tokenizer_path"]:
+            data["tokenizer_path"] = model["embeddings_from"]
+
+    def instantiate_trainer(self, **kwargs):
+        if self.subcommand != "fit":
+            kwargs.setdefault("logger", False)
+            return super().instantiate_trainer(**kwargs)
+        self.run_dir = resolve_run_dir(self.config[self.subcommand])
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_init[self.subcommand]["checkpoint"].dirpath = str(self.run_dir / "checkpoints")
+        kwargs["default_root_dir"] = str(self.run_dir)
+        kwargs["logger"] = [
+            CSVLogger(str(self.run_dir), name="", version="csv"),
+            TensorBoardLogger(str(self.run_dir), name="", version="tensorboard"),
+        ]
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks += [LearningRateMonitor(logging_interval="step"),
+                              CheckpointOnSigterm(self.run_dir / "checkpoints"), TeacherLogits()]
+        return trainer
+
+    def before_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            parser = self._parser(self.subcommand)
+            config = self.config[self.subcommand].clone()
+            config["ckpt_path"] = None
+            parser.save(config, self.run_dir / CONFIG_FILE, overwrite=True, skip_none=False)
+            prepare_run_folder(self.run_dir, self.model, self.datamodule)
+        self.datamodule.teacher_cache = self.run_dir / "teacher_logits.pt"
+        self.started = time.time()
+
+    def after_fit(self) -> None:
+        os.environ.pop(RUN_DIR_ENV, None)  # the next fit in this process gets a folder of its own
+        precision = self.config[self.subcommand]["review_precision"]
+        info = finish_fit(self.trainer, self.model, self.datamodule, self.run_dir, precision, self.started)
+        if info is not None:
+            print_summary(info, precision)
+            print(f"run: {self.run_dir}")
+
+
+def print_summary(info: dict, precision: float) -> None:
+    """Per task: validation macro-F1 and accuracy (with the network's and the regression's), calibration and
+    the review band."""
+    for task, values in info["metrics"]["val"].items():
+        parts = ""
+        if "deep_weight" in values:
+            parts = (f"  (network {values['network']['f1_macro']:.3f}, TF-IDF {values['tfidf']['f1_macro']:.3f}, "
+                     f"deep_weight {values['deep_weight']})")
+        print(f"val {task}: macro-F1 {values['f1_macro']:.3f}  accuracy {values['acc']:.3f}{parts}")
+        c, band = values["calibration"], info["review"]["tasks"][task]
+        auto = "none auto-decided" if band["threshold"] is None else \
+            f"{band['coverage']:.1%} auto-decided above confidence {band['threshold']:.3f}"
+        print(f"    calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, NLL {c['nll_before']:.3f} -> "
+              f"{c['nll_after']:.3f}  |  review band at precision {precision:g}: {auto}")
+
+
+def main(args=None) -> None:
+    silence_library_noise()
+    try:
+        ComplaintCLI(args=args)
+    except SIGTERMException:  # CheckpointOnSigterm has left last.ckpt and said where to resume from
+        sys.exit(exit_status(signal.SIGTERM))

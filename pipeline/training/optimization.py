@@ -1,0 +1,49 @@
+"""The optimiser and learning-rate schedule of a fit: AdamW, with pretrained text weights at their own rate."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pipeline.models.transformer_encoder import TransformerTextEncoder
+
+SCHEDULERS = ("cosine", "onecycle", "constant")
+
+
+def pretrained_text_parameters(module) -> list[torch.nn.Parameter]:
+    """The weights that ``text_lr`` trains: the transformer's, or the embeddings of ``embeddings_from``."""
+    encoder = getattr(module.model, "text_encoder", None)
+    if isinstance(encoder, TransformerTextEncoder):
+        return list(encoder.transformer.parameters())
+    if encoder is not None and module.hparams.embeddings_from:
+        return [encoder.embedding.weight]
+    return []
+
+
+def optimizer_and_scheduler(module):
+    """What ``configure_optimizers`` returns for the module's ``lr``, ``text_lr``, ``weight_decay``,
+    ``scheduler`` (``cosine``: linear warm-up then cosine; ``onecycle``; ``constant``) and ``warmup_fraction``."""
+    hp = module.hparams
+    pretrained = {id(p) for p in pretrained_text_parameters(module)} if hp.text_lr is not None else set()
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in pretrained], "lr": hp.lr},
+              {"params": [p for p in params if id(p) in pretrained], "lr": hp.text_lr}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.lr, weight_decay=hp.weight_decay)
+    if hp.scheduler == "constant":
+        return optimizer
+    total = max(int(module.trainer.estimated_stepping_batches), 1)
+    if hp.scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                        total_steps=total, pct_start=max(hp.warmup_fraction, 0.01))
+    else:
+        warmup = max(int(total * hp.warmup_fraction), 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

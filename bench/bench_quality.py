@@ -3,6 +3,7 @@
     python bench/bench_quality.py [--shared ../shared/data] [--only cfpb,waimai,ablation] [--seeds 42]
     python bench/bench_quality.py --only pretrained --pretrained PATH [--datasets cfpb,waimai] [--seeds 1,2,3]
     python bench/bench_quality.py --only calibration [--review-precision 0.9] [--reuse demo=RUN --reuse cfpb=RUN]
+    python bench/bench_quality.py --only augment [--seeds 1,2,3]
 
 Real data (not in the repo): CFPB ``Product`` from ``Consumer complaint narrative``
 (rows with a narrative only) and waimai_10k sentiment. Each is split once
@@ -33,6 +34,11 @@ reuses runs with ``--reuse NAME=RUN``, CFPB's after the same split check) and
 prints, per task, ECE before and after calibration on validation and test, and
 what the review band at ``--review-precision`` does on the test split when
 infer.py applies it: the share auto-decided and their precision.
+
+``augment`` trains the image-only demo model (configs/demo.yaml +
+configs/image_only.yaml) with and without ``data.image_augment``, once per
+seed, and prints test macro-F1 per task and seed with the mean, and the fit's
+seconds.
 """
 
 from __future__ import annotations
@@ -315,6 +321,24 @@ def ablation(runs_root: str) -> None:
             print(f"| {name} | {split} | {cells} |", flush=True)
 
 
+def augment(runs_root: str, seeds: list[int]) -> None:
+    print("| image-only demo | seed | category | sentiment | severity | mean | fit s |")
+    print("|---|---|---|---|---|---|---|")
+    for on in (False, True):
+        means = []
+        for seed in seeds:
+            run = train_run(["--config", "configs/demo.yaml", "--config", "configs/image_only.yaml",
+                             "--data.image_augment", str(on).lower(), "--seed_everything", str(seed),
+                             "--runs_root", runs_root, "--experiment", "augment"])
+            test = json.loads((run / "metrics.json").read_text())["test"]
+            scores = [test[t]["f1_macro"] for t in ("category", "sentiment", "severity")]
+            means.append(statistics.mean(scores))
+            seconds = json.loads((run / "run.json").read_text())["fit_seconds"]
+            cells = " | ".join(f"{x:.3f}" for x in scores)
+            print(f"| image_augment {str(on).lower()} | {seed} | {cells} | {means[-1]:.3f} | {seconds} |", flush=True)
+        print(f"| image_augment {str(on).lower()} | mean of {len(seeds)} | | | | {statistics.mean(means):.3f} | |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
@@ -333,6 +357,8 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     if "ablation" in parts:
         ablation(args.runs_root)
+    if "augment" in parts:
+        augment(args.runs_root, seeds)
     for name in DATASETS:
         if name in parts:
             text_task(name, Path(args.shared), args.runs_root, seeds)

@@ -14,6 +14,7 @@ from pipeline.data.archive import Archive
 from pipeline.data.augment import augmented_copy, mask_token
 from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.dataset import ComplaintDataset, Featurizer
+from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, RARE_POLICIES, LabelSpace, Task
 from pipeline.data.limits import Limits
 from pipeline.data.options import DataOptions
@@ -96,6 +97,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         cache_dir: where fitted vocabularies are cached (default ``~/.cache/complaint-pipeline``).
         sample_cache_mb: memory for samples decoded once before training, so that
             epochs do not decode the same attachments again (0: decode every epoch).
+        image_augment: augment training photos and video frames (random resized crop,
+            flip, colour jitter, small rotation; see :mod:`pipeline.data.image_augment`).
         teacher: a trained run folder (linked from ``model.teacher`` by ``train.py``).
             Its classes become this data's, and training batches carry its logits
             (``teacher_logits``, handed in by the training side before the loaders
@@ -116,8 +119,8 @@ class ComplaintDataModule(pl.LightningDataModule):
                  video_frames: int = D.video_frames, max_images: int = D.max_images, max_videos: int = D.max_videos,
                  max_text_length: int = D.max_text_length, vocab_size: int = 20000,
                  tokenizer_path: str | None = None, limits: Limits = D.limits, cache_dir: str | None = None,
-                 sample_cache_mb: float = 1024, teacher: str | None = None, unlabeled: list[str] = [],
-                 distill_augment: int = 0):
+                 sample_cache_mb: float = 1024, image_augment: bool = False, teacher: str | None = None,
+                 unlabeled: list[str] = [], distill_augment: int = 0):
         super().__init__()
         check_arguments(tasks, rare_classes, val_fraction, teacher, unlabeled, distill_augment)
         self.options = DataOptions(id_column, tuple(text_columns), attachments_column, attachment_separator, encoding,
@@ -130,6 +133,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.min_class_count, self.rare_classes = min_class_count, rare_classes
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers, self.sample_cache_mb = batch_size, num_workers, sample_cache_mb
+        self.image_augment = image_augment
         self.requested_vocab_size, self.tokenizer_path = vocab_size, tokenizer_path
         self.cache_dir = Path(cache_dir) if cache_dir else run_files.cache_dir()
         self.teacher, self.unlabeled_paths, self.distill_augment = teacher, list(unlabeled), distill_augment
@@ -232,13 +236,14 @@ class ComplaintDataModule(pl.LightningDataModule):
         self._prepare()
 
     def _dataset(self, split: str) -> ComplaintDataset:
+        augment = ImageAugmentation(self.options.image_size) if split == "train" and self.image_augment else None
         if split == "train" and self.teacher_logits is not None:
             records, archives = self.distillation_set(mask_token(self.tokenizer))
-            return ComplaintDataset(records, archives, self.featurizer(), self.teacher_logits)
+            return ComplaintDataset(records, archives, self.featurizer(), self.teacher_logits, augment)
         if split == "train" and self.teacher:
             raise RuntimeError("model.teacher is set but no teacher logits were handed to the data module: add "
                                "pipeline.training.teacher.TeacherLogits() to the Trainer's callbacks (train.py does)")
-        return ComplaintDataset(self.splits[split], self.archives[split], self.featurizer())
+        return ComplaintDataset(self.splits[split], self.archives[split], self.featurizer(), augment=augment)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,44 +80,48 @@ class ComplaintDataset(Dataset):
 
     ``archives`` is the archive of all records, or one per record (a distillation
     set mixes archives). ``teacher_logits`` (``{task: (N, C)}``), when given, go
-    into each sample as its teacher's outputs.
+    into each sample as its teacher's outputs. ``augment`` (training: see
+    :mod:`pipeline.data.image_augment`) changes each sample as it is served.
 
     :meth:`preload` decodes samples once, in parallel, and keeps them (up to a
     memory budget) before the DataLoader workers start, so the workers, which
     inherit them, never decode the same photos and videos again epoch after
-    epoch. Samples are deterministic (no random augmentation), so this is exact.
+    epoch. Samples are deterministic before ``augment``, which runs after the cache, so this is exact.
     """
 
     def __init__(self, records: Sequence[Record], archives: Archive | Sequence[Archive], featurizer: Featurizer,
-                 teacher_logits: dict[str, torch.Tensor] | None = None):
+                 teacher_logits: dict[str, torch.Tensor] | None = None, augment: Callable[[dict], dict] | None = None):
         self.records = records
         self.archives = archives if isinstance(archives, Sequence) else [archives] * len(records)
         self.featurizer = featurizer
         self.teacher_logits = teacher_logits
+        self.augment = augment
         self.cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        cached = self.cache.get(i)
-        if cached is not None:
-            return cached
-        sample = self.featurizer(self.records[i], self.archives[i])
-        if self.teacher_logits is not None:
-            sample["teacher_logits"] = {task: logits[i] for task, logits in self.teacher_logits.items()}
-        return sample
+        sample = self.cache.get(i)
+        if sample is None:
+            sample = self.featurizer(self.records[i], self.archives[i])
+            if self.teacher_logits is not None:
+                sample["teacher_logits"] = {task: logits[i] for task, logits in self.teacher_logits.items()}
+        return self.augment(sample) if self.augment else sample
 
     def preload(self, budget_mb: float, num_workers: int) -> None:
         """Decode samples in order, with ``num_workers`` processes, until ``budget_mb`` is used."""
         budget, used = budget_mb * 2**20, 0
-        loader = DataLoader(self, batch_size=PRELOAD_CHUNK, num_workers=num_workers, collate_fn=list)
-        samples = (sample for chunk in loader for sample in chunk)
-        for i, sample in enumerate(samples):
-            used += sum(t.nbytes for t in [sample["text_ids"], *sample["images"], *sample["videos"]])
-            if used > budget:
-                break
-            self.cache[i] = private_copy(sample) if num_workers > 0 else sample
+        augment, self.augment = self.augment, None  # the cache holds samples as decoded
+        try:
+            loader = DataLoader(self, batch_size=PRELOAD_CHUNK, num_workers=num_workers, collate_fn=list)
+            for i, sample in enumerate(sample for chunk in loader for sample in chunk):
+                used += sum(t.nbytes for t in [sample["text_ids"], *sample["images"], *sample["videos"]])
+                if used > budget:
+                    break
+                self.cache[i] = private_copy(sample) if num_workers > 0 else sample
+        finally:
+            self.augment = augment
 
 
 def private_copy(value):

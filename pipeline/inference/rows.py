@@ -43,8 +43,9 @@ def rows_from_output(output: dict, labels, evaluate: bool = False, review: Revie
                 row[name] = label
                 row[f"{name}_confidence"] = round(float(p.max()), 6)
                 row[f"{name}_probs"] = {c: round(v, 6) for c, v in zip(classes, p.tolist())}
-            if evaluate:
-                row[f"{name}_true"] = batch["raw_labels"][b].get(task.column)
+            if evaluate:  # a multi-label truth as the list of its labels, however the manifest spelled it
+                raw = batch["raw_labels"][b].get(task.column)
+                row[f"{name}_true"] = task.values(raw) if task.type == MULTILABEL and raw is not None else raw
         row["modality_weights"] = None if error else modality_weights(weights[b], layout, batch, b)
         if review is not None:
             row["review_reasons"] = review.reasons(row, int(batch["text_lengths"][b]))

@@ -186,8 +186,8 @@ def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, s
                          f"free space (or fix the folder) and rerun with --resume") from None
     counts = run_counts(tally, stats, started, predict_seconds, resumed)
     meta = meta_of(args, output, analyzer, columns, inputs, counts, tally, runtime)
-    if tally.evaluation:
-        write_evaluation(tally.evaluation, output, meta)
+    if tally.evaluations:
+        write_evaluation(tally.evaluations, output, meta)
     meta_path = output.with_name(output.name + ".meta.json")
     meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     store.remove()

@@ -11,9 +11,10 @@ from pathlib import Path
 from pipeline.confidence.review import ReviewBand
 from pipeline.core.provenance import __version__, git_commit
 from pipeline.data.evidence import NO_INPUT
-from pipeline.data.labels import MULTICLASS
+from pipeline.data.labels import MULTICLASS, MULTILABEL
 from pipeline.explain.selection import LowestConfidence
 from pipeline.inference.evaluate import Evaluation
+from pipeline.inference.evaluate_multilabel import MultilabelEvaluation
 from pipeline.inference.rows import ERROR, OK, PARTIAL
 
 
@@ -26,8 +27,8 @@ class RowTally:
         self.counts = {OK: 0, PARTIAL: 0, ERROR: 0}
         self.auto = {task: 0 for task in review.thresholds}
         self.reviewed = self.no_input = 0
-        self.evaluation = Evaluation({t.name: labels.classes[t.name] for t in labels.tasks if t.type == MULTICLASS},
-                                     labels) if evaluate else None
+        self.evaluations = [Evaluation({t.name: labels.classes[t.name] for t in labels.tasks if t.type == MULTICLASS},
+                                       labels), MultilabelEvaluation(labels)] if evaluate else []
         self.picker = picker
         self.first_rows: list[dict] = []
 
@@ -44,8 +45,8 @@ class RowTally:
                 self.auto[task] += self.review.auto_decided(task, row)
             if self.picker:
                 self.picker.add(position, row)
-            if self.evaluation:
-                self.evaluation.add(row)
+            for evaluation in self.evaluations:
+                evaluation.add(row)
             if len(self.first_rows) < 3:
                 self.first_rows.append(row)
             yield row
@@ -89,16 +90,20 @@ def meta_of(args, output: Path, analyzer, columns, inputs, counts: dict, tally: 
     }
 
 
-def write_evaluation(evaluation: Evaluation, output: Path, meta: dict) -> None:
-    """``<output>.metrics.json``, a confusion matrix per task, and the figures without matrices in ``meta``."""
-    from pipeline.reports.plots import confusion_matrix
+def write_evaluation(evaluations: list, output: Path, meta: dict) -> None:
+    """``<output>.metrics.json``, a confusion matrix per task (per label for a multi-label task), and the figures
+    without matrices in ``meta``."""
+    from pipeline.reports.plots import confusion_matrix, label_confusions
 
-    results = evaluation.results()
+    results = {task: r for evaluation in evaluations for task, r in evaluation.results().items()}
     meta["evaluation"] = {t: {k: v for k, v in r.items() if k != "confusion"} for t, r in results.items()}
     (output.with_name(output.name + ".metrics.json")).write_text(json.dumps(results, indent=2, ensure_ascii=False))
     for task, r in results.items():
-        confusion_matrix(r["confusion"], r["labels"], f"{task} ({r['records']} records)",
-                         output.with_name(f"{output.name}.confusion_{task}.png"))
+        title, path = f"{task} ({r['records']} records)", output.with_name(f"{output.name}.confusion_{task}.png")
+        if r.get("type") == MULTILABEL:
+            label_confusions(r["per_label"], title, path)
+        else:
+            confusion_matrix(r["confusion"], r["labels"], title, path)
 
 
 def print_summary(tally: RowTally, meta: dict, tasks: list[str], output: Path) -> None:
@@ -110,7 +115,10 @@ def print_summary(tally: RowTally, meta: dict, tasks: list[str], output: Path) -
           f"{runtime['backend']} on {runtime['device']}")
     for task, r in meta.get("evaluation", {}).items():
         extra = f"  (unknown true labels: {r['unknown_true_labels']})" if r["unknown_true_labels"] else ""
-        print(f"evaluate {task}: accuracy {r['acc']:.3f}  macro-F1 {r['f1_macro']:.3f}  on {r['records']} records{extra}")
+        scores = (f"subset accuracy {r['subset_acc']:.3f}  micro-F1 {r['f1_micro']:.3f}  macro-F1 {r['f1_macro']:.3f}  "
+                  f"Hamming loss {r['hamming_loss']:.3f}" if r.get("type") == MULTILABEL else
+                  f"accuracy {r['acc']:.3f}  macro-F1 {r['f1_macro']:.3f}")
+        print(f"evaluate {task}: {scores}  on {r['records']} records{extra}")
     shares = ", ".join(f"{task} {n / max(records, 1):.1%}" for task, n in tally.auto.items())
     print(f"review band (precision {review.precision:g} on validation): {records - reviewed} of {records} records "
           f"auto-decided ({1 - reviewed / max(records, 1):.1%}), {reviewed} need review"

@@ -64,6 +64,26 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str, ou
     return out
 
 
+def label_confusions(per_label: dict[str, dict], title: str, out: Path) -> Path:
+    """A multi-label task's confusion counts: a row per label, columns tp, fn, fp, tn."""
+    columns = ("tp", "fn", "fp", "tn")
+    labels = list(per_label)
+    matrix = [[per_label[c][k] for k in columns] for c in labels]
+    fig, ax = plt.subplots(figsize=(4.2, 1.0 + 0.45 * len(labels)))
+    ax.imshow(matrix, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    peak = max([max(r) for r in matrix] + [1])
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, value, ha="center", va="center", fontsize=7, color="white" if value > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def reliability_diagram(splits: dict[str, tuple[dict, dict, dict]], multilabel: set[str], out: Path) -> Path:
     """Accuracy against confidence per bin, before and after calibration: a row per split
     (``{split: (raw logits, calibrated logits, targets)}``, each per task), a column per task."""
@@ -94,8 +114,8 @@ def reliability_diagram(splits: dict[str, tuple[dict, dict, dict]], multilabel: 
 
 def comparison_intervals(per_task: dict[str, dict], out: Path) -> Path:
     """Per task and metric, A and B with their bootstrap intervals (left) and B - A with its paired one (right)."""
-    metrics = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"))
-    rows = [(task, name, label) for task in per_task for name, label in metrics]
+    metrics = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"))
+    rows = [(task, name, label) for task in per_task for name, label in metrics if name in per_task[task]]
     fig, (values, differences) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.55 * len(rows)), sharey=True)
     for y, (task, name, label) in enumerate(rows):
         m = per_task[task][name]

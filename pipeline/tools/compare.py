@@ -11,6 +11,13 @@ exact test on the records only one of them gets right, the agreement rate and
 examples of disagreement. The verdict per task is McNemar's at ``--alpha``:
 B better, B worse, or neither.
 
+A multi-label task (its answers are lists of labels) also gets micro-F1, and
+its accuracy is subset accuracy: a record is right when its predicted set is
+its true set. McNemar's test runs on that per-record outcome, as for a
+multi-class task: it is exact, paired, and puts every task's verdict on the
+same footing; the micro- and macro-F1 intervals show the partial credit it
+leaves out.
+
 Exit status, to gate a deployment: 0 B is better on some task and worse on none;
 1 B is worse on some task; 3 neither; 2 the comparison could not run.
 """
@@ -109,7 +116,7 @@ def aligned(rows_a: list[dict], rows_b: list[dict]) -> list[tuple[dict, dict]]:
 
 def compare_task(task: str, pairs: list[tuple[dict, dict]], alpha: float, resamples: int, seed: int,
                  examples: int) -> dict:
-    labelled = [(a, b) for a, b in pairs if a.get(f"{task}_true") not in (None, "")]
+    labelled = [(a, b) for a, b in pairs if a.get(f"{task}_true") not in (None, "", [])]
     if not labelled:
         raise CompareError(f"task {task}: no record has a true label")
     true = [answer_key(a[f"{task}_true"]) for a, _ in labelled]
@@ -121,8 +128,9 @@ def compare_task(task: str, pairs: list[tuple[dict, dict]], alpha: float, resamp
     b_only = sum(y and not x for x, y in zip(right_a, right_b))
     p = mcnemar_exact(a_only, b_only)
     verdict = NEITHER if p >= alpha or a_only == b_only else BETTER if b_only > a_only else WORSE
+    multilabel = any(isinstance(a.get(task), list) or isinstance(b.get(task), list) for a, b in labelled)
     metrics = {}
-    for name in ("accuracy", "f1_macro"):
+    for name in ("accuracy", "f1_macro", "f1_micro") if multilabel else ("accuracy", "f1_macro"):
         a, b = getattr(whole_a, name)[0], getattr(whole_b, name)[0]
         metrics[name] = {"a": round(float(a), 4), "a_ci": _rounded(interval(getattr(boot_a, name))),
                          "b": round(float(b), 4), "b_ci": _rounded(interval(getattr(boot_b, name))),
@@ -136,6 +144,7 @@ def compare_task(task: str, pairs: list[tuple[dict, dict]], alpha: float, resamp
     ]
     return {
         "records": len(labelled),
+        "type": "multilabel" if multilabel else "multiclass",
         **metrics,
         "mcnemar": {"a_only_right": a_only, "b_only_right": b_only, "p_value": p},
         "agreement": round(sum(x == y for x, y in zip(said_a, said_b)) / len(labelled), 4),
@@ -160,9 +169,12 @@ def summary_text(result: dict) -> str:
              f"95% intervals; McNemar exact test at alpha {result['alpha']:g}"]
     for task, r in result["tasks"].items():
         lines.append(f"{task} ({r['records']} labelled records)")
-        for name, label in (("accuracy", "accuracy"), ("f1_macro", "macro-F1")):
+        names = (("accuracy", "subset accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1")) \
+            if r["type"] == "multilabel" else (("accuracy", "accuracy"), ("f1_macro", "macro-F1"))
+        width = max(len(label) for _, label in names)
+        for name, label in names:
             m = r[name]
-            lines.append(f"  {label:9} A {m['a']:.3f} [{m['a_ci'][0]:.3f}, {m['a_ci'][1]:.3f}]  "
+            lines.append(f"  {label:{width}} A {m['a']:.3f} [{m['a_ci'][0]:.3f}, {m['a_ci'][1]:.3f}]  "
                          f"B {m['b']:.3f} [{m['b_ci'][0]:.3f}, {m['b_ci'][1]:.3f}]  "
                          f"B-A {m['difference']:+.3f} [{m['difference_ci'][0]:+.3f}, {m['difference_ci'][1]:+.3f}]")
         mc = r["mcnemar"]

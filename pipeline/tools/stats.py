@@ -60,10 +60,12 @@ def answer_counts(true, predicted, classes: list[str]) -> tuple[int, np.ndarray,
 
 @dataclass
 class Scores:
-    """Accuracy and macro-F1 of one model on each resample (and on the records as they are)."""
+    """Accuracy, macro-F1 and micro-F1 of one model on each resample (and on the records as they are). For a
+    multi-label task accuracy is subset accuracy, and the F1s pool each label's yes/no calls."""
 
     accuracy: np.ndarray
     f1_macro: np.ndarray
+    f1_micro: np.ndarray
 
 
 def paired_bootstrap(true: list, a: list, b: list, resamples: int = RESAMPLES,
@@ -83,7 +85,10 @@ def paired_bootstrap(true: list, a: list, b: list, resamples: int = RESAMPLES,
 
     def scored(cell_counts: tuple[np.ndarray, ...], weights: np.ndarray) -> Scores:
         right, tp, fp, fn = cell_counts
-        return Scores(weights @ right / weights.sum(1), macro_f1(weights @ tp, weights @ fp, weights @ fn))
+        tp, fp, fn = weights @ tp, weights @ fp, weights @ fn
+        pooled = 2 * tp.sum(1) + fp.sum(1) + fn.sum(1)
+        micro = np.divide(2 * tp.sum(1), pooled, out=np.zeros(len(pooled)), where=pooled > 0)
+        return Scores(weights @ right / weights.sum(1), macro_f1(tp, fp, fn), micro)
 
     cells_a, cells_b, whole = per_cell(1), per_cell(2), counts[None, :]
     return scored(cells_a, whole), scored(cells_b, whole), scored(cells_a, draws), scored(cells_b, draws)

@@ -62,12 +62,18 @@ class CheckpointOnSigterm(pl.Callback):
     Lightning stops after the batch in flight. A checkpoint saved there does not
     resume exactly: our data loaders cannot restart mid-epoch, and a fit resumed
     from one ended an epoch early here. So a stop at an epoch's end saves that
-    state, and a stop within an epoch keeps the last epoch end that ModelCheckpoint
-    saved (the interrupted epoch runs again on resume).
+    state, and a stop within an epoch keeps the last epoch end (the interrupted
+    epoch runs again on resume). That is written here at every epoch's end:
+    ModelCheckpoint's ``save_last`` writes ``last.ckpt`` only when it also saves
+    a best checkpoint, so after epochs without improvement it held an older
+    epoch, and a resume repeated them.
     """
 
     def __init__(self, dirpath: str | Path):
         self.path = Path(dirpath) / "last.ckpt"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):

@@ -26,7 +26,7 @@ def providers_for(device: str) -> list[str]:
 
 
 class OnnxClassifier(pl.LightningModule):
-    """Runs a run's ONNX export (made on first use, see :func:`pipeline.export.ensure_export`).
+    """Runs a run's ONNX export (made on first use, see :func:`pipeline.export.onnx.ensure_export`).
 
     Batches stay on the host: onnxruntime copies them to the GPU itself when
     its CUDA provider runs the graph. On CPU, ``threads`` length groups (see

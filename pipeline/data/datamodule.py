@@ -18,7 +18,8 @@ from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, RARE_POLICIES, LabelSpace, Task
 from pipeline.data.limits import Limits
 from pipeline.data.options import DataOptions
-from pipeline.data.reading import read_splits, report_attachment_problems, report_leaks, report_rare_classes
+from pipeline.data.reading import (SplitOptions, read_splits, report_attachment_problems, report_leaks,
+                                   report_rare_classes)
 from pipeline.data.records import Record
 from pipeline.data.text import encode_many, load_tokenizer
 from pipeline.data.vocab import VocabularyOptions, fit_vocabularies, publish
@@ -186,8 +187,9 @@ class ComplaintDataModule(pl.LightningDataModule):
     def _prepare(self) -> None:
         if self.label_space is not None:
             return
+        how = SplitOptions(self.keep_no_evidence, self.dedupe, self.val_fraction, self.split_seed)
         self.splits, self.archives = read_splits(self.paths, self.unlabeled_paths, self.tasks, self.columns,
-                                                 self.media, self)
+                                                 self.media, how)
         if self.check_leakage:
             report_leaks(self.splits)
         report_rare_classes(self.tasks, self.splits["train"], self.min_class_count, self.rare_classes)

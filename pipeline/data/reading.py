@@ -8,7 +8,7 @@ leaks between the splits and rare classes reported.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
@@ -67,8 +67,18 @@ def dedupe(records: list[Record]) -> list[Record]:
     return records
 
 
+@dataclass(frozen=True)
+class SplitOptions:
+    """How the splits are read: see :class:`pipeline.data.datamodule.ComplaintDataModule`'s arguments."""
+
+    keep_no_evidence: bool
+    dedupe: bool
+    val_fraction: float
+    split_seed: int
+
+
 def read_splits(paths: dict[str, str | None], unlabeled: list[str], tasks: list[Task], columns: Columns,
-                media: MediaSpec, options) -> tuple[dict[str, list[Record]], dict[str, Archive]]:
+                media: MediaSpec, options: SplitOptions) -> tuple[dict[str, list[Record]], dict[str, Archive]]:
     """``train``, ``val`` (given, or drawn from train), ``test`` and ``unlabeled<i>`` (labels removed)."""
     splits, archives = {}, {}
     records, archives["train"] = read_split("train", paths["train"], columns, media, options.keep_no_evidence)

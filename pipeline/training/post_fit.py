@@ -80,7 +80,7 @@ def review_decisions(module: ComplaintClassifier, raw: dict, calibrated: dict, t
     return decisions
 
 
-def test_review(band: ReviewBand, calibrated: dict, targets: dict, multilabel: set[str]) -> dict:
+def review_on_test(band: ReviewBand, calibrated: dict, targets: dict, multilabel: set[str]) -> dict:
     """Per task, what the band reaches on test: its threshold, coverage and the precision of what it decides."""
     probs, out = probabilities(calibrated, multilabel), {}
     for task, threshold in band.thresholds.items():
@@ -106,7 +106,7 @@ def calibration_outcomes(module: ComplaintClassifier, outcomes: dict[str, tuple]
     save_decisions(run, review_decisions(module, outcomes["val"][0], calibrated["val"], outcomes["val"][1]))
     band = ReviewBand.from_run(run, precision, calibrated=True, multilabel=module.multilabel)
     if "test" in outcomes:
-        for task, reached in test_review(band, calibrated["test"], outcomes["test"][1], module.multilabel).items():
+        for task, reached in review_on_test(band, calibrated["test"], outcomes["test"][1], module.multilabel).items():
             metrics["test"][task]["review"] = reached
     reliability_diagram({split: (outcomes[split][0], calibrated[split], outcomes[split][1]) for split in outcomes},
                         module.multilabel, run / "reliability.png")

@@ -16,7 +16,6 @@ import av
 import numpy as np
 from PIL import Image
 
-
 ROOT = Path(__file__).parents[1]
 
 

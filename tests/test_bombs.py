@@ -150,8 +150,8 @@ def exif_after_image_data(png: bytes) -> bytes:
 
 
 def test_gps_is_found_in_jpeg_and_png_exif(tmp_path):
-    from pipeline.tools.doctor import scan
     from pipeline.data.records import Columns
+    from pipeline.tools.doctor import scan
 
     png = gps_image("PNG")
     moved = exif_after_image_data(png)

@@ -5,12 +5,12 @@ from factory import image_bytes, pack_bad, video_bytes, write_manifest
 from pipeline.data.archive import open_archive
 from pipeline.data.collate import Collator
 from pipeline.data.datamodule import ComplaintDataModule
-from pipeline.data.split import stratified_split
 from pipeline.data.dataset import Featurizer
 from pipeline.data.labels import IGNORE_INDEX, Task
 from pipeline.data.manifest import read_records
 from pipeline.data.media import MediaSpec
 from pipeline.data.records import Columns, Record
+from pipeline.data.split import stratified_split
 from pipeline.data.text import train_tokenizer
 
 

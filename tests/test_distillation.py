@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from factory import write_manifest
-from pipeline.training.cli import ComplaintCLI
 from pipeline.data.augment import MAX_NGRAM, UNIT, augmented_copy
 from pipeline.data.records import Record
 from pipeline.data.text import load_tokenizer
 from pipeline.inference.predictor import ComplaintAnalyzer
-from pipeline.training.module import ComplaintClassifier
 from pipeline.models.pretrained_embeddings import pretrained_input_embeddings, project_embeddings
+from pipeline.training.cli import ComplaintCLI
+from pipeline.training.module import ComplaintClassifier
 from pipeline.training.teacher import Teacher
 
 ROOT = Path(__file__).parents[1]

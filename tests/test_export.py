@@ -12,16 +12,16 @@ import torch
 
 from factory import bad_with_record_problems, write_manifest
 from pipeline import ComplaintAnalyzer
-from pipeline.training.cli import ComplaintCLI
 from pipeline.data.dataset import RecordStream
-from pipeline.export.onnx import ExportError, ExportedForward, example_batch, export_run
 from pipeline.export.__main__ import main as export_main
+from pipeline.export.onnx import ExportedForward, ExportError, example_batch, export_run
 from pipeline.inference.command import main as infer_main
-from pipeline.models.length_groups import in_length_groups
-from pipeline.training.checkpoint import load_run
 from pipeline.inference.onnx_backend import cuda_provider_available
 from pipeline.models.image_encoder import ImageEncoder
+from pipeline.models.length_groups import in_length_groups
 from pipeline.models.text_encoder import LSTMTextEncoder
+from pipeline.training.checkpoint import load_run
+from pipeline.training.cli import ComplaintCLI
 
 ROOT = Path(__file__).parents[1]
 

@@ -13,15 +13,16 @@ import pytest
 import torch
 
 from factory import ROOT, big_archive, infer, infer_process, read_jsonl
-from pipeline.tools.doctor import scan
+from pipeline.data.datamodule import ComplaintDataModule
+from pipeline.data.limits import Limits
+from pipeline.data.options import DataOptions
+from pipeline.data.records import Columns
 from pipeline.inference import run as inference_run
 from pipeline.inference.evaluate import Evaluation
-from pipeline.data.datamodule import ComplaintDataModule
-from pipeline.data.options import DataOptions
-from pipeline.training.checkpoint import load_run
 from pipeline.inference.writers import ChunkStore
-from pipeline.data.limits import Limits
-from pipeline.data.records import Columns
+from pipeline.tools.doctor import scan
+from pipeline.training.checkpoint import load_run
+
 
 def wait_for(condition, seconds=300.0):
     deadline = time.time() + seconds
@@ -255,9 +256,9 @@ def test_the_data_modules_defaults_are_the_data_options():
 
 
 def test_evaluation_macro_f1_is_scikit_learns():
-    from sklearn.metrics import accuracy_score, f1_score
-
     import random
+
+    from sklearn.metrics import accuracy_score, f1_score
 
     rng = random.Random(0)
     classes = ["a", "b", "c", "d"]  # "d" never occurs; "x" is a true label the model does not know

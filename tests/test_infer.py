@@ -16,6 +16,7 @@ from factory import ROOT, bad_with_record_problems, big_archive, infer, infer_pr
 from pipeline import ComplaintAnalyzer
 from pipeline.training.checkpoint import CheckpointError, load_run
 
+
 def manifest_ids(archive: Path) -> list[str]:
     return [json.loads(line)["id"] for line in open(archive / "complaints.jsonl", encoding="utf-8")]
 

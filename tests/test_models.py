@@ -3,14 +3,14 @@ import torch
 from torch import nn
 
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.training.metrics import metric_inputs, task_metrics
-from pipeline.training.module import ComplaintClassifier
 from pipeline.models.complaint_model import ComplaintModel
-from pipeline.models.modality_dropout import drop_modalities
-from pipeline.models.network_options import NetworkOptions
 from pipeline.models.fusion import AttentionFusion
 from pipeline.models.image_encoder import ImageEncoder
+from pipeline.models.modality_dropout import drop_modalities
+from pipeline.models.network_options import NetworkOptions
 from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
+from pipeline.training.metrics import metric_inputs, task_metrics
+from pipeline.training.module import ComplaintClassifier
 
 S, T = 32, 3
 

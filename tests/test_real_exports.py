@@ -6,9 +6,9 @@ import logging
 import pytest
 
 from factory import ROOT, image_bytes, infer, read_jsonl, write_manifest
-from pipeline.training.cli import ComplaintCLI
 from pipeline.tools.doctor import NO_EVIDENCE
 from pipeline.tools.doctor import main as doctor
+from pipeline.training.cli import ComplaintCLI
 
 WORDS = {"Mortgage": "escrow payment loan house", "Debt collection": "collector calls owed debt",
          "Credit card": "card interest statement charge"}

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from torchmetrics.classification import MulticlassF1Score
 
-from pipeline.training.cli import ComplaintCLI
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.training.module import ComplaintClassifier
 from pipeline.models.complaint_model import DEEP_WEIGHTS
+from pipeline.training.cli import ComplaintCLI
+from pipeline.training.module import ComplaintClassifier
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.training.cli import ComplaintCLI
 from pipeline.data.text import load_tokenizer
 from pipeline.inference.command import main as infer_main
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, TransformerTextEncoder
+from pipeline.training.cli import ComplaintCLI
 
 ROOT = Path(__file__).parents[1]
 

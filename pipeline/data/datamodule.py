@@ -18,8 +18,13 @@ from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, RARE_POLICIES, LabelSpace, Task
 from pipeline.data.limits import Limits
 from pipeline.data.options import DataOptions
-from pipeline.data.reading import (SplitOptions, read_splits, report_attachment_problems, report_leaks,
-                                   report_rare_classes)
+from pipeline.data.reading import (
+    SplitOptions,
+    read_splits,
+    report_attachment_problems,
+    report_leaks,
+    report_rare_classes,
+)
 from pipeline.data.records import Record
 from pipeline.data.text import encode_many, load_tokenizer
 from pipeline.data.vocab import VocabularyOptions, fit_vocabularies, publish

@@ -12,7 +12,6 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 import numpy as np

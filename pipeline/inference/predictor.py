@@ -10,15 +10,15 @@ import torch
 from pytorch_lightning.utilities import move_data_to_device
 from torch.utils.data import DataLoader
 
+from pipeline.confidence.review import ReviewBand
 from pipeline.data.archive import FolderArchive
 from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
-from pipeline.training.checkpoint import LoadedRun, load_run
 from pipeline.inference.onnx_backend import BACKENDS, OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
-from pipeline.confidence.review import ReviewBand
+from pipeline.training.checkpoint import LoadedRun, load_run
 
 BLOCK = 128  # records read, decoded and written together
 GROUP_SIZE = 32  # records per forward pass, grouped by text length

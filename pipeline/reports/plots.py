@@ -87,7 +87,13 @@ def label_confusions(per_label: dict[str, dict], title: str, out: Path) -> Path:
 def reliability_diagram(splits: dict[str, tuple[dict, dict, dict]], multilabel: set[str], out: Path) -> Path:
     """Accuracy against confidence per bin, before and after calibration: a row per split
     (``{split: (raw logits, calibrated logits, targets)}``, each per task), a column per task."""
-    from pipeline.confidence.calibration import ECE_BINS, decisions, expected_calibration_error, probabilities, reliability_bins
+    from pipeline.confidence.calibration import (
+        ECE_BINS,
+        decisions,
+        expected_calibration_error,
+        probabilities,
+        reliability_bins,
+    )
 
     tasks = list(next(iter(splits.values()))[0])
     fig, axes = plt.subplots(len(splits), len(tasks), figsize=(3.6 * len(tasks), 3.4 * len(splits)), squeeze=False)

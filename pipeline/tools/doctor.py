@@ -15,16 +15,16 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from pipeline.data.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
 from pipeline.data.archive import ArchiveError, open_archive
+from pipeline.data.cli_options import add_column_options, add_limit_options, columns_from_args, limits_from_args
 from pipeline.data.evidence import is_blank
 from pipeline.data.exif import has_gps
 from pipeline.data.leakage import find_leaks
-from pipeline.data.redact import PII_TYPES, redact
 from pipeline.data.manifest import TEXT_ENCODING, ManifestReader, read_records
 from pipeline.data.media import MediaSpec, check_attachment
 from pipeline.data.options import DataOptions
 from pipeline.data.records import AttachmentError, Columns
+from pipeline.data.redact import PII_TYPES, redact
 
 EXAMPLES = 5  # complaint ids shown per problem kind
 NO_EVIDENCE = "no evidence (no text, no readable attachment: left out of training, no prediction)"

@@ -11,8 +11,15 @@ import torch
 import yaml
 
 from pipeline.confidence.review import DEFAULT_PRECISION
-from pipeline.core.run_files import (CONFIG_FILE, LABELS_FILE, RUN_INFO, TOKENIZER_DIR, CheckpointError, find_checkpoint,
-                                     sha256)
+from pipeline.core.run_files import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    RUN_INFO,
+    TOKENIZER_DIR,
+    CheckpointError,
+    find_checkpoint,
+    sha256,
+)
 from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer
 from pipeline.data.labels import LabelSpace

@@ -22,8 +22,8 @@ from pipeline.core.signals import CheckpointOnSigterm, exit_status
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.post_fit import finish_fit
-from pipeline.training.teacher import TeacherLogits
 from pipeline.training.run_folder import RUN_DIR_ENV, prepare_run_folder, resolve_run_dir
+from pipeline.training.teacher import TeacherLogits
 
 
 class SuggestingParser(LightningArgumentParser):

@@ -135,9 +135,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.paths = {"train": train, "val": val, "test": test}
         self.tasks, self.columns = tasks, self.options.columns(t.column for t in tasks)
         self.media = self.options.media
-        self.keep_no_evidence, self.dedupe, self.check_leakage = keep_no_evidence, dedupe, check_leakage
-        self.min_class_count, self.rare_classes = min_class_count, rare_classes
-        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.split_options = SplitOptions(keep_no_evidence, dedupe, val_fraction, split_seed)
+        self.check_leakage, self.min_class_count, self.rare_classes = check_leakage, min_class_count, rare_classes
         self.batch_size, self.num_workers, self.sample_cache_mb = batch_size, num_workers, sample_cache_mb
         self.image_augment = image_augment
         self.requested_vocab_size, self.tokenizer_path = vocab_size, tokenizer_path
@@ -192,9 +191,8 @@ class ComplaintDataModule(pl.LightningDataModule):
     def _prepare(self) -> None:
         if self.label_space is not None:
             return
-        how = SplitOptions(self.keep_no_evidence, self.dedupe, self.val_fraction, self.split_seed)
         self.splits, self.archives = read_splits(self.paths, self.unlabeled_paths, self.tasks, self.columns,
-                                                 self.media, how)
+                                                 self.media, self.split_options)
         if self.check_leakage:
             report_leaks(self.splits)
         report_rare_classes(self.tasks, self.splits["train"], self.min_class_count, self.rare_classes)

@@ -119,13 +119,6 @@ def image_array(data: bytes, size: int, limits: Limits) -> np.ndarray:
         raise AttachmentError(UNREADABLE, error_text(e)) from None
 
 
-def decode_image(data: bytes, size: int, limits: Limits) -> torch.Tensor:
-    """:func:`image_array` as ``(3, size, size)`` uint8."""
-    import torch
-
-    return torch.from_numpy(image_array(data, size, limits).copy()).permute(2, 0, 1)
-
-
 _local = threading.local()
 
 
@@ -177,13 +170,6 @@ def video_array(data: bytes, size: int | tuple[int, int], num_frames: int, limit
     # A clip shorter than T frames: repeat frames uniformly so every video has T.
     picks = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
     return np.stack([frames[i] for i in picks])  # (T, S, S, 3)
-
-
-def decode_video(data: bytes, size: int | tuple[int, int], num_frames: int, limits: Limits) -> torch.Tensor:
-    """:func:`video_array` as ``(T, 3, size, size)`` uint8."""
-    import torch
-
-    return torch.from_numpy(video_array(data, size, num_frames, limits)).permute(0, 3, 1, 2).contiguous()
 
 
 def _targets(duration: float, num_frames: int) -> list[float]:
@@ -238,19 +224,24 @@ def attachment_kind(data: bytes) -> str:
     raise AttachmentError(UNSUPPORTED, "neither a supported image nor video (by content)")
 
 
-def check_attachment(data: bytes, spec: MediaSpec) -> str:
-    """Type by content and decode, as :func:`decode_attachment` does, without making a tensor: the kind."""
+def attachment_array(data: bytes, spec: MediaSpec) -> tuple[str, np.ndarray]:
+    """Type by content and decode: ``("image", (S,S,3))`` or ``("video", (T,S,S,3))`` uint8."""
     kind = attachment_kind(data)
     if kind == IMAGE:
-        image_array(data, spec.image_size, spec.limits)
-    else:
-        video_array(data, spec.image_size, spec.video_frames, spec.limits)
-    return kind
+        return IMAGE, image_array(data, spec.image_size, spec.limits)
+    return VIDEO, video_array(data, spec.image_size, spec.video_frames, spec.limits)
+
+
+def check_attachment(data: bytes, spec: MediaSpec) -> str:
+    """The kind of an attachment that decodes, as :func:`decode_attachment` would, without making a tensor."""
+    return attachment_array(data, spec)[0]
 
 
 def decode_attachment(data: bytes, spec: MediaSpec) -> tuple[str, torch.Tensor]:
-    """Type by content and decode: ``("image", (3,S,S))`` or ``("video", (T,3,S,S))``."""
-    kind = attachment_kind(data)
+    """Type by content and decode: ``("image", (3,S,S))`` or ``("video", (T,3,S,S))`` uint8."""
+    import torch
+
+    kind, pixels = attachment_array(data, spec)
     if kind == IMAGE:
-        return IMAGE, decode_image(data, spec.image_size, spec.limits)
-    return VIDEO, decode_video(data, spec.image_size, spec.video_frames, spec.limits)
+        return IMAGE, torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+    return VIDEO, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()

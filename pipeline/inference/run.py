@@ -101,16 +101,15 @@ def open_store(args: argparse.Namespace, output: Path, ledger: dict, is_child: b
     return store
 
 
-def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, threads,
-                   stops: StopRequests):
-    """Every block not yet in ``store`` predicted and written as a chunk. Returns the trainer, the writer and
-    the blocks an earlier run had done, or an exit status when a stop signal ended it."""
+def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
+                   threads, stops: StopRequests):
+    """Every block not yet in ``store`` (``skip``: the blocks an earlier run did) predicted and written as a
+    chunk. Returns the trainer and the writer, or None when a stop signal ended it (it says so)."""
     import pytorch_lightning as pl
     import torch
     from torch.utils.data import DataLoader
 
     block = args.batch_size
-    skip = store.done_blocks(block)
     if args.device == "cpu":
         torch.set_num_threads(threads)
     rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -135,9 +134,9 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
         done = sum(end - first for first, end, _ in store.chunks())
         print(f"infer.py: stopped by {signal.Signals(stops.signum).name} with {done} records written to "
               f"{store.parts}; finish with the same command and --resume", file=sys.stderr)
-        return exit_status(stops.signum)
+        return None
     writer.progress.close()
-    return trainer, writer, skip
+    return trainer, writer
 
 
 def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
@@ -148,11 +147,12 @@ def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started:
     store = open_store(args, output, ledger, is_child)
     if store is None:
         return 0
+    skip = store.done_blocks(args.batch_size)
     predict_start = time.time()
-    predicted = predict_chunks(args, analyzer, stream, store, threads, stops)
-    if isinstance(predicted, int):
-        return predicted
-    trainer, writer, skip = predicted
+    predicted = predict_chunks(args, analyzer, stream, store, skip, threads, stops)
+    if predicted is None:
+        return exit_status(stops.signum)
+    trainer, writer = predicted
     predict_seconds = time.time() - predict_start
     (store.parts / f"stats-rank{trainer.global_rank}-{os.getpid()}.json").write_text(json.dumps(
         {"records": writer.records, "decode_seconds": writer.decode_seconds, "model_seconds": writer.model_seconds}))

@@ -15,9 +15,19 @@ from pipeline.tools.compare import main as compare
 TAGS = {"late": "parcel late courier delay", "damaged": "broken cracked damaged box", "refund": "money back refund"}
 
 
+def fit(archive, runs, *extra: str):
+    from pipeline.training.cli import ComplaintCLI
+
+    return ComplaintCLI(args=[
+        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
+        "--data.train", str(archive), "--data.val", str(archive), "--data.test", "null", "--data.num_workers", "0",
+        "--data.tasks", '[{"name": "tags", "column": "tags", "type": "multilabel"}, {"name": "kind", "column": "kind"}]',
+        "--trainer.max_epochs", "1", "--runs_root", str(runs), *extra]).run_dir
+
+
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory):
-    """An archive whose records carry one to three tags (as "a;b" strings and as lists), and a text-only run
+    """An archive whose records carry one or two tags (as "a;b" strings and as lists), and a text-only run
     trained on it: (archive, run folder)."""
     rng = random.Random(0)
     records = []
@@ -30,14 +40,7 @@ def tagged(tmp_path_factory):
                         "kind": "loud" if "damaged" in tags else "quiet"})
     archive = tmp_path_factory.mktemp("tagged") / "archive"
     write_manifest(archive, records)
-    from pipeline.training.cli import ComplaintCLI
-
-    cli = ComplaintCLI(args=[
-        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
-        "--data.train", str(archive), "--data.val", str(archive), "--data.test", "null", "--data.num_workers", "0",
-        "--data.tasks", '[{"name": "tags", "column": "tags", "type": "multilabel"}, {"name": "kind", "column": "kind"}]',
-        "--trainer.max_epochs", "1", "--runs_root", str(tmp_path_factory.mktemp("runs"))])
-    return archive, cli.run_dir
+    return archive, fit(archive, tmp_path_factory.mktemp("runs"))
 
 
 def test_evaluate_scores_a_multilabel_task_as_scikit_learn_does(tagged, tmp_path, capsys):
@@ -92,3 +95,20 @@ def test_compare_gives_multilabel_intervals_and_a_verdict(tagged, tmp_path, caps
     assert worse["f1_micro"]["difference_ci"][1] < 0 and worse["accuracy"]["b"] == 0.0
     assert "micro-F1" in capsys.readouterr().out
     assert compare([str(b), str(a)]) == 0
+
+
+def test_compare_gives_two_multilabel_runs_intervals_and_a_verdict(tagged, tmp_path, capsys):
+    archive, run = tagged
+    assert compare([str(run), str(run), "--input", str(archive)]) == 3  # a run against itself
+    other = fit(archive, tmp_path / "runs", "--seed_everything", "7", "--model.text_linear", "false")
+    status = compare([str(run), str(other), "--input", str(archive), "--output", str(tmp_path / "ab")])
+    result = json.loads((tmp_path / "ab" / "compare.json").read_text())
+    tags = result["tasks"]["tags"]
+    assert tags["type"] == "multilabel" and tags["records"] == 160
+    for name in ("accuracy", "f1_micro", "f1_macro"):
+        m = tags[name]
+        assert m["a_ci"][0] <= m["a"] <= m["a_ci"][1] and m["b_ci"][0] <= m["b"] <= m["b_ci"][1]
+        assert m["difference_ci"][0] <= m["difference"] <= m["difference_ci"][1]
+    assert tags["verdict"] in ("B better", "B worse", "neither") and 0 <= tags["mcnemar"]["p_value"] <= 1
+    assert status == {"B better": 0, "B worse": 1, "neither": 3}[result["verdict"]]
+    assert "tags (160 labelled records)" in capsys.readouterr().out

@@ -25,12 +25,13 @@ ROOT = Path(__file__).parents[1]
 
 # -- loss --
 
-def lit(alpha: float, temperature: float = 2.0, multilabel=()) -> ComplaintClassifier:
+def lit(alpha: float, temperature: float = 2.0, multilabel=(), loss: str = "kl") -> ComplaintClassifier:
     torch.manual_seed(0)
     return ComplaintClassifier(vocab_size=40, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
                                multilabel_tasks=list(multilabel), modalities=["text"], text_linear=False,
                                embed_dim=8, text_hidden=8, fusion_dim=8, fusion_heads=2, modality_dropout=0.0,
-                               teacher="some/run", distill_alpha=alpha, distill_temperature=temperature).eval()
+                               teacher="some/run", distill_alpha=alpha, distill_temperature=temperature,
+                               distill_loss=loss).eval()
 
 
 def distill_batch(multilabel: bool) -> dict:
@@ -85,6 +86,21 @@ def test_loss_is_plain_ce_at_alpha_1_and_kl_only_at_alpha_0(multilabel):
         assert lit(0.0, T, tasks).training_loss(b).item() == pytest.approx(hard.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_mse_loss_is_the_mean_squared_difference_of_the_logits(multilabel):
+    b = distill_batch(multilabel)
+    tasks = ["tags"] if multilabel else []
+    with torch.no_grad():
+        logits = lit(0.0, multilabel=tasks).forward_head(lit(0.0, multilabel=tasks).forward_features(b)[0])
+        by_hand = sum(((b["teacher_logits"][t].double() - logits[t].double()) ** 2).mean().item() for t in ("cat", "tags"))
+        for T in (1.0, 4.0):  # the temperature plays no part
+            assert lit(0.0, T, tasks, loss="mse").training_loss(b).item() == pytest.approx(by_hand, rel=1e-5)
+        b["teacher_logits"] = {t: logits[t].clone() for t in ("cat", "tags")}
+        assert lit(0.0, multilabel=tasks, loss="mse").training_loss(b).item() == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(ValueError, match="distill_loss 'l1' is not one of"):
+        lit(0.0, loss="l1")
+
+
 # -- augmentation --
 
 def test_augmentation_is_deterministic_per_seed_and_the_same_for_every_mask_token():
@@ -106,15 +122,15 @@ def test_augmentation_is_deterministic_per_seed_and_the_same_for_every_mask_toke
     assert UNIT.findall("退货 no refund,退款") == ["退", "货", "no", "refund,", "退", "款"]  # a unit per CJK character
 
 
-def test_distillation_set_is_deterministic_per_seed(tiny_demo, trained_run, monkeypatch):
+def test_distillation_set_is_deterministic_per_distill_seed(tiny_demo, trained_run, monkeypatch):
     from pipeline.data.datamodule import ComplaintDataModule
     from pipeline.data.labels import Task
 
-    def texts(seed: int) -> list[str]:
-        monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))
+    def texts(seed: int, training_seed: int = 1) -> list[str]:
+        monkeypatch.setenv("PL_GLOBAL_SEED", str(training_seed))
         dm = ComplaintDataModule(train=str(tiny_demo["train"]), val=str(tiny_demo["val"]), num_workers=0,
                                  tasks=[Task("category", "category")], teacher=str(trained_run),
-                                 unlabeled=[str(tiny_demo["test"])], distill_augment=2)
+                                 unlabeled=[str(tiny_demo["test"])], distill_augment=2, distill_seed=seed)
         records, archives = dm.distillation_set("[UNK]")
         with_text = sum(bool(r.text) for r in dm.splits["train"] + dm.splits["unlabeled0"])
         assert len(records) == len(dm.splits["train"]) + len(dm.splits["unlabeled0"]) + 2 * with_text
@@ -124,6 +140,7 @@ def test_distillation_set_is_deterministic_per_seed(tiny_demo, trained_run, monk
 
     assert texts(3) == texts(3)
     assert texts(3) != texts(4)
+    assert texts(3, training_seed=1) == texts(3, training_seed=2)  # student seeds share the teacher's labels
 
 
 # -- teacher logits --
@@ -137,7 +154,8 @@ def test_teacher_logits_are_computed_once_and_cached_in_the_run(tiny_demo, train
     original = Teacher.logits
 
     def counted(self, records, *args, **kwargs):
-        calls.append(len(records))
+        if any("~" in r.id for r in records):  # the distillation set (the summary's comparison scores val too)
+            calls.append(len(records))
         return original(self, records, *args, **kwargs)
 
     monkeypatch.setattr(Teacher, "logits", counted)
@@ -218,6 +236,43 @@ def test_embeddings_from_brings_its_tokenizer_through_train_py(tiny_demo, tiny_b
     vocab = load_tokenizer(tiny_bert_dir).get_vocab()
     assert load_tokenizer(c.run_dir / "tokenizer").get_vocab() == vocab
     assert f"embeddings_from: {len(vocab)} of {len(vocab)} token rows" in caplog.text
+
+
+def test_student_of_a_transformer_reads_its_tokens_and_the_summary_sets_it_beside_teacher_and_floor(
+        tiny_demo, tiny_bert_dir, tmp_path, caplog, capsys):
+    data = ["--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
+            "--data.train", str(tiny_demo["train"]), "--data.val", str(tiny_demo["val"]), "--data.test", str(tiny_demo["test"]),
+            "--data.num_workers", "0", "--trainer.max_epochs", "1", "--runs_root", str(tmp_path)]
+    teacher = fit([*data, "--config", str(ROOT / "configs" / "transformer.yaml"), "--model.text_pretrained",
+                   str(tiny_bert_dir), "--model.text_linear", "false"]).run_dir
+    capsys.readouterr()
+    student = fit([*data, "--config", str(ROOT / "configs" / "distill.yaml"), "--model.teacher", str(teacher),
+                   "--model.embed_dim", "32", "--data.distill_augment", "1"])  # embeddings_from: teacher
+    vocab = load_tokenizer(tiny_bert_dir).get_vocab()
+    assert load_tokenizer(student.run_dir / "tokenizer").get_vocab() == vocab
+    assert f"embeddings_from: {len(vocab)} of {len(vocab)} token rows from {tiny_bert_dir}" in caplog.text
+
+    info = json.loads((student.run_dir / "run.json").read_text())["distillation"]
+    student_metrics = json.loads((student.run_dir / "metrics.json").read_text())
+    teacher_metrics = json.loads((teacher / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for task in ("category", "sentiment", "severity"):
+            row, mine = info[split][task], student_metrics[split][task]
+            # the teacher's score on the student's records is its own run's (calibration keeps the argmax)
+            assert row["teacher"] == pytest.approx(teacher_metrics[split][task]["f1_macro"], abs=1e-4)
+            assert (row["student_network"], row["student"], row["floor"]) == (
+                mine["network"]["f1_macro"], mine["f1_macro"], mine["tfidf"]["f1_macro"])
+    out = capsys.readouterr().out
+    assert f"distillation from {teacher}" in out
+    r = info["test"]["mean"]
+    assert (f"test mean: student network {r['student_network']:.3f} ({r['student_network'] - r['teacher']:+.3f} vs "
+            f"teacher), student blend {r['student']:.3f}, teacher {r['teacher']:.3f}, floor (TF-IDF) {r['floor']:.3f}") in out
+
+
+def test_embeddings_from_teacher_needs_a_teacher(tiny_demo, tmp_path):
+    with pytest.raises(ValueError, match="embeddings_from=teacher: set model.teacher"):
+        fit(["--config", str(ROOT / "configs" / "demo.yaml"), "--model.embeddings_from", "teacher",
+             "--data.train", str(tiny_demo["train"]), "--runs_root", str(tmp_path)])
 
 
 # -- a student learns from its teacher --

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -111,7 +110,10 @@ class ComplaintDataModule(pl.LightningDataModule):
             are made) on the distillation set: the training records, the records of
             the ``unlabeled`` archives (labels, if any, are ignored) and
             ``distill_augment`` augmented copies of each of their texts
-            (:mod:`pipeline.data.augment`, drawn with the run's seed).
+            (:mod:`pipeline.data.augment`).
+        distill_seed: the seed the augmented copies are drawn with. It is not the training
+            seed: students trained with several seeds share one distillation set, so the
+            teacher labels it once (its logits are cached by content).
     """
 
     def __init__(self, train: str, tasks: list[Task], val: str | None = None, test: str | None = None,
@@ -126,7 +128,7 @@ class ComplaintDataModule(pl.LightningDataModule):
                  max_text_length: int = D.max_text_length, vocab_size: int = 20000,
                  tokenizer_path: str | None = None, limits: Limits = D.limits, cache_dir: str | None = None,
                  sample_cache_mb: float = 1024, image_augment: bool = False, teacher: str | None = None,
-                 unlabeled: list[str] = [], distill_augment: int = 0):
+                 unlabeled: list[str] = [], distill_augment: int = 0, distill_seed: int = 0):
         super().__init__()
         check_arguments(tasks, rare_classes, val_fraction, teacher, unlabeled, distill_augment)
         self.options = DataOptions(id_column, tuple(text_columns), attachments_column, attachment_separator, encoding,
@@ -141,7 +143,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.image_augment = image_augment
         self.requested_vocab_size, self.tokenizer_path = vocab_size, tokenizer_path
         self.cache_dir = Path(cache_dir) if cache_dir else run_files.cache_dir()
-        self.teacher, self.unlabeled_paths, self.distill_augment = teacher, list(unlabeled), distill_augment
+        self.teacher, self.unlabeled_paths = teacher, list(unlabeled)
+        self.distill_augment, self.distill_seed = distill_augment, distill_seed
         self.teacher_cache: Path | None = None  # a run's copy of the teacher logits
         self.teacher_logits: dict[str, torch.Tensor] | None = None
         self.splits: dict[str, list[Record]] = {}
@@ -231,9 +234,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         records = [r for split in splits for r in self.splits[split]]
         archives = [self.archives[split] for split in splits for _ in self.splits[split]]
         texts = [(r, a) for r, a in zip(records, archives) if r.text]
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
         for copy in range(1, self.distill_augment + 1):
-            records += [augmented_copy(r, copy, seed, mask) for r, _ in texts]
+            records += [augmented_copy(r, copy, self.distill_seed, mask) for r, _ in texts]
             archives += [a for _, a in texts]
         return records, archives
 

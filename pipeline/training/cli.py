@@ -23,7 +23,8 @@ from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.post_fit import finish_fit
 from pipeline.training.run_folder import RUN_DIR_ENV, prepare_run_folder, resolve_run_dir
-from pipeline.training.teacher import TeacherLogits
+from pipeline.training.teacher import FROM_TEACHER, TeacherLogits, teacher_pretrained_folder
+from pipeline.training.teacher_comparison import summary_lines
 
 
 class SuggestingParser(LightningArgumentParser):
@@ -73,7 +74,9 @@ class ComplaintCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """A pretrained text model brings its tokenizer: the data uses it unless told otherwise
-        (the transformer cannot be told otherwise: its embeddings are indexed by its own vocabulary)."""
+        (the transformer cannot be told otherwise: its embeddings are indexed by its own vocabulary).
+        ``model.embeddings_from: teacher`` is the folder the teacher was fine-tuned from (see
+        :func:`teacher_pretrained_folder`)."""
         cfg = self.config[self.subcommand]
         model, data = cfg["model"], cfg["data"]
         if "text" not in model["modalities"]:
@@ -84,7 +87,10 @@ class ComplaintCLI(LightningCLI):
                 raise ValueError(f"data.tokenizer_path={given}: the transformer encoder reads the tokens of its own "
                                  f"tokenizer, model.text_pretrained={model['text_pretrained']}; leave tokenizer_path unset")
             data["tokenizer_path"] = model["text_pretrained"]
-        elif model["embeddings_from"] and not data["tokenizer_path"]:
+            return
+        if model["embeddings_from"] == FROM_TEACHER:
+            model["embeddings_from"] = teacher_pretrained_folder(model["teacher"])
+        if model["embeddings_from"] and not data["tokenizer_path"]:
             data["tokenizer_path"] = model["embeddings_from"]
 
     def instantiate_trainer(self, **kwargs):
@@ -126,7 +132,7 @@ class ComplaintCLI(LightningCLI):
 
 def print_summary(info: dict, precision: float) -> None:
     """Per task: validation macro-F1 and accuracy (with the network's and the regression's), calibration and
-    the review band."""
+    the review band; after a distillation fit, the student beside its teacher and the floor."""
     for task, values in info["metrics"]["val"].items():
         parts = ""
         if "deep_weight" in values:
@@ -138,6 +144,10 @@ def print_summary(info: dict, precision: float) -> None:
             f"{band['coverage']:.1%} auto-decided above confidence {band['threshold']:.3f}"
         print(f"    calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, NLL {c['nll_before']:.3f} -> "
               f"{c['nll_after']:.3f}  |  review band at precision {precision:g}: {auto}")
+    if "distillation" in info:
+        print(f"distillation from {info['distillation']['teacher']} (macro-F1 on the same records):")
+        for line in summary_lines({k: v for k, v in info["distillation"].items() if k != "teacher"}):
+            print(f"    {line}")
 
 
 def main(args=None) -> None:

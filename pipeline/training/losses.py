@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
 
 MAX_CLASS_WEIGHT = 10.0
+DISTILL_LOSSES = ("kl", "mse")
 
 
 def balanced_weights(counts: dict[str, list[int]], multilabel: list[str]) -> dict[str, list[float]]:
@@ -42,24 +43,34 @@ def task_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], 
     return total
 
 
-def distillation_loss(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], temperature: float,
-                      multilabel: set[str], task_weights: dict[str, float] | None = None) -> torch.Tensor:
-    """``T^2 * KL(teacher || student)`` at temperature ``T``, summed over the tasks the teacher covers
-    (Hinton et al. 2015).
+def distillation_loss(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], kind: str,
+                      temperature: float, multilabel: set[str],
+                      task_weights: dict[str, float] | None = None) -> torch.Tensor:
+    """The student's loss against the teacher's logits, summed over the tasks the teacher covers.
 
-    Multi-class: KL of the softmax distributions, averaged over records. Multi-label: the
-    Bernoulli KL of each label's sigmoid, averaged over records and labels. ``T^2`` keeps
-    the gradient scale independent of ``T``.
+    ``kl``: ``T^2 * KL(teacher || student)`` at temperature ``T`` (Hinton et al. 2015; see
+    :func:`kl_divergence`). ``T^2`` keeps the gradient scale independent of ``T``.
+    ``mse``: the squared difference of the logits themselves, averaged over records and classes
+    (Tang et al. 2019); ``temperature`` is not used.
     """
     T = temperature
     total = next(iter(student.values())).new_zeros(())
     for task, target in teacher.items():
-        s, t = student[task].float() / T, target.float() / T  # (B, C)
-        if task in multilabel:
-            p = torch.sigmoid(t)
-            kl = (F.binary_cross_entropy_with_logits(s, p, reduction="none")
-                  - F.binary_cross_entropy_with_logits(t, p, reduction="none")).mean()
+        s, t = student[task].float(), target.float()  # (B, C)
+        if kind == "mse":
+            loss = F.mse_loss(s, t)
         else:
-            kl = F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), log_target=True, reduction="batchmean")
-        total = total + (task_weights or {}).get(task, 1.0) * T * T * kl
+            loss = T * T * kl_divergence(t / T, s / T, task in multilabel)
+        total = total + (task_weights or {}).get(task, 1.0) * loss
     return total
+
+
+def kl_divergence(teacher: torch.Tensor, student: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """KL(teacher || student) of logits ``(B, C)``: of the softmax distributions averaged over records, or for
+    multi-label of each label's Bernoulli averaged over records and labels."""
+    if multilabel:
+        p = torch.sigmoid(teacher)
+        return (F.binary_cross_entropy_with_logits(student, p, reduction="none")
+                - F.binary_cross_entropy_with_logits(teacher, p, reduction="none")).mean()
+    return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
+                    reduction="batchmean")

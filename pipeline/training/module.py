@@ -14,7 +14,7 @@ from pipeline.models.modality_dropout import drop_modalities
 from pipeline.models.network_options import MODALITIES, NetworkOptions
 from pipeline.models.pretrained_embeddings import copy_shared_rows, pretrained_input_embeddings, project_embeddings
 from pipeline.models.transformer_encoder import has_weights
-from pipeline.training.losses import balanced_weights, distillation_loss, task_loss
+from pipeline.training.losses import DISTILL_LOSSES, balanced_weights, distillation_loss, task_loss
 from pipeline.training.metrics import BlendMetrics
 from pipeline.training.optimization import SCHEDULERS, optimizer_and_scheduler
 from pipeline.training.text_linear_fit import fit_text_linear
@@ -37,6 +37,8 @@ def check_options(hp) -> None:
     if hp.embeddings_from and hp.text_encoder == "transformer":
         raise ValueError("model.embeddings_from starts an lstm or textcnn embedding table; "
                          "the transformer encoder starts from text_pretrained")
+    if hp.distill_loss not in DISTILL_LOSSES:
+        raise ValueError(f"distill_loss {hp.distill_loss!r} is not one of {DISTILL_LOSSES}")
     if not 0 <= hp.distill_alpha <= 1 or hp.distill_temperature <= 0:
         raise ValueError(f"distill_alpha={hp.distill_alpha}, distill_temperature={hp.distill_temperature}: "
                          f"expected 0 <= alpha <= 1 and a positive temperature")
@@ -65,8 +67,10 @@ class ComplaintClassifier(pl.LightningModule):
             the tokens both vocabularies share are copied, reduced to ``embed_dim``
             by PCA when smaller (see :func:`project_embeddings`).
         teacher: a trained run folder of this project; the data module caches its
-            logits (see :mod:`pipeline.training.teacher`) and training adds ``(1 - distill_alpha) * T^2 * KL(teacher || student)``
-            at ``T = distill_temperature`` to ``distill_alpha`` times the hard-label loss.
+            logits (see :mod:`pipeline.training.teacher`) and training adds ``1 - distill_alpha`` times the
+            distillation loss to ``distill_alpha`` times the hard-label loss.
+        distill_loss: ``kl``, ``T^2 * KL(teacher || student)`` at ``T = distill_temperature``
+            (Hinton et al. 2015), or ``mse``, the mean squared error of the logits (Tang et al. 2019).
         image_backbone: ``small_cnn``, ``mobilenet_v3_small``, ``resnet18`` or ``efficientnet_b0``.
         backbone_weights: local state-dict file for the image backbone.
         video_temporal: ``attention``, ``lstm`` or ``mean`` over frames.
@@ -104,7 +108,7 @@ class ComplaintClassifier(pl.LightningModule):
                  class_weights: dict[str, list[float]] = {}, balance_classes: bool = False,
                  label_smoothing: float = 0.0, lr: float = 2e-3, weight_decay: float = 0.01,
                  warmup_fraction: float = 0.05, scheduler: str = "cosine", teacher: str | None = None,
-                 distill_alpha: float = 0.2, distill_temperature: float = 2.0):
+                 distill_alpha: float = 0.2, distill_temperature: float = 2.0, distill_loss: str = "kl"):
         super().__init__()
         self.save_hyperparameters()
         check_options(self.hparams)
@@ -185,7 +189,8 @@ class ComplaintClassifier(pl.LightningModule):
         if "teacher_logits" not in batch:
             return hard
         hp = self.hparams
-        soft = distillation_loss(logits, batch["teacher_logits"], hp.distill_temperature, self.multilabel, hp.task_weights)
+        soft = distillation_loss(logits, batch["teacher_logits"], hp.distill_loss, hp.distill_temperature,
+                                 self.multilabel, hp.task_weights)
         return hp.distill_alpha * hard + (1 - hp.distill_alpha) * soft
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

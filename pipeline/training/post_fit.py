@@ -4,7 +4,8 @@
 fits the calibration on validation, writes both into the best checkpoint, scores
 validation and test (ECE and NLL before and after calibration, the review band
 on test), keeps the validation decisions of the review band (``review.json``),
-and writes ``metrics.json``, ``run.json`` and the plots into the run folder.
+and writes ``metrics.json``, ``run.json`` and the plots into the run folder. After a
+distillation fit, ``run.json`` also holds the student beside its teacher and the floor.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pipeline.core.run_files import CONFIG_FILE, RUN_INFO, TOKENIZER_DIR
 from pipeline.reports.plots import confusion_matrix, learning_curves, reliability_diagram
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.run_folder import prepare_run_folder
+from pipeline.training.teacher_comparison import comparison, teacher_scores
 
 
 def store_buffers(checkpoint: Path, module: ComplaintClassifier) -> None:
@@ -167,6 +169,10 @@ def finish_fit(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, run
         "calibration": fitted, "review": review, "best_score": float(score) if score is not None else None,
         "epochs": trainer.current_epoch, "fit_seconds": round(time.time() - started, 1) if started else None,
     }
+    if module.hparams.get("teacher"):
+        scores = teacher_scores(module.hparams.teacher, datamodule, {s: o[1] for s, o in outcomes.items()},
+                                module.hparams.task_classes, module.multilabel, str(module.device))
+        info["distillation"] = {"teacher": str(module.hparams.teacher), **comparison(metrics, scores)}
     (run / RUN_INFO).write_text(json.dumps(info, indent=2))
     write_plots(run, metrics, module.hparams.task_classes)
     info["metrics"] = metrics

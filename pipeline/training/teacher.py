@@ -22,13 +22,38 @@ from torch.utils.data import DataLoader, Subset
 
 from pipeline.core.atomic import atomic_file
 from pipeline.core.progress import Progress
-from pipeline.core.run_files import TOKENIZER_DIR, find_checkpoint, sha256
+from pipeline.core.run_files import CONFIG_FILE, TOKENIZER_DIR, find_checkpoint, sha256
 from pipeline.data.archive import Archive
 from pipeline.data.augment import mask_token
 from pipeline.data.dataset import ComplaintDataset
 from pipeline.data.records import Record
 from pipeline.data.text import load_tokenizer
 from pipeline.training.checkpoint import load_run
+
+FROM_TEACHER = "teacher"  # model.embeddings_from: the teacher's pretrained folder
+
+
+def teacher_pretrained_folder(run_dir: str | None) -> str | None:
+    """The local folder a transformer teacher was fine-tuned from (its ``model.text_pretrained``), for a
+    student's ``embeddings_from: teacher``: the student then reads the teacher's tokens and starts from
+    its pretrained embeddings. ``None``, with a note, for a teacher without one (the student trains its own
+    tokenizer); an error without a teacher or when the folder is gone."""
+    import yaml
+
+    if not run_dir:
+        raise ValueError("model.embeddings_from=teacher: set model.teacher to a run folder, or embeddings_from to a "
+                         "pretrained folder (or null)")
+    _, run = find_checkpoint(Path(run_dir))
+    config = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8"))["model"]
+    folder = config.get("text_pretrained") if config.get("text_encoder") == "transformer" else None
+    if folder is None:
+        rank_zero_info(f"embeddings_from=teacher: the teacher {run_dir} has no pretrained text model; "
+                       f"the student trains its own tokenizer")
+        return None
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"model.embeddings_from=teacher: the teacher {run_dir} was fine-tuned from {folder}, "
+                                f"which is not a folder any more; give embeddings_from the pretrained folder (or null)")
+    return folder
 
 
 class Teacher:

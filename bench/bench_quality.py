@@ -159,7 +159,8 @@ DATASETS = {
         "--model.balance_classes", "true", "--trainer.max_epochs", "8", "--early_stopping.patience", "3",
     ], teacher=["--trainer.max_epochs", "1", "--data.batch_size", "32"],
         # the student keeps its own tokenizer: the English model's vocabulary maps Chinese to [UNK]
-        student=["--data.distill_augment", "1", "--trainer.max_epochs", "6", "--early_stopping.patience", "3"]),
+        student=["--model.embeddings_from", "null", "--data.distill_augment", "1", "--trainer.max_epochs", "6",
+                 "--early_stopping.patience", "3"]),
 }
 
 

@@ -1,0 +1,295 @@
+"""Distillation: the fast student against its teacher and the TF-IDF + LR floor on real English complaints.
+
+    python bench/bench_distill.py --pretrained PATH [--datasets xfincorp,cfpb] [--seeds 1,2,3]
+    python bench/bench_distill.py --pretrained PATH --datasets xfincorp --ablation [--seeds 1,2,3] [--levers 1,2]
+    python bench/bench_distill.py --pretrained PATH --rates
+
+PATH: a local Hugging Face folder, all-MiniLM-L6-v2 from ``../shared/tools/get_minilm.sh``.
+
+Data (``--shared``, not in the repo), each split once, seeded and stratified, the split written under
+``--out`` and kept, so a teacher trained once is reused by later runs on the same split:
+
+- ``xfincorp``: X-FINCORP tweets, tasks complaint, severity and sentiment; 80/20, with a tenth of the
+  records taken from the 80 for validation (70/10/20).
+- ``cfpb``: CFPB narratives, task Product; 70/15/15 (bench_quality's split).
+
+Per data set: the floor (TF-IDF + LR per task, C and class weights tuned on validation); the teacher
+(README's transformer command, trained once per split, reused after); the student by README's
+distillation command, once per seed. Scores are test macro-F1, the mean over the tasks; the student's
+is the network alone (its ``network`` part in ``metrics.json``, without the TF-IDF regression).
+``--rates``: text-only ``infer.py`` records/s of teacher and student (the first seed's) over the test
+split read five times, one after the other on the same cores; run it alone.
+
+``--ablation`` trains the student once per seed for each lever, the rest at README's recipe, and prints
+each lever's effect and its fit seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def xfincorp_rows(shared: Path) -> list[dict]:
+    with open(shared / "xfincorp" / "x_fincorp.csv", newline="", encoding="utf-8") as f:
+        return [{"id": r["id"], "text": r["Complaint/ Opinion"], "complaint": r["Complaint Label"],
+                 "severity": r["Severity level"], "sentiment": r["Sentiment"]} for r in csv.DictReader(f)]
+
+
+def cfpb_rows(shared: Path) -> list[dict]:
+    rows = []
+    with open(shared / "cfpb_sample" / "complaints_sample.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if r["Consumer complaint narrative"].strip():
+                rows.append({"id": r["Complaint ID"], "text": r["Consumer complaint narrative"], "label": r["Product"]})
+    return rows
+
+
+# rows, the tasks (column names), the column the split is stratified on, the val and test fractions, and what the
+# student adds to README's command (README gives the same): CFPB has 13 classes, 4 of them under 5 training records
+DATASETS = {
+    "xfincorp": dict(rows=xfincorp_rows, tasks=["complaint", "severity", "sentiment"], stratify="severity",
+                     val=0.10, test=0.20, student=[]),
+    "cfpb": dict(rows=cfpb_rows, tasks=["label"], stratify="label", val=0.15, test=0.15,
+                 student=["--model.balance_classes", "true"]),
+}
+
+
+def split_rows(rows: list[dict], label: str, val: float, test: float, seed: int = 0) -> dict[str, list[dict]]:
+    groups = defaultdict(list)
+    for r in rows:
+        groups[r[label]].append(r)
+    rng = random.Random(seed)
+    out = {"train": [], "val": [], "test": []}
+    for key in sorted(groups):
+        g = groups[key]
+        rng.shuffle(g)
+        n = len(g)
+        n_val, n_test = (round(n * val), round(n * test)) if n >= 7 else (0, 0)
+        out["val"] += g[:n_val]
+        out["test"] += g[n_val:n_val + n_test]
+        out["train"] += g[n_val + n_test:]
+    return out
+
+
+def write_split(name: str, shared: Path, out: Path) -> tuple[dict[str, list[dict]], dict[str, Path]]:
+    """The data set's split, written as archives under ``out/name`` (rewritten only when it differs)."""
+    spec = DATASETS[name]
+    splits = split_rows(spec["rows"](shared), spec["stratify"], spec["val"], spec["test"])
+    paths = {}
+    for split, rows in splits.items():
+        folder = out / name / split
+        folder.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        file = folder / "complaints.jsonl"
+        if not file.is_file() or file.read_text(encoding="utf-8") != text:
+            file.write_text(text, encoding="utf-8")
+        paths[split] = folder
+    return splits, paths
+
+
+def floor(splits: dict[str, list[dict]], task: str) -> float:
+    """Test macro-F1 of TF-IDF (word 1-2-grams) + logistic regression on ``task``, C and class weights tuned
+    on validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    X = {k: (vec.fit_transform if k == "train" else vec.transform)([r["text"] for r in v]) for k, v in splits.items()}
+    y = {k: [r[task] for r in v] for k, v in splits.items()}
+    best = None
+    for C in (0.3, 1.0, 3.0, 10.0, 30.0):
+        for weights in (None, "balanced"):
+            clf = LogisticRegression(C=C, class_weight=weights, max_iter=2000).fit(X["train"], y["train"])
+            score = f1_score(y["val"], clf.predict(X["val"]), average="macro")
+            if best is None or score > best[0]:
+                best = (score, clf)
+    return f1_score(y["test"], best[1].predict(X["test"]), average="macro")
+
+
+def data_args(name: str, paths: dict[str, Path]) -> list[str]:
+    tasks = json.dumps([{"name": t, "column": t} for t in DATASETS[name]["tasks"]])
+    return ["--data.train", str(paths["train"]), "--data.val", str(paths["val"]), "--data.test", str(paths["test"]),
+            "--data.tasks", tasks]
+
+
+def teacher_args(pretrained: str) -> list[str]:
+    """README's teacher command (without the data)."""
+    return ["--config", "configs/base.yaml", "--config", "configs/text_only.yaml", "--config", "configs/transformer.yaml",
+            "--model.text_pretrained", pretrained, "--model.text_linear", "false"]
+
+
+def student_args(name: str, teacher: Path) -> list[str]:
+    """README's distillation command for the data set (without the data)."""
+    return ["--config", "configs/base.yaml", "--config", "configs/text_only.yaml", "--config", "configs/distill.yaml",
+            "--model.teacher", str(teacher), *DATASETS[name]["student"]]
+
+
+# lever: what changes from README's recipe (train.py arguments after it; a "configs/" argument replaces base.yaml)
+LEVERS = {
+    "README's recipe": [],
+    "demo-sized student (demo.yaml: 64 dims, 64 tokens, own 4k tokenizer)": ["configs/demo.yaml", "--model.embeddings_from", "null"],
+    "own tokenizer (20k, trained on the split), no embeddings_from": ["--model.embeddings_from", "null"],
+    "64 tokens": ["--data.max_text_length", "64"],
+    "no augmented copies": ["--data.distill_augment", "0"],
+    "8 augmented copies": ["--data.distill_augment", "8"],
+    "MSE on logits": ["--model.distill_loss", "mse"],
+    "alpha 0 (teacher only)": ["--model.distill_alpha", "0"],
+    "TextCNN student": ["--model.text_encoder", "textcnn"],
+}
+
+
+def train_run(args: list[str], log: Path) -> Path:
+    """The run folder of ``train.py fit ARGS`` (its output kept in ``log``)."""
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", *args], stdout=out,
+                              stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines = log.read_text().strip().splitlines()
+    runs = [line[5:] for line in lines if line.startswith("run: ")]
+    if done.returncode != 0 or not runs:
+        raise RuntimeError(f"training failed ({log}):\n{''.join(lines[-30:])}")
+    run = Path(runs[-1])
+    return run if run.is_absolute() else ROOT / run
+
+
+def test_scores(run: Path, tasks: list[str], part: str | None = None) -> list[float]:
+    """Test macro-F1 per task: the run's chosen blend, or ``part`` (network) of it."""
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    return [(test[t][part] if part and part in test[t] else test[t])["f1_macro"] for t in tasks]
+
+
+def teacher_run(name: str, paths: dict[str, Path], pretrained: str, out: Path, runs_root: str) -> Path:
+    """The split's teacher: trained once by README's command, reused while the split is unchanged."""
+    marker = out / name / "teacher.txt"
+    if marker.is_file():
+        run = Path(marker.read_text().strip())
+        if (run / "metrics.json").is_file():
+            data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+            if all((ROOT / data[split]).resolve() == path.resolve() for split, path in paths.items()):
+                return run
+    run = train_run([*teacher_args(pretrained), *data_args(name, paths), "--runs_root", runs_root,
+                     "--experiment", f"{name}_teacher"], out / name / "teacher.log")
+    marker.write_text(str(run))
+    return run
+
+
+def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5) -> float:
+    """infer.py's records/s (prediction phase) over ``archive`` read ``repeats`` times."""
+    done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(run), "--input",
+                           *[str(archive)] * repeats, "--output", str(out), "--overwrite"],
+                          capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"infer.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(out.with_name(out.name + ".meta.json").read_text())["counts"]["records_per_s"]
+
+
+def mean_sd(scores: list[float]) -> str:
+    spread = f" (sd {statistics.stdev(scores):.3f})" if len(scores) > 1 else ""
+    return f"{statistics.mean(scores):.3f}{spread}"
+
+
+def compare(name: str, shared: Path, out: Path, runs_root: str, pretrained: str, seeds: list[int]) -> None:
+    """Floor, teacher and README's student (3 seeds) on one data set, and the records/s of teacher and student."""
+    tasks = DATASETS[name]["tasks"]
+    splits, paths = write_split(name, shared, out)
+    floors = [floor(splits, t) for t in tasks]
+    print(f"{name}: {({k: len(v) for k, v in splits.items()})}, tasks {tasks}", flush=True)
+    print(f"{name} floor TF-IDF + LR: {statistics.mean(floors):.3f} ({', '.join(f'{x:.3f}' for x in floors)})", flush=True)
+    teacher = teacher_run(name, paths, pretrained, out, runs_root)
+    teacher_f1 = test_scores(teacher, tasks)
+    print(f"{name} teacher {teacher}: {statistics.mean(teacher_f1):.3f} ({', '.join(f'{x:.3f}' for x in teacher_f1)})",
+          flush=True)
+    students, means = [], []
+    for seed in seeds:
+        run = train_run([*student_args(name, teacher), *data_args(name, paths), "--seed_everything", str(seed),
+                         "--runs_root", runs_root, "--experiment", f"{name}_student"], out / name / f"student{seed}.log")
+        network = test_scores(run, tasks, "network")
+        means.append(statistics.mean(network))
+        students.append(run)
+        seconds = json.loads((run / "run.json").read_text())["fit_seconds"]
+        print(f"{name} student seed {seed}: network alone {means[-1]:.3f} ({', '.join(f'{x:.3f}' for x in network)}), "
+              f"blend {statistics.mean(test_scores(run, tasks)):.3f}, fit {seconds} s  ({run})", flush=True)
+    teacher_mean, floor_mean = statistics.mean(teacher_f1), statistics.mean(floors)
+    print(f"\n| {name} (test macro-F1, mean of {tasks}) | score | vs teacher | vs floor |")
+    print("|---|---|---|---|")
+    print(f"| TF-IDF + LR (floor) | {floor_mean:.3f} | {floor_mean - teacher_mean:+.3f} | |")
+    print(f"| MiniLM teacher | {teacher_mean:.3f} | | {teacher_mean - floor_mean:+.3f} |")
+    print(f"| student, network alone, seeds {','.join(map(str, seeds))} | {mean_sd(means)} | "
+          f"{statistics.mean(means) - teacher_mean:+.3f} | {statistics.mean(means) - floor_mean:+.3f} |", flush=True)
+    (out / name / "student.txt").write_text(str(students[0]))
+
+
+def rates(name: str, shared: Path, out: Path) -> None:
+    """Text-only infer.py records/s of the teacher and the first student of :func:`compare`, one after the other
+    on the same cores (run it alone: other work on the machine slows both)."""
+    _, paths = write_split(name, shared, out)
+    teacher, student = (Path((out / name / f"{who}.txt").read_text().strip()) for who in ("teacher", "student"))
+    teacher_rate = infer_rate(teacher, paths["test"], out / name / "teacher_predictions.jsonl")
+    student_rate = infer_rate(student, paths["test"], out / name / "student_predictions.jsonl")
+    print(f"{name} text-only infer.py records/s (test split x5): teacher {teacher_rate:.1f}, student {student_rate:.1f} "
+          f"({student_rate / teacher_rate:.1f}x)", flush=True)
+
+
+def ablation(name: str, shared: Path, out: Path, runs_root: str, pretrained: str, seeds: list[int],
+             levers: list[str]) -> None:
+    """Each lever against README's recipe on the same split and teacher, once per seed."""
+    tasks = DATASETS[name]["tasks"]
+    _, paths = write_split(name, shared, out)
+    teacher = teacher_run(name, paths, pretrained, out, runs_root)
+    print(f"| {name}: lever (from README's recipe) | student network alone, mean of seeds | per seed | fit s |")
+    print("|---|---|---|---|")
+    for lever in levers:
+        change = LEVERS[lever]
+        args = student_args(name, teacher)
+        if change and change[0].startswith("configs/"):
+            args[1], change = change[0], change[1:]
+        means, seconds = [], []
+        for seed in seeds:
+            run = train_run([*args, *data_args(name, paths), *change, "--seed_everything", str(seed),
+                             "--runs_root", runs_root, "--experiment", f"{name}_ablation"],
+                            out / name / f"ablation_{list(LEVERS).index(lever)}_{seed}.log")
+            means.append(statistics.mean(test_scores(run, tasks, "network")))
+            seconds.append(json.loads((run / "run.json").read_text())["fit_seconds"])
+        print(f"| {lever} | {mean_sd(means)} | {', '.join(f'{x:.3f}' for x in means)} | "
+              f"{statistics.mean(seconds):.0f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pretrained", required=True, help="local Hugging Face folder (all-MiniLM-L6-v2)")
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--datasets", default="xfincorp,cfpb")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "distill"), help="splits, teachers, logs")
+    parser.add_argument("--runs_root", default=str(ROOT / "bench" / "out" / "runs"))
+    parser.add_argument("--ablation", action="store_true", help="the levers instead of the comparison")
+    parser.add_argument("--rates", action="store_true", help="only the records/s of teacher and student")
+    parser.add_argument("--levers", default=",".join(str(i) for i in range(len(LEVERS))),
+                        help="--ablation: which levers, by number (0: README's recipe)")
+    args = parser.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
+    pretrained, shared, out = str(Path(args.pretrained).resolve()), Path(args.shared), Path(args.out).resolve()
+    for name in args.datasets.split(","):
+        if args.rates:
+            rates(name, shared, out)
+        elif args.ablation:
+            levers = [list(LEVERS)[int(i)] for i in args.levers.split(",")]
+            ablation(name, shared, out, args.runs_root, pretrained, seeds, levers)
+        else:
+            compare(name, shared, out, args.runs_root, pretrained, seeds)
+
+
+if __name__ == "__main__":
+    main()

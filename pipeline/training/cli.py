@@ -66,7 +66,9 @@ class ComplaintCLI(LightningCLI):
         parser.set_defaults({"early_stopping.monitor": "val/f1_macro", "early_stopping.mode": "max",
                              "early_stopping.patience": 6})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/f1_macro", "checkpoint.mode": "max", "checkpoint.save_last": True,
+        # last.ckpt is CheckpointOnSigterm's, written at every epoch's end; ModelCheckpoint's own would find it
+        # there and write last-v1.ckpt beside it, which --ckpt_path last could then pick
+        parser.set_defaults({"checkpoint.monitor": "val/f1_macro", "checkpoint.mode": "max", "checkpoint.save_last": False,
                              "checkpoint.filename": "best-epoch{epoch:02d}", "checkpoint.auto_insert_metric_name": False})
         for name in ("vocab_size", "task_classes", "class_counts", "multilabel_tasks", "pad_id"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import move_data_to_device, rank_zero_info
 from torch.utils.data import DataLoader, Subset
@@ -38,13 +39,11 @@ def teacher_pretrained_folder(run_dir: str | None) -> str | None:
     student's ``embeddings_from: teacher``: the student then reads the teacher's tokens and starts from
     its pretrained embeddings. ``None``, with a note, for a teacher without one (the student trains its own
     tokenizer); an error without a teacher or when the folder is gone."""
-    import yaml
-
     if not run_dir:
         raise ValueError("model.embeddings_from=teacher: set model.teacher to a run folder, or embeddings_from to a "
                          "pretrained folder (or null)")
     _, run = find_checkpoint(Path(run_dir))
-    config = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8"))["model"]
+    config = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")).get("model") or {}  # {} for a plain Trainer run
     folder = config.get("text_pretrained") if config.get("text_encoder") == "transformer" else None
     if folder is None:
         rank_zero_info(f"embeddings_from=teacher: the teacher {run_dir} has no pretrained text model; "

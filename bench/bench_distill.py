@@ -29,14 +29,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import random
 import statistics
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
+from bench_quality import cfpb_rows, split_rows, tfidf_baseline  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,15 +44,6 @@ def xfincorp_rows(shared: Path) -> list[dict]:
     with open(shared / "xfincorp" / "x_fincorp.csv", newline="", encoding="utf-8") as f:
         return [{"id": r["id"], "text": r["Complaint/ Opinion"], "complaint": r["Complaint Label"],
                  "severity": r["Severity level"], "sentiment": r["Sentiment"]} for r in csv.DictReader(f)]
-
-
-def cfpb_rows(shared: Path) -> list[dict]:
-    rows = []
-    with open(shared / "cfpb_sample" / "complaints_sample.csv", newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            if r["Consumer complaint narrative"].strip():
-                rows.append({"id": r["Complaint ID"], "text": r["Consumer complaint narrative"], "label": r["Product"]})
-    return rows
 
 
 # rows, the tasks (column names), the column the split is stratified on, the val and test fractions, and what the
@@ -66,27 +56,10 @@ DATASETS = {
 }
 
 
-def split_rows(rows: list[dict], label: str, val: float, test: float, seed: int = 0) -> dict[str, list[dict]]:
-    groups = defaultdict(list)
-    for r in rows:
-        groups[r[label]].append(r)
-    rng = random.Random(seed)
-    out = {"train": [], "val": [], "test": []}
-    for key in sorted(groups):
-        g = groups[key]
-        rng.shuffle(g)
-        n = len(g)
-        n_val, n_test = (round(n * val), round(n * test)) if n >= 7 else (0, 0)
-        out["val"] += g[:n_val]
-        out["test"] += g[n_val:n_val + n_test]
-        out["train"] += g[n_val + n_test:]
-    return out
-
-
 def write_split(name: str, shared: Path, out: Path) -> tuple[dict[str, list[dict]], dict[str, Path]]:
     """The data set's split, written as archives under ``out/name`` (rewritten only when it differs)."""
     spec = DATASETS[name]
-    splits = split_rows(spec["rows"](shared), spec["stratify"], spec["val"], spec["test"])
+    splits = split_rows(spec["rows"](shared), spec["stratify"], val=spec["val"], test=spec["test"])
     paths = {}
     for split, rows in splits.items():
         folder = out / name / split
@@ -100,23 +73,8 @@ def write_split(name: str, shared: Path, out: Path) -> tuple[dict[str, list[dict
 
 
 def floor(splits: dict[str, list[dict]], task: str) -> float:
-    """Test macro-F1 of TF-IDF (word 1-2-grams) + logistic regression on ``task``, C and class weights tuned
-    on validation."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-    X = {k: (vec.fit_transform if k == "train" else vec.transform)([r["text"] for r in v]) for k, v in splits.items()}
-    y = {k: [r[task] for r in v] for k, v in splits.items()}
-    best = None
-    for C in (0.3, 1.0, 3.0, 10.0, 30.0):
-        for weights in (None, "balanced"):
-            clf = LogisticRegression(C=C, class_weight=weights, max_iter=2000).fit(X["train"], y["train"])
-            score = f1_score(y["val"], clf.predict(X["val"]), average="macro")
-            if best is None or score > best[0]:
-                best = (score, clf)
-    return f1_score(y["test"], best[1].predict(X["test"]), average="macro")
+    """Test macro-F1 of TF-IDF (word 1-2-grams) + logistic regression on ``task``, tuned on validation."""
+    return tfidf_baseline(splits, "word", (1, 2), label=task)
 
 
 def data_args(name: str, paths: dict[str, Path]) -> list[str]:

@@ -57,7 +57,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def split_rows(rows: list[dict], label: str, seed: int = 0) -> dict[str, list[dict]]:
+def split_rows(rows: list[dict], label: str, seed: int = 0, val: float = 0.15,
+               test: float = 0.15) -> dict[str, list[dict]]:
     groups = defaultdict(list)
     for r in rows:
         groups[r[label]].append(r)
@@ -67,7 +68,7 @@ def split_rows(rows: list[dict], label: str, seed: int = 0) -> dict[str, list[di
         g = groups[key]
         rng.shuffle(g)
         n = len(g)
-        n_val = n_test = round(n * 0.15) if n >= 7 else 0
+        n_val, n_test = (round(n * val), round(n * test)) if n >= 7 else (0, 0)
         out["val"] += g[:n_val]
         out["test"] += g[n_val:n_val + n_test]
         out["train"] += g[n_val + n_test:]
@@ -86,14 +87,14 @@ def write_archives(splits: dict[str, list[dict]], base: Path) -> dict[str, Path]
     return paths
 
 
-def tfidf_baseline(splits, analyzer: str, ngrams: tuple[int, int]) -> float:
+def tfidf_baseline(splits, analyzer: str, ngrams: tuple[int, int], label: str = "label") -> float:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
     vec = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True, min_df=2)
     X = {k: (vec.fit_transform if k == "train" else vec.transform)([r["text"] for r in v]) for k, v in splits.items()}
-    y = {k: [r["label"] for r in v] for k, v in splits.items()}
+    y = {k: [r[label] for r in v] for k, v in splits.items()}
     best = None
     for C in (0.3, 1.0, 3.0, 10.0, 30.0):
         for cw in (None, "balanced"):

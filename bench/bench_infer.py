@@ -1,7 +1,10 @@
-"""Inference speed and memory per backend (eager torch, onnxruntime, onnxruntime INT8), all in one run.
+"""Inference speed and memory per backend (eager torch, onnxruntime, onnxruntime INT8), all in one run; or
+text-only students end to end against their model alone (``--students``).
 
     python bench/bench_infer.py --checkpoint runs/demo/<run> --text-checkpoint RUN \\
         [--text-source ../shared/data/waimai_10k/waimai_10k.csv] [--records 20000] [--repeats 7] [--rounds 2]
+    python bench/bench_infer.py --students RUN [RUN ...] --text-source ../shared/data/xfincorp/x_fincorp.csv \\
+        [--main-checkout DIR] [--records 20000]
 
 Two archives of ``--records`` complaints: the demo's photos and videos with
 their texts (ids made unique), and a text-only one, the ``review`` (or
@@ -23,6 +26,12 @@ For each model and backend:
 * as on main before the ONNX backends: eager, blocks of 32, no length groups,
   the default decoding worker for every archive;
 * with ``--evaluate`` archives (the runs' test splits), macro-F1 per backend.
+
+``--students``: for each text-only run, on the text-only archive, the model alone (:func:`model_only_rates`,
+eager, infer.py's threads) against infer.py end to end (:func:`timed_infer`): its records/s from the first
+record written to the output complete, and the seconds from its start to that first record. With
+``--main-checkout`` (a worktree of main, e.g. ``git worktree add /tmp/main main``), that checkout's infer.py
+runs the same archive, for the speed-up. Configurations interleaved, the best of ``--rounds``.
 """
 
 from __future__ import annotations
@@ -64,9 +73,12 @@ def demo_archive(source: Path, n: int, out: Path) -> Path:
     return out
 
 
+TEXT_COLUMNS = ("review", "Consumer complaint narrative", "Complaint/ Opinion")  # waimai, CFPB, X-FINCORP
+
+
 def text_archive(source: Path, n: int, out: Path) -> Path:
     with open(source, newline="", encoding="utf-8") as f:
-        texts = [r.get("review") or r.get("Consumer complaint narrative") or "" for r in csv.DictReader(f)]
+        texts = [next((r[c] for c in TEXT_COLUMNS if r.get(c)), "") for r in csv.DictReader(f)]
     texts = [t for t in texts if t.strip()]
     out.mkdir(parents=True)
     with open(out / "complaints.jsonl", "w", encoding="utf-8") as f:
@@ -95,16 +107,70 @@ def run_infer(checkpoint: str, archive: Path, output: Path, *options: str) -> tu
     return json.loads(output.with_name(output.name + ".meta.json").read_text()), peak
 
 
-def model_only_rates(checkpoint: str, archive: Path, threads: int, repeats: int, blocks: int = 12) -> dict[str, float]:
+def timed_infer(checkpoint: str, archive: Path, output: Path, checkout: Path = ROOT) -> dict:
+    """``checkout``'s infer.py over ``archive``: seconds from its start to the first record written (its first
+    chunk) and records/s from there to the output complete."""
+    parts = output.with_name(output.name + ".parts")
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(checkout / "infer.py"), "--checkpoint", checkpoint, "--input",
+                             str(archive), "--output", str(output), "--overwrite"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=checkout)
+    first = None
+    while proc.poll() is None:
+        if first is None and parts.is_dir() and any(p.name.startswith("chunk-") for p in parts.iterdir()):
+            first = time.perf_counter()
+        time.sleep(0.01)
+    end = time.perf_counter()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{checkout}/infer.py failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    records = json.loads(output.with_name(output.name + ".meta.json").read_text())["counts"]["records"]
+    first = first or end
+    return {"first_record_s": first - start, "records_per_s": (records - BLOCK) / (end - first)}
+
+
+def students(runs: list[str], archive: Path, tmp: Path, repeats: int, rounds: int, main_checkout: Path | None) -> None:
+    """Text-only students: the model alone against infer.py end to end (and main's infer.py)."""
+    results = {}
+    for run in runs:
+        threads = model_threads(0)  # infer.py reads a text-only archive without decoding workers
+        results[run] = {"threads": threads,
+                        "model_only": model_only_rates(run, archive, threads, repeats, blocks=40,
+                                                       backends=("torch",))["torch"]}
+    checkouts = {"this checkout": ROOT, **({"main": main_checkout} if main_checkout else {})}
+    for _ in range(rounds):
+        for run in runs:
+            for label, checkout in checkouts.items():
+                timed = timed_infer(run, archive, tmp / "students.jsonl", checkout)
+                print(f"  {run} {label}: {timed['records_per_s']:.1f} records/s, first record after "
+                      f"{timed['first_record_s']:.2f} s", flush=True)
+                best = results[run].get(label)
+                results[run][label] = timed if best is None or timed["records_per_s"] > best["records_per_s"] else best
+    print(f"\ntext-only students on {archive} ({model_threads(0)} model threads, {CORES} cores):")
+    print("| student | model only, records/s | end to end, records/s | end to end / model only | start to first "
+          "record, s |" + (" main end to end, records/s | vs main |" if main_checkout else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if main_checkout else ""))
+    for run, r in results.items():
+        e2e = r["this checkout"]
+        row = (f"| {run} | {r['model_only']:.0f} | {e2e['records_per_s']:.0f} | "
+               f"{e2e['records_per_s'] / r['model_only']:.2f} | {e2e['first_record_s']:.2f} |")
+        if main_checkout:
+            main = r["main"]
+            row += f" {main['records_per_s']:.0f} | {e2e['records_per_s'] / main['records_per_s']:.2f}x |"
+        print(row)
+    print(json.dumps(results), file=sys.stderr)
+
+
+def model_only_rates(checkpoint: str, archive: Path, threads: int, repeats: int, blocks: int = 12,
+                     backends: tuple[str, ...] = BACKENDS) -> dict[str, float]:
     """Median records/s per backend on the same pre-decoded blocks, backends interleaved."""
     torch.set_num_threads(threads)
     analyzers = {b: ComplaintAnalyzer.from_checkpoint(checkpoint, device="cpu", backend=b, threads=threads)
-                 for b in BACKENDS}
+                 for b in backends}
     run = analyzers["torch"].run
     cached = list(itertools.islice(iter(analyzers["torch"].dataset(RecordStream([str(archive)], run.columns,
                                                                                   run.media.limits), BLOCK)), blocks))
     records = sum(len(b["ids"]) for b in cached)
-    rates = {b: [] for b in BACKENDS}
+    rates = {b: [] for b in backends}
     with torch.inference_mode():
         for analyzer in analyzers.values():
             analyzer.model.predict_step(cached[0])  # warm-up
@@ -171,8 +237,10 @@ def report(name: str, records: int, r: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", required=True, help="a multimodal run (the demo's)")
-    parser.add_argument("--text-checkpoint", required=True, help="a text-only run for --text-source's kind of text")
+    parser.add_argument("--checkpoint", help="a multimodal run (the demo's)")
+    parser.add_argument("--text-checkpoint", help="a text-only run for --text-source's kind of text")
+    parser.add_argument("--students", nargs="+", metavar="RUN", help="text-only runs: end to end against the model")
+    parser.add_argument("--main-checkout", type=Path, help="--students: another checkout's infer.py beside this one")
     parser.add_argument("--demo-source", default=str(ROOT / "data" / "demo" / "train"))
     parser.add_argument("--text-source", default=str(ROOT.parent / "shared" / "data" / "waimai_10k" / "waimai_10k.csv"))
     parser.add_argument("--records", type=int, default=20000)
@@ -180,6 +248,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="end-to-end runs per configuration (best kept)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
+    if args.students:
+        try:
+            archive = text_archive(Path(args.text_source), args.records, tmp / "text")
+            students(args.students, archive, tmp, args.repeats, args.rounds, args.main_checkout)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if not args.checkpoint or not args.text_checkpoint:
+        parser.error("--checkpoint and --text-checkpoint are needed (or --students)")
     try:
         archives = {"demo": demo_archive(Path(args.demo_source), args.records, tmp / "demo"),
                     "text-only": text_archive(Path(args.text_source), args.records, tmp / "text")}

@@ -5,7 +5,7 @@ from factory import image_bytes, pack_bad, video_bytes, write_manifest
 from pipeline.data.archive import open_archive
 from pipeline.data.collate import Collator
 from pipeline.data.datamodule import ComplaintDataModule
-from pipeline.data.dataset import Featurizer
+from pipeline.data.dataset import Featurizer, StreamingComplaintDataset
 from pipeline.data.labels import IGNORE_INDEX, Task
 from pipeline.data.manifest import read_records
 from pipeline.data.media import MediaSpec
@@ -71,6 +71,51 @@ def test_collate_shapes_and_masks():
 def test_collate_batch_without_any_attachment():
     batch = Collator(image_size=8, video_frames=2)([sample(2, 0, 0)])
     assert batch["images"].shape == (1, 1, 3, 8, 8) and not batch["image_mask"].any()
+
+
+def test_collate_for_a_model_without_media_holds_no_pixels():
+    batch = Collator(image_size=128, video_frames=8, media=False)([sample(2, 0, 0), sample(3, 0, 0)])
+    assert batch["images"].shape == (2, 1, 3, 0, 0) and batch["videos"].shape == (2, 1, 8, 3, 0, 0)
+    assert not batch["image_mask"].any() and not batch["video_mask"].any()
+    assert batch["text_ids"].shape == (2, 3)
+
+
+def test_block_tokenized_in_one_call_equals_record_by_record(tokenizer):
+    records = [Record("a", "broken screen refund", [], {}, "s"), Record("b", "", [], {}, "s"),
+               Record("c", "快递 complaint " * 40, [], {}, "s"), Record("d", "x", [], {}, "s", error="bad row")]
+    calls = []
+
+    def counted(texts, **options):
+        calls.append(texts)
+        return tokenizer(texts, **options)
+
+    featurize = Featurizer(counted, MediaSpec(image_size=16, video_frames=2), max_text_length=16, read_media=False,
+                           mark_no_input=True)
+    block = featurize.many([(r, None) for r in records])
+    assert calls == [["broken screen refund", "快递 complaint " * 40]]  # the readable texts, in one call
+    alone = [featurize(r, None) for r in records]
+    assert [s["text_ids"].tolist() for s in block] == [s["text_ids"].tolist() for s in alone]
+    assert len(block[2]["text_ids"]) == 16 and block[1]["text_ids"].numel() == 0 and block[3]["text_ids"].numel() == 0
+    assert block[1]["error"].startswith("no_input") and block[3]["error"] == "bad row"
+
+
+def test_a_record_that_breaks_its_block_fails_alone(tokenizer):
+    records = [Record(str(i), f"complaint {i}", [], {}, "s") for i in range(5)]
+
+    class Breaks(Featurizer):
+        def _without_text(self, record, archive):
+            if record.id == "3" and record.error is None:
+                raise RuntimeError("boom")
+            return super()._without_text(record, archive)
+
+    featurize = Breaks(tokenizer, MediaSpec(image_size=16, video_frames=2), read_media=False)
+    stream = StreamingComplaintDataset(lambda: ((None, r) for r in records), featurize,
+                                       Collator(image_size=16, video_frames=2, media=False), block=8)
+    (batch,) = list(stream)
+    assert batch["ids"] == ["0", "1", "2", "3", "4"]
+    assert batch["errors"][3] == "unexpected error: RuntimeError: boom"
+    assert [e is None for e in batch["errors"]] == [True, True, True, False, True]
+    assert batch["text_lengths"].tolist()[:3] == [2, 2, 2] and batch["text_lengths"][3] == 0
 
 
 def test_stratified_split_is_seeded_and_stratified():

@@ -4,16 +4,16 @@ from transformers import AutoTokenizer
 
 from pipeline.data.labels import IGNORE_INDEX, LabelSpace, Task, UnknownLabelError
 from pipeline.data.records import Record
-from pipeline.data.text import encode, load_tokenizer, train_tokenizer
+from pipeline.data.text import encode_many, load_tokenizer, train_tokenizer
 
 TEXTS = ["快递很慢，屏幕碎了 The screen arrived CRACKED", "ｒｅｆｕｎｄ please 退款 refund"] * 5
 
 
 def test_cjk_characters_are_tokens_and_nfkc_applies():
     tok = train_tokenizer(TEXTS, vocab_size=300)
-    pieces = tok.convert_ids_to_tokens(encode(tok, "快递很慢 CRACKED ｒｅｆｕｎｄ", 64))
+    pieces = tok.convert_ids_to_tokens(encode_many(tok, ["快递很慢 CRACKED ｒｅｆｕｎｄ"], 64)[0])
     assert pieces == ["快", "递", "很", "慢", "cracked", "refund"]
-    assert tok.unk_token_id not in encode(tok, "屏幕碎了", 64)
+    assert tok.unk_token_id not in encode_many(tok, ["屏幕碎了"], 64)[0]
 
 
 def test_save_and_load_with_auto_tokenizer_offline(tmp_path):
@@ -22,16 +22,16 @@ def test_save_and_load_with_auto_tokenizer_offline(tmp_path):
     assert (tmp_path / "tokenizer.json").is_file()
     again = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
     text = "快递 refund 屏幕"
-    assert encode(again, text, 64) == encode(tok, text, 64)
-    assert again.decode(encode(again, text, 64)) == "快 递 refund 屏 幕"
+    assert encode_many(again, [text], 64)[0] == encode_many(tok, [text], 64)[0]
+    assert again.decode(encode_many(again, [text], 64)[0]) == "快 递 refund 屏 幕"
     assert load_tokenizer(tmp_path).pad_token_id == 0
 
 
 def test_truncation_keeps_the_start():
     tok = train_tokenizer(TEXTS, vocab_size=300)
-    full = encode(tok, TEXTS[0], 1000)
-    assert encode(tok, TEXTS[0], 5) == full[:5]
-    assert encode(tok, "", 5) == []
+    full = encode_many(tok, [TEXTS[0]], 1000)[0]
+    assert encode_many(tok, [TEXTS[0]], 5)[0] == full[:5]
+    assert encode_many(tok, [""], 5)[0] == []
 
 
 def test_load_tokenizer_missing_folder(tmp_path):

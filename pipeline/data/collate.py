@@ -30,6 +30,24 @@ def pad_token_ids(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Ten
     return ids, lengths
 
 
+def batch_to_device(batch: dict, device) -> dict:
+    """``batch`` with its tensors (at the top and in the per-task dicts) on ``device``; the per-record lists are
+    passed along as they are, not walked value by value as generic collection helpers do."""
+    def moved(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in value.items()}
+        return value
+
+    return {key: moved(value) for key, value in batch.items()}
+
+
+def as_built(batch: dict) -> dict:
+    """The DataLoader's ``collate_fn`` for batches a dataset built whole (its default walks every value)."""
+    return batch
+
+
 @dataclass
 class Collator:
     """Batch layout (B records, N images, V videos, T frames, S pixels)::
@@ -42,14 +60,16 @@ class Collator:
         ids, sources, warnings, errors, image_paths, video_paths: per-record lists
 
     N, V and L are at least 1 so shapes stay valid when a whole batch lacks a modality.
+    ``media`` False (a model that reads no photos or videos): S is 0, so the empty slots cost nothing.
     """
 
     pad_id: int = 0
     image_size: int = 128
     video_frames: int = 8
+    media: bool = True
 
     def __call__(self, samples: list[dict]) -> dict:
-        B, S, T = len(samples), self.image_size, self.video_frames
+        B, S, T = len(samples), self.image_size if self.media else 0, self.video_frames
         N = max([len(s["images"]) for s in samples] + [1])
         V = max([len(s["videos"]) for s in samples] + [1])
         text_ids, text_lengths = pad_token_ids([s["text_ids"] for s in samples], self.pad_id)

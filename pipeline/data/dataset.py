@@ -16,7 +16,7 @@ from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import IMAGE, MediaSpec, decode_attachment
 from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Columns, Record
-from pipeline.data.text import encode
+from pipeline.data.text import encode_many
 
 PRELOAD_CHUNK = 32  # samples per message from a preloading worker
 
@@ -40,6 +40,20 @@ class Featurizer:
     mark_no_input: bool = False
 
     def __call__(self, record: Record, archive: Archive) -> dict:
+        return self.many([(record, archive)])[0]
+
+    def many(self, items: Sequence[tuple[Record, Archive]]) -> list[dict]:
+        """The samples of several records, their texts tokenized in one call of the tokenizer."""
+        samples = [self._without_text(record, archive) for record, archive in items]
+        readable = [i for i, sample in enumerate(samples) if sample["error"] is None]
+        ids = encode_many(self.tokenizer, [items[i][0].text for i in readable], self.max_text_length)
+        for sample in samples:
+            sample["text_ids"] = torch.tensor([], dtype=torch.long)
+        for i, text_ids in zip(readable, ids):
+            samples[i]["text_ids"] = torch.tensor(text_ids, dtype=torch.long)
+        return samples
+
+    def _without_text(self, record: Record, archive: Archive) -> dict:
         problems: list[AttachmentProblem] = []
         images, image_paths, videos, video_paths = [], [], [], []
         if record.error is None and self.read_media:
@@ -58,13 +72,11 @@ class Featurizer:
         error = record.error
         if error is None and self.mark_no_input and not images and not videos and is_blank(record.text):
             error = no_input_message(self.read_media)
-        text_ids = encode(self.tokenizer, record.text, self.max_text_length) if error is None else []
         sample = {
             "id": record.id,
             "source": record.source,
             "error": error,
             "warnings": ([error] if error else []) + record.warnings + [str(p) for p in problems],
-            "text_ids": torch.tensor(text_ids, dtype=torch.long),
             "images": images,
             "image_paths": image_paths,
             "videos": videos,
@@ -181,19 +193,26 @@ class StreamingComplaintDataset(IterableDataset):
         self.world_size = world_size
         self.skip_blocks = skip_blocks
 
-    def _sample(self, n: int, archive: Archive, record: Record) -> dict:
+    def _alone(self, archive: Archive, record: Record) -> dict:
         try:
-            sample = self.featurizer(record, archive)
+            return self.featurizer(record, archive)
         except Exception as e:  # one bad record never stops the run
             broken = Record(record.id, "", [], {}, record.source, error=f"unexpected error: {type(e).__name__}: {e}")
-            sample = self.featurizer(broken, archive)
-        sample["index"] = n
-        sample["raw_labels"] = record.labels
-        return sample
+            return self.featurizer(broken, archive)
+
+    def _samples(self, pending: list) -> list[dict]:
+        try:
+            samples = self.featurizer.many([(record, archive) for _, archive, record in pending])
+        except Exception:  # some record broke the block's call: each on its own, so that only that one fails
+            samples = [self._alone(archive, record) for _, archive, record in pending]
+        for (n, _, record), sample in zip(pending, samples):
+            sample["index"] = n
+            sample["raw_labels"] = record.labels
+        return samples
 
     def _batch(self, block: int, pending: list) -> dict:
         start = time.perf_counter()
-        batch = self.collator([self._sample(*item) for item in pending])
+        batch = self.collator(self._samples(pending))
         batch["block"] = block
         batch["decode_seconds"] = time.perf_counter() - start
         return batch

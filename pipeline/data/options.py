@@ -75,7 +75,7 @@ class DataOptions:
                           max_videos=self.max_videos, labels=labels, read_media=read_media,
                           mark_no_input=mark_no_input)
 
-    def collator(self, pad_id: int) -> Collator:
+    def collator(self, pad_id: int, media: bool = True) -> Collator:
         from pipeline.data.collate import Collator
 
-        return Collator(pad_id=pad_id, image_size=self.image_size, video_frames=self.video_frames)
+        return Collator(pad_id=pad_id, image_size=self.image_size, video_frames=self.video_frames, media=media)

@@ -62,7 +62,3 @@ def encode_many(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length
         ids += tokenizer(chunk, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
     return ids
 
-
-def encode(tokenizer: PreTrainedTokenizerFast, text: str, max_length: int) -> list[int]:
-    """:func:`encode_many` of one text."""
-    return encode_many(tokenizer, [text], max_length)[0] if text else []

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pytorch_lightning.utilities import move_data_to_device
 
+from pipeline.data.collate import batch_to_device
 from pipeline.data.media import IMAGE, error_text
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import overlay, photo, save_png, video_frames
@@ -90,7 +90,7 @@ class ReportWriter:
 
     def add(self, items: list[tuple[int, dict, str, dict, dict]]) -> None:
         """``items``: ``(position, row, text, sample, attachment bytes by path)`` of up to a batch of records."""
-        batch = move_data_to_device(self.analyzer.collator()([sample for _, _, _, sample, _ in items]), self.device)
+        batch = batch_to_device(self.analyzer.collator()([sample for _, _, _, sample, _ in items]), self.device)
         explanations = self.explainer.explain(batch)
         for (position, row, text, sample, originals), explained in zip(items, explanations):
             self.records.append(self._card(position, row, text, sample, originals, explained))

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from pipeline.data.cli_options import add_column_options
 from pipeline.explain.selection import DEFAULT_LIMIT
+from pipeline.inference.defaults import BACKENDS, BLOCK, GROUP_SIZE
 from pipeline.inference.errors import FatalError
-from pipeline.inference.onnx_backend import BACKENDS
-from pipeline.inference.predictor import BLOCK, GROUP_SIZE
 from pipeline.inference.writers import output_format
 
 CORES = os.cpu_count() or 1

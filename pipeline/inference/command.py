@@ -1,4 +1,8 @@
-"""``infer.py``: batch inference over complaint archives, streaming, resumable, one row per record."""
+"""``infer.py``: batch inference over complaint archives, streaming, resumable, one row per record.
+
+The command line is parsed before torch, Lightning or the model code are imported: ``--help`` and a wrong
+option answer at once.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,10 @@ import time
 
 from pipeline.core.library_noise import silence_library_noise
 from pipeline.core.run_files import CheckpointError
-from pipeline.core.signals import StopRequests
 from pipeline.data.archive import ArchiveError
 from pipeline.inference.arguments import check_arguments, parse_args
 from pipeline.inference.errors import FatalError
 from pipeline.inference.output_lock import OutputLock, OutputLocked
-from pipeline.inference.run import predict_all
 
 
 @contextlib.contextmanager
@@ -34,8 +36,10 @@ def lightning_quiet():
             logger.setLevel(level)
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.time()
+def run(args: argparse.Namespace, started: float) -> int:
+    from pipeline.core.signals import StopRequests
+    from pipeline.inference.run import predict_all
+
     output = check_arguments(args)
     is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
     lock = None if is_child else OutputLock(output)  # the first process holds it for all of them
@@ -55,11 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
+    started = time.time()
     silence_library_noise()
     args = parse_args(argv)
     try:
         with lightning_quiet():
-            return run(args)
+            return run(args, started)
     except (FatalError, CheckpointError, ArchiveError, FileNotFoundError, PermissionError) as e:
         if args.debug:
             raise

@@ -11,8 +11,6 @@ from pipeline.export.onnx import GRAPH_FILES, ensure_export, input_names
 from pipeline.models.length_groups import in_length_groups
 from pipeline.training.checkpoint import LoadedRun
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
-
 
 def cuda_provider_available() -> bool:
     import onnxruntime as ort

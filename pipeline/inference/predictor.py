@@ -7,21 +7,18 @@ import sys
 from collections.abc import Iterable, Iterator
 
 import torch
-from pytorch_lightning.utilities import move_data_to_device
 from torch.utils.data import DataLoader
 
 from pipeline.confidence.review import ReviewBand
 from pipeline.data.archive import FolderArchive
-from pipeline.data.collate import Collator
+from pipeline.data.collate import Collator, as_built, batch_to_device
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
-from pipeline.inference.onnx_backend import BACKENDS, OnnxClassifier, cuda_provider_available
+from pipeline.inference.defaults import BACKENDS, BLOCK, GROUP_SIZE
+from pipeline.inference.onnx_backend import OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
 from pipeline.training.checkpoint import LoadedRun, load_run
-
-BLOCK = 128  # records read, decoded and written together
-GROUP_SIZE = 32  # records per forward pass, grouped by text length
 
 
 def resolve_device(device: str, backend: str = "torch") -> str:
@@ -99,7 +96,7 @@ class ComplaintAnalyzer:
 
     @torch.no_grad()
     def predict_batch(self, batch: dict, evaluate: bool = False) -> list[dict]:
-        return rows_from_output(self.model.predict_step(move_data_to_device(batch, self.device), 0), self.run.labels,
+        return rows_from_output(self.model.predict_step(batch_to_device(batch, self.device), 0), self.run.labels,
                                 evaluate, self.review)
 
     def predict(self, source: str | os.PathLike | Iterable, batch_size: int = BLOCK, num_workers: int = 0,
@@ -115,7 +112,7 @@ class ComplaintAnalyzer:
             stream = RecordStream([str(s) for s in source], columns or self.run.columns, self.run.media.limits)
         else:
             stream = DictStream(source, FolderArchive.attachments_only(root, self.run.media.limits))
-        loader = DataLoader(self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers)
+        loader = DataLoader(self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers, collate_fn=as_built)
         pending: dict[int, list[dict]] = {}
         next_block = 0
         for batch in loader:  # workers may return blocks out of order: re-order before yielding

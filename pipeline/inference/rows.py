@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from pipeline.confidence.review import ReviewBand
 from pipeline.data.labels import MULTILABEL
 
@@ -24,8 +22,9 @@ def rows_from_output(output: dict, labels, evaluate: bool = False, review: Revie
     ``review_reasons``.
     """
     batch, layout = output["batch"], output["layout"]
-    weights = output["fusion_weights"].float().cpu()
-    probs = {t: p.float().cpu() for t, p in output["probs"].items()}
+    weights = output["fusion_weights"].float().cpu().tolist()  # one conversion per batch, not per value
+    probs = {t: p.float().cpu().tolist() for t, p in output["probs"].items()}
+    text_lengths = batch["text_lengths"].tolist()
     rows = []
     for b, rid in enumerate(batch["ids"]):
         error, warnings = batch["errors"][b], batch["warnings"][b]
@@ -36,29 +35,30 @@ def rows_from_output(output: dict, labels, evaluate: bool = False, review: Revie
                 row.update({name: None, f"{name}_confidence": None, f"{name}_probs": None})
             else:
                 p = probs[name][b]
+                confidence = max(p)
                 if task.type == MULTILABEL:
-                    label = [c for c, v in zip(classes, p.tolist()) if v >= 0.5]
+                    label = [c for c, v in zip(classes, p) if v >= 0.5]
                 else:
-                    label = classes[int(torch.argmax(p))]
+                    label = classes[p.index(confidence)]  # the first of equal maxima, as torch.argmax
                 row[name] = label
-                row[f"{name}_confidence"] = round(float(p.max()), 6)
-                row[f"{name}_probs"] = {c: round(v, 6) for c, v in zip(classes, p.tolist())}
+                row[f"{name}_confidence"] = round(confidence, 6)
+                row[f"{name}_probs"] = {c: round(v, 6) for c, v in zip(classes, p)}
             if evaluate:  # a multi-label truth as the list of its labels, however the manifest spelled it
                 raw = batch["raw_labels"][b].get(task.column)
                 row[f"{name}_true"] = task.values(raw) if task.type == MULTILABEL and raw is not None else raw
         row["modality_weights"] = None if error else modality_weights(weights[b], layout, batch, b)
         if review is not None:
-            row["review_reasons"] = review.reasons(row, int(batch["text_lengths"][b]))
+            row["review_reasons"] = review.reasons(row, text_lengths[b])
             row["needs_review"] = bool(row["review_reasons"])
         rows.append(row)
     return rows
 
 
-def modality_weights(w: torch.Tensor, layout: list, batch: dict, b: int) -> dict:
+def modality_weights(w: list[float], layout: list, batch: dict, b: int) -> dict:
     """Fusion attention per modality (present items only), on absent placeholders, and per attachment."""
     out = {"text": 0.0, "image": 0.0, "video": 0.0, "absent": 0.0, "attachments": {}}
     paths = {"image": batch["image_paths"][b], "video": batch["video_paths"][b]}
-    for (modality, item), value in zip(layout, w.tolist()):
+    for (modality, item), value in zip(layout, w):
         if item is None:
             out["absent"] += value
         elif modality == "text":

@@ -109,12 +109,14 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
     import torch
     from torch.utils.data import DataLoader
 
+    from pipeline.data.collate import as_built
+
     block = args.batch_size
     if args.device == "cpu":
         torch.set_num_threads(threads)
     rank = int(os.environ.get("LOCAL_RANK", 0))
     dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
-    loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers)
+    loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers, collate_fn=as_built)
     writer = ChunkWriter(store, analyzer.run.labels, args.evaluate, block, stops, analyzer.review)
     trainer = pl.Trainer(
         accelerator=analyzer.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",

@@ -55,7 +55,7 @@ class LoadedRun:
         return self.options.featurizer(self.tokenizer, read_media=self.reads_media, mark_no_input=True)
 
     def collator(self) -> Collator:
-        return self.options.collator(self.tokenizer.pad_token_id)
+        return self.options.collator(self.tokenizer.pad_token_id, media=self.reads_media)
 
     @property
     def deep_weights(self) -> dict[str, float] | None:

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.utilities import move_data_to_device
 
 from pipeline.confidence.calibration import calibration_report, probabilities
 from pipeline.confidence.review import DEFAULT_PRECISION, ReviewBand, record_decisions, save_decisions
 from pipeline.core.atomic import atomic_file
 from pipeline.core.provenance import git_commit, package_versions
 from pipeline.core.run_files import CONFIG_FILE, RUN_INFO, TOKENIZER_DIR
+from pipeline.data.collate import batch_to_device
 from pipeline.reports.plots import confusion_matrix, learning_curves, reliability_diagram
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.run_folder import prepare_run_folder
@@ -53,7 +53,7 @@ def split_logits(module: ComplaintClassifier, loader) -> tuple[dict[str, torch.T
     module.eval()
     logits, targets = {t: [] for t in module.tasks}, {t: [] for t in module.tasks}
     for batch in loader:
-        batch = move_data_to_device(batch, module.device)
+        batch = batch_to_device(batch, module.device)
         out = module.model.blend(module.forward_head(module.forward_features(batch)[0]), module.model.linear_logits(batch))
         for task in module.tasks:
             logits[task].append(out[task].float().cpu())

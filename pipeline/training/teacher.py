@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import move_data_to_device, rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.core.atomic import atomic_file
@@ -26,6 +26,7 @@ from pipeline.core.progress import Progress
 from pipeline.core.run_files import CONFIG_FILE, TOKENIZER_DIR, find_checkpoint, sha256
 from pipeline.data.archive import Archive
 from pipeline.data.augment import mask_token
+from pipeline.data.collate import batch_to_device
 from pipeline.data.dataset import ComplaintDataset
 from pipeline.data.records import Record
 from pipeline.data.text import load_tokenizer
@@ -88,7 +89,7 @@ class Teacher:
         parts: dict[str, list[torch.Tensor]] = {}
         done = 0
         for batch in loader:
-            for task, value in run.model(move_data_to_device(batch, self.device)).items():
+            for task, value in run.model(batch_to_device(batch, self.device)).items():
                 parts.setdefault(task, []).append(value.float().cpu())
             done += len(batch["ids"])
             progress.update(done)

@@ -104,6 +104,7 @@ LEVERS = {
     "no augmented copies": ["--data.distill_augment", "0"],
     "8 augmented copies": ["--data.distill_augment", "8"],
     "MSE on logits": ["--model.distill_loss", "mse"],
+    "temperature 1": ["--model.distill_temperature", "1"],
     "alpha 0 (teacher only)": ["--model.distill_alpha", "0"],
     "TextCNN student": ["--model.text_encoder", "textcnn"],
 }

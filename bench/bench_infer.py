@@ -130,6 +130,7 @@ def timed_infer(checkpoint: str, archive: Path, output: Path, checkout: Path = R
 
 def students(runs: list[str], archive: Path, tmp: Path, repeats: int, rounds: int, main_checkout: Path | None) -> None:
     """Text-only students: the model alone against infer.py end to end (and main's infer.py)."""
+    runs = [str(Path(run).resolve()) for run in runs]  # another checkout's infer.py runs in its own folder
     results = {}
     for run in runs:
         threads = model_threads(0)  # infer.py reads a text-only archive without decoding workers

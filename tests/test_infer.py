@@ -198,3 +198,11 @@ def test_evaluate_scores_against_labels(trained_run, tiny_demo, tmp_path, capsys
     assert metrics["category"]["acc"] == pytest.approx(acc)
     assert out.with_name(out.name + ".confusion_severity.png").is_file()
     assert "evaluate category: accuracy" in capsys.readouterr().out
+
+
+def test_help_answers_without_importing_torch_or_lightning():
+    code = ("import sys\nfrom pipeline.inference.command import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+            "    pass\nprint([m for m in ('torch', 'pytorch_lightning', 'transformers', 'onnxruntime') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "--checkpoint" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from pipeline.core.run_files import find_checkpoint
 from pipeline.data.cli_options import add_column_options
 from pipeline.explain.selection import DEFAULT_LIMIT
 from pipeline.inference.defaults import BACKENDS, BLOCK, GROUP_SIZE
@@ -62,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check_arguments(args: argparse.Namespace) -> Path:
-    """The output path, once the options that need no model are checked."""
+    """The output path, once the options that need no model are checked (a missing checkpoint raises
+    :class:`CheckpointError`)."""
+    find_checkpoint(Path(args.checkpoint))
     output = Path(args.output)
     try:
         output_format(output)

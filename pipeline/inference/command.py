@@ -1,7 +1,7 @@
 """``infer.py``: batch inference over complaint archives, streaming, resumable, one row per record.
 
-The command line is parsed before torch, Lightning or the model code are imported: ``--help`` and a wrong
-option answer at once.
+The command line is parsed and checked before torch, Lightning or the model code are imported: ``--help``,
+a wrong option and a checkpoint path that is not there answer at once.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def lightning_quiet():
 
 
 def run(args: argparse.Namespace, started: float) -> int:
+    output = check_arguments(args)
     from pipeline.core.signals import StopRequests
     from pipeline.inference.run import predict_all
 
-    output = check_arguments(args)
     is_child = os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker started by the first process
     lock = None if is_child else OutputLock(output)  # the first process holds it for all of them
     try:

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from bench_quality import cfpb_rows, split_rows, tfidf_baseline  # bench/ is the script's folder
+from bench_quality import cfpb_rows, infer_rate, split_rows, tfidf_baseline  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,16 +143,6 @@ def teacher_run(name: str, paths: dict[str, Path], pretrained: str, out: Path, r
                      "--experiment", f"{name}_teacher"], out / name / "teacher.log")
     marker.write_text(str(run))
     return run
-
-
-def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5) -> float:
-    """infer.py's records/s (prediction phase) over ``archive`` read ``repeats`` times."""
-    done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(run), "--input",
-                           *[str(archive)] * repeats, "--output", str(out), "--overwrite"],
-                          capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"infer.py failed:\n{done.stderr[-3000:]}")
-    return json.loads(out.with_name(out.name + ".meta.json").read_text())["counts"]["records_per_s"]
 
 
 def mean_sd(scores: list[float]) -> str:

@@ -45,12 +45,10 @@ class Featurizer:
     def many(self, items: Sequence[tuple[Record, Archive]]) -> list[dict]:
         """The samples of several records, their texts tokenized in one call of the tokenizer."""
         samples = [self._without_text(record, archive) for record, archive in items]
-        readable = [i for i, sample in enumerate(samples) if sample["error"] is None]
-        ids = encode_many(self.tokenizer, [items[i][0].text for i in readable], self.max_text_length)
+        readable = [record.text for (record, _), sample in zip(items, samples) if sample["error"] is None]
+        ids = iter(encode_many(self.tokenizer, readable, self.max_text_length))
         for sample in samples:
-            sample["text_ids"] = torch.tensor([], dtype=torch.long)
-        for i, text_ids in zip(readable, ids):
-            samples[i]["text_ids"] = torch.tensor(text_ids, dtype=torch.long)
+            sample["text_ids"] = torch.tensor(next(ids) if sample["error"] is None else [], dtype=torch.long)
         return samples
 
     def _without_text(self, record: Record, archive: Archive) -> dict:

@@ -5,6 +5,8 @@ text-only students end to end against their model alone (``--students``).
         [--text-source ../shared/data/waimai_10k/waimai_10k.csv] [--records 20000] [--repeats 7] [--rounds 2]
     python bench/bench_infer.py --students RUN [RUN ...] --text-source ../shared/data/xfincorp/x_fincorp.csv \\
         [--main-checkout DIR] [--records 20000]
+    python bench/bench_infer.py --engines --checkpoint runs/demo/<run> --text-checkpoint RUN \\
+        --text-source ../shared/data/xfincorp/x_fincorp.csv [--records 20000] [--demo-records 2000]
 
 Two archives of ``--records`` complaints: the demo's photos and videos with
 their texts (ids made unique), and a text-only one, the ``review`` (or
@@ -32,6 +34,11 @@ eager, infer.py's threads) against infer.py end to end (:func:`timed_infer`): it
 record written to the output complete, and the seconds from its start to that first record. With
 ``--main-checkout`` (a worktree of main, e.g. ``git worktree add /tmp/main main``), that checkout's infer.py
 runs the same archive, for the speed-up. Configurations interleaved, the best of ``--rounds``.
+
+``--engines``: ``infer.py --engine local`` against ``--engine ray`` (a cluster of this machine started by the
+run) on the demo archive of ``--demo-records`` and the text-only archive of ``--records``: records/s over the
+whole process, start-up included (Ray's own start-up seconds beside). Engines interleaved, the best of
+``--rounds``.
 """
 
 from __future__ import annotations
@@ -161,6 +168,32 @@ def students(runs: list[str], archive: Path, tmp: Path, repeats: int, rounds: in
     print(json.dumps(results), file=sys.stderr)
 
 
+def engines(checkpoints: dict[str, str], archives: dict[str, Path], tmp: Path, rounds: int) -> None:
+    """Local against Ray, whole runs (start-up counted), on each archive."""
+    results = {name: {} for name in archives}
+    for _ in range(rounds):
+        for name, archive in archives.items():
+            for engine in ("local", "ray"):
+                start = time.perf_counter()
+                meta, _ = run_infer(checkpoints[name], archive, tmp / "engines.jsonl", "--engine", engine)
+                rate = meta["counts"]["records"] / (time.perf_counter() - start)
+                startup = meta["runtime"].get("ray", {}).get("startup_seconds")
+                print(f"  {name} {engine}: {rate:.1f} records/s" + (f", Ray up after {startup} s" if startup else ""),
+                      flush=True)
+                best = results[name].get(engine)
+                if best is None or rate > best["records_per_s"]:
+                    results[name][engine] = {"records_per_s": rate, "records": meta["counts"]["records"],
+                                             "startup_s": startup}
+    print(f"\nlocal vs ray, whole runs, start-up included ({CORES} cores):")
+    print("| archive | records | local, records/s | ray, records/s | ray / local | ray start-up, s |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        local, ray = r["local"], r["ray"]
+        print(f"| {name} | {local['records']} | {local['records_per_s']:.0f} | {ray['records_per_s']:.0f} | "
+              f"{ray['records_per_s'] / local['records_per_s']:.2f} | {ray['startup_s']:.1f} |")
+    print(json.dumps(results), file=sys.stderr)
+
+
 def model_only_rates(checkpoint: str, archive: Path, threads: int, repeats: int, blocks: int = 12,
                      backends: tuple[str, ...] = BACKENDS) -> dict[str, float]:
     """Median records/s per backend on the same pre-decoded blocks, backends interleaved."""
@@ -245,6 +278,8 @@ def main() -> None:
     parser.add_argument("--demo-source", default=str(ROOT / "data" / "demo" / "train"))
     parser.add_argument("--text-source", default=str(ROOT.parent / "shared" / "data" / "waimai_10k" / "waimai_10k.csv"))
     parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--engines", action="store_true", help="local against ray, start-up included")
+    parser.add_argument("--demo-records", type=int, default=2000, help="--engines: records of the demo archive")
     parser.add_argument("--repeats", type=int, default=7, help="model-only timings per backend (median kept)")
     parser.add_argument("--rounds", type=int, default=2, help="end-to-end runs per configuration (best kept)")
     args = parser.parse_args()
@@ -258,6 +293,14 @@ def main() -> None:
         return
     if not args.checkpoint or not args.text_checkpoint:
         parser.error("--checkpoint and --text-checkpoint are needed (or --students)")
+    if args.engines:
+        try:
+            archives = {"demo": demo_archive(Path(args.demo_source), args.demo_records, tmp / "demo"),
+                        "text-only": text_archive(Path(args.text_source), args.records, tmp / "text")}
+            engines({"demo": args.checkpoint, "text-only": args.text_checkpoint}, archives, tmp, args.rounds)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     try:
         archives = {"demo": demo_archive(Path(args.demo_source), args.records, tmp / "demo"),
                     "text-only": text_archive(Path(args.text_source), args.records, tmp / "text")}

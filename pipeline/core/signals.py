@@ -2,17 +2,12 @@
 
 Schedulers (Kubernetes, systemd, batch queues) send SIGTERM, wait, then SIGKILL.
 ``infer.py`` finishes the chunk in flight and stops (:class:`StopRequests`);
-``train.py`` saves ``last.ckpt`` and stops (:class:`CheckpointOnSigterm`).
+``train.py`` saves ``last.ckpt`` and stops (:class:`pipeline.training.sigterm_checkpoint.CheckpointOnSigterm`).
 """
 
 from __future__ import annotations
 
 import signal
-import sys
-from pathlib import Path
-
-import pytorch_lightning as pl
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -46,6 +41,11 @@ class StopRequests:
             self._previous[s] = signal.signal(s, self._note)
         return self
 
+    def reclaim(self) -> None:
+        """Take the signals back from a library that set its own handlers meanwhile (``ray.init`` does)."""
+        for s in STOP_SIGNALS:
+            signal.signal(s, self._note)
+
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
@@ -53,44 +53,3 @@ class StopRequests:
     def check(self) -> None:
         if self.signum is not None:
             raise Stopped(self.signum)
-
-
-class CheckpointOnSigterm(pl.Callback):
-    """When Lightning stops a fit on SIGTERM, leave in ``last.ckpt`` the latest end of an epoch, for
-    ``--ckpt_path last``, and say so in one line.
-
-    Lightning stops after the batch in flight. A checkpoint saved there does not
-    resume exactly: our data loaders cannot restart mid-epoch, and a fit resumed
-    from one ended an epoch early here. So a stop at an epoch's end saves that
-    state, and a stop within an epoch keeps the last epoch end (the interrupted
-    epoch runs again on resume). That is written here at every epoch's end:
-    ModelCheckpoint's ``save_last`` writes ``last.ckpt`` only when it also saves
-    a best checkpoint, so after epochs without improvement it held an older
-    epoch, and a resume repeated them.
-    """
-
-    def __init__(self, dirpath: str | Path):
-        self.path = Path(dirpath) / "last.ckpt"
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException):
-            return
-        epochs = trainer.fit_loop.epoch_progress.current
-        at_epoch_end = epochs.completed == epochs.ready
-        if at_epoch_end:
-            trainer.save_checkpoint(self.path)
-        if not trainer.is_global_zero:
-            return
-        if at_epoch_end:
-            state = f"after epoch {epochs.completed}"
-        elif self.path.is_file():
-            state = (f"during epoch {epochs.ready}; {self.path.name} holds the end of epoch {epochs.completed}, "
-                     f"and the resumed fit runs epoch {epochs.ready} again")
-        else:
-            print("train.py: stopped by SIGTERM during the first epoch: no checkpoint to resume from yet", file=sys.stderr)
-            return
-        print(f"train.py: stopped by SIGTERM {state}: resume with the same command and --ckpt_path last "
-              f"({self.path})", file=sys.stderr)

@@ -171,25 +171,13 @@ class RecordStream:
                 archive.close()
 
 
-class StreamingComplaintDataset(IterableDataset):
-    """Streams collated batches of ``block`` consecutive records, never holding an archive in memory.
+class BlockBuilder:
+    """One collated batch from a block of ``(index, archive, record)``: its samples (one bad record fails
+    alone, never its block) padded together. The batch carries ``block`` and ``decode_seconds``."""
 
-    Block k goes to shard ``k % shards`` (shards = processes x DataLoader workers),
-    so every record is seen exactly once across ranks and workers. Blocks in
-    ``skip_blocks`` (already done by an interrupted run) are read past without
-    decoding. Each batch carries ``block`` and ``decode_seconds``.
-    Use with ``DataLoader(batch_size=None)``.
-    """
-
-    def __init__(self, stream, featurizer: Featurizer, collator, block: int, rank: int = 0, world_size: int = 1,
-                 skip_blocks: frozenset[int] = frozenset()):
-        self.stream = stream
+    def __init__(self, featurizer: Featurizer, collator):
         self.featurizer = featurizer
         self.collator = collator
-        self.block = block
-        self.rank = rank
-        self.world_size = world_size
-        self.skip_blocks = skip_blocks
 
     def _alone(self, archive: Archive, record: Record) -> dict:
         try:
@@ -208,12 +196,32 @@ class StreamingComplaintDataset(IterableDataset):
             sample["raw_labels"] = record.labels
         return samples
 
-    def _batch(self, block: int, pending: list) -> dict:
+    def __call__(self, block: int, pending: list) -> dict:
         start = time.perf_counter()
         batch = self.collator(self._samples(pending))
         batch["block"] = block
         batch["decode_seconds"] = time.perf_counter() - start
         return batch
+
+
+class StreamingComplaintDataset(IterableDataset):
+    """Streams collated batches of ``block`` consecutive records, never holding an archive in memory.
+
+    Block k goes to shard ``k % shards`` (shards = processes x DataLoader workers),
+    so every record is seen exactly once across ranks and workers. Blocks in
+    ``skip_blocks`` (already done by an interrupted run) are read past without
+    decoding. Each batch carries ``block`` and ``decode_seconds``.
+    Use with ``DataLoader(batch_size=None)``.
+    """
+
+    def __init__(self, stream, featurizer: Featurizer, collator, block: int, rank: int = 0, world_size: int = 1,
+                 skip_blocks: frozenset[int] = frozenset()):
+        self.stream = stream
+        self.build = BlockBuilder(featurizer, collator)
+        self.block = block
+        self.rank = rank
+        self.world_size = world_size
+        self.skip_blocks = skip_blocks
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -225,9 +233,9 @@ class StreamingComplaintDataset(IterableDataset):
             block = n // self.block
             if block != current:
                 if pending:
-                    yield self._batch(current, pending)
+                    yield self.build(current, pending)
                 current, pending = block, []
             if block % shards == shard and block not in self.skip_blocks:
                 pending.append((n, archive, record))
         if pending:
-            yield self._batch(current, pending)
+            yield self.build(current, pending)

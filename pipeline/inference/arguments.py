@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.core.run_files import find_checkpoint
 from pipeline.data.cli_options import add_column_options
 from pipeline.explain.selection import DEFAULT_LIMIT
-from pipeline.inference.defaults import BACKENDS, BLOCK, GROUP_SIZE
+from pipeline.inference.defaults import BACKENDS, BLOCK, ENGINES, GROUP_SIZE
 from pipeline.inference.errors import FatalError
 from pipeline.inference.writers import output_format
 
@@ -45,6 +45,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use)")
     p.add_argument("--devices", type=int, default=1, help="processes (DDP) sharing the records")
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="local (this machine: DataLoader workers decode, Lightning predicts) or ray (Ray Data: "
+                        "decoders and model actors across a cluster; needs the [ray] extra)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--engine ray: the cluster to join (auto, host:port or ray://...); default: start one on "
+                        "this machine for the run")
+    p.add_argument("--decoders", type=int, default=None, metavar="N",
+                   help="--engine ray: decoding actors, one CPU each (default: the CPUs the model leaves)")
+    p.add_argument("--predictors", type=int, default=None, metavar="N",
+                   help="--engine ray: model actors, each loading the model once (default: one per GPU, else 1)")
+    p.add_argument("--gpus-per-predictor", type=float, default=None, metavar="G",
+                   help="--engine ray: GPUs each model actor reserves (default: 1 when the cluster has GPUs and "
+                        "--device is not cpu, else 0)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run with the same output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--evaluate", action="store_true", help="score predictions against the archive's label columns")
@@ -77,6 +90,13 @@ def check_arguments(args: argparse.Namespace) -> Path:
         raise FatalError("--batch-size and --devices must be at least 1")
     if args.explain_limit < 0:
         raise FatalError(f"--explain-limit {args.explain_limit}: expected 0 (all) or more")
+    if args.engine == "ray" and (args.devices > 1 or args.num_workers is not None):
+        raise FatalError("--devices and --num-workers are the local engine's: with --engine ray use --predictors "
+                         "and --decoders")
+    if args.engine == "local" and (args.ray_address or args.decoders or args.predictors or args.gpus_per_predictor):
+        raise FatalError("--ray-address, --decoders, --predictors and --gpus-per-predictor need --engine ray")
+    if min(args.decoders or 1, args.predictors or 1) < 1 or (args.gpus_per_predictor or 0) < 0:
+        raise FatalError("--decoders and --predictors must be at least 1, --gpus-per-predictor 0 or more")
     if args.backend != "torch" and args.devices > 1:
         raise FatalError(f"--backend {args.backend} runs in one process: --devices > 1 needs --backend torch")
     return output

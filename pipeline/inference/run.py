@@ -50,20 +50,23 @@ def any_attachments(stream: RecordStream) -> bool:
 
 
 def open_model(args: argparse.Namespace, is_child: bool):
-    """The analyzer, the columns, the described inputs, the record stream and the model threads."""
-    try:
-        args.device = resolve_device(args.device, args.backend)
-    except ValueError as e:
-        raise FatalError(f"--device: {e}") from None
+    """The analyzer, the columns, the described inputs, the record stream and the model threads. With
+    ``--engine ray`` this is the driver's model on CPU (labels, review band, ``--explain``): the actors load theirs."""
+    device = "cpu"
+    if args.engine == "local":
+        try:
+            device = args.device = resolve_device(args.device, args.backend)
+        except ValueError as e:
+            raise FatalError(f"--device: {e}") from None
     loaded = load_run(args.checkpoint)
     columns = columns_from_args(args, loaded.columns)
     inputs = check_inputs(args.input, columns, loaded.media.limits)
     stream = RecordStream(args.input, columns, loaded.media.limits)
-    if args.num_workers is None:  # decoding workers only where there is media for the model to see
+    if args.engine == "local" and args.num_workers is None:  # decoding workers only where the model sees media
         args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else 0
-    threads = (args.threads or model_threads(args.num_workers, args.devices)) if args.device == "cpu" else None
+    threads = (args.threads or model_threads(args.num_workers or 0, args.devices)) if device == "cpu" else None
     try:
-        analyzer = ComplaintAnalyzer(loaded, args.device, args.backend, threads, args.group_size or None,
+        analyzer = ComplaintAnalyzer(loaded, device, args.backend, threads, args.group_size or None,
                                      calibrated=not args.uncalibrated, review_precision=args.review_precision)
     except ExportError as e:
         raise FatalError(f"--backend {args.backend}: {e}") from None
@@ -142,6 +145,17 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
 
 
 def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
+    if args.engine == "ray":
+        from pipeline.inference.ray_engine import ray_cluster
+
+        with ray_cluster(args, stops) as cluster:
+            return predict_and_finish(args, output, is_child, started, stops, cluster)
+    return predict_and_finish(args, output, is_child, started, stops, None)
+
+
+def predict_and_finish(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests,
+                       cluster: tuple | None) -> int:
+    """Predict every record not yet written (locally, or on ``cluster``: Ray and its layout), then :func:`finish`."""
     analyzer, columns, inputs, stream, threads = open_model(args, is_child)
     ledger = {"inputs": inputs, "checkpoint_sha256": analyzer.run.checkpoint_sha256, "batch_size": args.batch_size,
               "evaluate": args.evaluate, "columns": list(columns.text), "calibrated": analyzer.calibrated,
@@ -151,18 +165,31 @@ def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started:
         return 0
     skip = store.done_blocks(args.batch_size)
     predict_start = time.time()
-    predicted = predict_chunks(args, analyzer, stream, store, skip, threads, stops)
-    if predicted is None:
-        return exit_status(stops.signum)
-    trainer, writer = predicted
-    predict_seconds = time.time() - predict_start
-    (store.parts / f"stats-rank{trainer.global_rank}-{os.getpid()}.json").write_text(json.dumps(
-        {"records": writer.records, "decode_seconds": writer.decode_seconds, "model_seconds": writer.model_seconds}))
-    trainer.strategy.barrier()
-    if not trainer.is_global_zero:
-        return 0
-    runtime = {"backend": args.backend, "device": args.device, "threads": threads,
+    runtime = {"engine": args.engine, "backend": args.backend, "device": args.device, "threads": threads,
                "num_workers": args.num_workers, "onnxruntime_providers": getattr(analyzer.model, "providers", None)}
+    if cluster is None:
+        predicted = predict_chunks(args, analyzer, stream, store, skip, threads, stops)
+        if predicted is None:
+            return exit_status(stops.signum)
+        trainer, writer = predicted
+        stats = {"records": writer.records, "decode_seconds": writer.decode_seconds,
+                 "model_seconds": writer.model_seconds}
+    else:
+        from pipeline.inference.ray_engine import predict_on_ray
+
+        predicted = predict_on_ray(args, analyzer, stream, store, skip, stops, *cluster, started)
+        if predicted is None:
+            return exit_status(stops.signum)
+        stats, runtime["ray"] = predicted
+        runtime.update(device=runtime["ray"]["device"], threads=runtime["ray"]["threads_per_predictor"])
+        trainer = None
+    predict_seconds = time.time() - predict_start
+    rank = trainer.global_rank if trainer else 0
+    (store.parts / f"stats-rank{rank}-{os.getpid()}.json").write_text(json.dumps(stats))
+    if trainer:
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            return 0
     return finish(args, store, output, analyzer, stream, columns, inputs, started, predict_seconds, runtime,
                   resumed=bool(skip))
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from pipeline.confidence.review import DEFAULT_PRECISION
 from pipeline.core.run_files import (
@@ -26,7 +25,7 @@ from pipeline.data.labels import LabelSpace
 from pipeline.data.media import MediaSpec
 from pipeline.data.options import DataOptions
 from pipeline.data.records import Columns
-from pipeline.data.text import load_tokenizer
+from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
 from pipeline.training.module import ComplaintClassifier
 
@@ -51,11 +50,10 @@ class LoadedRun:
         return self.options.media
 
     def featurizer(self) -> Featurizer:
-        """Records to samples as this model reads them; a record it cannot read anything of is an error."""
-        return self.options.featurizer(self.tokenizer, read_media=self.reads_media, mark_no_input=True)
+        return inference_featurizer(self.tokenizer, self.options, self.reads_media)
 
     def collator(self) -> Collator:
-        return self.options.collator(self.tokenizer.pad_token_id, media=self.reads_media)
+        return inference_collator(self.tokenizer, self.options, self.reads_media)
 
     @property
     def deep_weights(self) -> dict[str, float] | None:
@@ -120,6 +118,5 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
             f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     model.eval().to(device)
-    config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
-    return LoadedRun(model, load_tokenizer(run / TOKENIZER_DIR), labels, DataOptions.from_config(config.get("data") or {}),
-                     ckpt_path, sha256(ckpt_path), run, calibrated=not uncalibrated)
+    tokenizer, options = load_reading(run)
+    return LoadedRun(model, tokenizer, labels, options, ckpt_path, sha256(ckpt_path), run, calibrated=not uncalibrated)

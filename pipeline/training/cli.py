@@ -18,11 +18,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pipeline.confidence.review import DEFAULT_PRECISION
 from pipeline.core.library_noise import silence_library_noise
 from pipeline.core.run_files import CONFIG_FILE
-from pipeline.core.signals import CheckpointOnSigterm, exit_status
+from pipeline.core.signals import exit_status
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.post_fit import finish_fit
 from pipeline.training.run_folder import RUN_DIR_ENV, prepare_run_folder, resolve_run_dir
+from pipeline.training.sigterm_checkpoint import CheckpointOnSigterm
 from pipeline.training.teacher import FROM_TEACHER, TeacherLogits, teacher_pretrained_folder
 from pipeline.training.teacher_comparison import summary_lines
 

@@ -1,0 +1,29 @@
+"""How a trained run reads records, from its folder alone: its tokenizer and data options, without the model
+(a decoding process needs no network weights and no Lightning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipeline.core.run_files import CONFIG_FILE, TOKENIZER_DIR
+from pipeline.data.collate import Collator
+from pipeline.data.dataset import Featurizer
+from pipeline.data.options import DataOptions
+from pipeline.data.text import load_tokenizer
+
+
+def load_reading(run: Path) -> tuple[object, DataOptions]:
+    """The run folder's tokenizer and the data options it was trained with."""
+    config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
+    return load_tokenizer(run / TOKENIZER_DIR), DataOptions.from_config(config.get("data") or {})
+
+
+def inference_featurizer(tokenizer, options: DataOptions, reads_media: bool) -> Featurizer:
+    """Records to samples as the model reads them; a record it cannot read anything of is an error."""
+    return options.featurizer(tokenizer, read_media=reads_media, mark_no_input=True)
+
+
+def inference_collator(tokenizer, options: DataOptions, reads_media: bool) -> Collator:
+    return options.collator(tokenizer.pad_token_id, media=reads_media)

@@ -1,0 +1,229 @@
+"""``infer.py --engine ray``: an archive's blocks through Ray Data, decoding apart from the model.
+
+The driver reads the manifests (ids, texts, attachment names; never the media) and hands every block of
+records not yet written to a Ray Data pipeline of two stages::
+
+    block of records -> decode: a pool of Ray actors on CPUs (attachments decoded, text tokenized; frames uint8)
+                     -> predict: a pool of Ray actors, one ComplaintAnalyzer each, loaded once (GPUs go here)
+                        that writes the block's rows as one chunk beside the output
+
+The chunks have the local engine's names and ledger (:class:`ChunkStore`), so resume stays ours: a block done
+again (its actor died and Ray restarted it, or the driver died and the run was resumed) is rewritten atomically
+under the same name; no row is lost or doubled. The driver merges the chunks as the local engine does. Every
+node must read the archives and write the output's folder at the same paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.core.progress import Progress
+from pipeline.core.signals import StopRequests
+from pipeline.data.archive import Archive, open_archive
+from pipeline.data.dataset import BlockBuilder, RecordStream
+from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
+from pipeline.inference.errors import FatalError, OutputError
+from pipeline.inference.writers import ChunkStore
+
+INSTALL = "--engine ray needs Ray Data: pip install 'ray[data]==2.60.0' (the project's [ray] extra)"
+OBJECT_STORE_BYTES = 1 << 30  # a local cluster's shared memory for blocks in flight
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
+
+
+def quiet_ray(ray) -> None:
+    """Ray's banners, INFO lines and progress bars off (errors still show); the project prints its own."""
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.enable_auto_log_stats = False
+
+
+@contextlib.contextmanager
+def ray_cluster(args, stops: StopRequests):
+    """Ray and the run's :func:`plan_layout` on it: the cluster at ``--ray-address`` (``auto``, ``host:port`` or
+    ``ray://...``) or, without one, a cluster of this machine started for the run; disconnected (a started
+    cluster stopped) however the run ends."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise FatalError(INSTALL) from None
+    options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    try:
+        try:
+            if args.ray_address:
+                ray.init(address=args.ray_address, **options)
+            else:
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
+                         **options)
+        except ConnectionError as e:
+            raise FatalError(f"--ray-address {args.ray_address}: {e}") from None
+        stops.reclaim()  # ray.init made SIGTERM exit at once: it stops at a safe point again
+        quiet_ray(ray)
+        yield ray, plan_layout(args, ray)
+    finally:
+        ray.shutdown()
+
+
+class Decoder:
+    """The decode stage: each block's records (pickled by the driver) into a collated batch (pickled).
+
+    It reads the run folder itself (tokenizer and data options, not the model), so that a restarted actor
+    needs nothing the driver put in the object store."""
+
+    def __init__(self, run_dir: str, reads_media: bool, stream: RecordStream):
+        tokenizer, options = load_reading(Path(run_dir))
+        self.build = BlockBuilder(inference_featurizer(tokenizer, options, reads_media),
+                                  inference_collator(tokenizer, options, reads_media))
+        self.paths, self.limits = stream.paths, stream.limits
+        self.archives: dict[int, Archive] = {}  # opened once per actor, by input index
+
+    def archive(self, index: int) -> Archive:
+        if index not in self.archives:
+            self.archives[index] = open_archive(self.paths[index], self.limits)
+        return self.archives[index]
+
+    def __call__(self, batch: dict) -> dict:
+        import ray
+
+        built = []
+        for block, payload in zip(batch["block"], batch["records"]):
+            pending = [(n, self.archive(i), record) for n, i, record in pickle.loads(payload)]
+            built.append(pickle.dumps(self.build(int(block), pending), protocol=pickle.HIGHEST_PROTOCOL))
+        node = ray.get_runtime_context().get_node_id()
+        return {"block": batch["block"], "batch": built, "decode_node": [node] * len(built)}
+
+
+class Predictor:
+    """The model stage: one analyzer per actor, loaded once; each batch's rows written as the block's chunk."""
+
+    def __init__(self, checkpoint: str, device: str, backend: str, threads: int, group_size: int | None,
+                 calibrated: bool, review_precision: float | None, evaluate: bool, output: str, block: int):
+        import torch
+
+        from pipeline.inference.predictor import ComplaintAnalyzer
+
+        if device == "cpu":
+            torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS to the actor's CPUs; this is the model's
+        self.analyzer = ComplaintAnalyzer.from_checkpoint(checkpoint, device, backend, threads, group_size,
+                                                          calibrated, review_precision)
+        self.evaluate, self.block = evaluate, block
+        self.store = ChunkStore(Path(output))
+
+    def __call__(self, batch: dict) -> dict:
+        import ray
+
+        out = {"block": [], "records": [], "decode_seconds": [], "model_seconds": [], "decode_node": [],
+               "model_node": []}
+        node = ray.get_runtime_context().get_node_id()
+        for payload, decode_node in zip(batch["batch"], batch["decode_node"]):
+            built = pickle.loads(payload)
+            start = time.perf_counter()
+            rows = self.analyzer.predict_batch(built, self.evaluate)
+            seconds = time.perf_counter() - start
+            first = built["block"] * self.block
+            try:
+                self.store.write_chunk(first, first + len(rows), rows)
+            except OSError as e:
+                raise OutputError(f"cannot write {self.store.parts}: {e.strerror or e}") from None
+            for key, value in (("block", built["block"]), ("records", len(rows)), ("model_node", node),
+                               ("decode_seconds", built["decode_seconds"]), ("model_seconds", seconds),
+                               ("decode_node", decode_node)):
+                out[key].append(value)
+        return out
+
+
+def pending_blocks(stream: RecordStream, block: int, skip: frozenset[int]) -> Iterator[dict]:
+    """The driver's part: each block not in ``skip`` as ``{"block", "records"}``, the records pickled with their
+    position and input index (the decoders open the archives themselves)."""
+    n, current, pending = 0, None, []
+    for index, path in enumerate(stream.paths):
+        for _, record in RecordStream([path], stream.columns, stream.limits)():
+            k = n // block
+            if k != current:
+                if pending:
+                    yield {"block": current, "records": pickle.dumps(pending)}
+                current, pending = k, []
+            if k not in skip:
+                pending.append((n, index, record))
+            n += 1
+    if pending:
+        yield {"block": current, "records": pickle.dumps(pending)}
+
+
+def plan_layout(args, ray) -> dict:
+    """Decoders, predictors, their CPUs and GPUs: the options given, else from the cluster's resources."""
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    gpus_per = args.gpus_per_predictor
+    if gpus_per is None:
+        gpus_per = 1 if gpus and args.device != "cpu" else 0
+    if gpus_per and not gpus:
+        raise FatalError(f"--gpus-per-predictor {gpus_per}: the Ray cluster has no GPU")
+    predictors = args.predictors or (max(1, int(gpus // gpus_per)) if gpus_per else 1)
+    threads = args.threads or (1 if gpus_per else max(1, cpus // (2 * predictors)))
+    decoders = args.decoders or max(1, cpus - (0 if gpus_per else predictors * threads))
+    return {"cpus": cpus, "gpus": gpus, "decoders": decoders, "predictors": predictors, "gpus_per_predictor": gpus_per,
+            "threads_per_predictor": threads, "device": "cuda" if gpus_per else "cpu"}
+
+
+def predict_on_ray(args, analyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
+                   stops: StopRequests, ray, layout: dict, started: float) -> tuple[dict, dict] | None:
+    """Every block not in ``skip`` predicted on the cluster ``ray`` as ``layout`` says and written as a chunk.
+    Returns the stats and the engine's runtime facts, or None when a stop signal ended it (it says so)."""
+    items = list(pending_blocks(stream, args.batch_size, skip))
+    runtime = {"startup_seconds": round(time.time() - started, 2), **layout, "nodes": {}}
+    stats = {"records": 0, "decode_seconds": 0.0, "model_seconds": 0.0}
+    if not items:
+        return stats, runtime
+    loaded = analyzer.run
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
+                        compute=ray.data.ActorPoolStrategy(size=layout["decoders"]),
+                        fn_constructor_args=(str(loaded.run_dir), loaded.reads_media, stream))
+    ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=layout["predictors"]),
+                        num_cpus=0 if layout["gpus_per_predictor"] else layout["threads_per_predictor"],
+                        num_gpus=layout["gpus_per_predictor"],
+                        fn_constructor_args=(str(loaded.checkpoint), layout["device"], args.backend,
+                                             layout["threads_per_predictor"], args.group_size or None,
+                                             not args.uncalibrated, args.review_precision, args.evaluate,
+                                             str(store.output), args.batch_size))
+    progress = Progress()
+    done = 0
+    try:
+        for result in ds.iter_rows():
+            done += result["records"]
+            stats["decode_seconds"] += result["decode_seconds"]
+            stats["model_seconds"] += result["model_seconds"]
+            for stage in ("decode", "model"):
+                node = runtime["nodes"].setdefault(result[f"{stage}_node"], {"decode": 0, "model": 0})
+                node[stage] += 1
+            progress.update(done)
+            if stops.signum is not None:
+                break
+    except Exception as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, OutputError):
+            raise FatalError(f"{cause}; the chunks written so far are kept: free space (or fix the folder) and "
+                             f"rerun with --resume") from None
+        raise
+    finally:
+        progress.close()
+    if stops.signum is not None:
+        written = sum(end - first for first, end, _ in store.chunks())
+        print(f"infer.py: stopped by {signal.Signals(stops.signum).name} with {written} records written to "
+              f"{store.parts}; finish with the same command and --resume", file=sys.stderr)
+        return None
+    stats["records"] = done
+    return stats, runtime

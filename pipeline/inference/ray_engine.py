@@ -15,12 +15,12 @@ node must read the archives and write the output's folder at the same paths.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,31 +48,55 @@ def quiet_ray(ray) -> None:
     context.enable_auto_log_stats = False
 
 
-@contextlib.contextmanager
-def ray_cluster(args, stops: StopRequests):
-    """Ray and the run's :func:`plan_layout` on it: the cluster at ``--ray-address`` (``auto``, ``host:port`` or
-    ``ray://...``) or, without one, a cluster of this machine started for the run; disconnected (a started
-    cluster stopped) however the run ends."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise FatalError(INSTALL) from None
-    options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
-    try:
+class RayCluster:
+    """Ray for one run: the cluster at ``--ray-address`` (``auto``, ``host:port`` or ``ray://...``) or, without
+    one, a cluster of this machine started for the run.
+
+    ``ray.init`` goes in a thread (a local cluster takes seconds) while the driver loads its model; :meth:`connect`
+    waits for it and plans the layout; :meth:`close` disconnects (a started cluster stops). The thread lives until
+    then: the processes of a local cluster are bound to the thread that started them (they die with it)."""
+
+    def __init__(self, args):
         try:
-            if args.ray_address:
-                ray.init(address=args.ray_address, **options)
-            else:
-                ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
-                         **options)
-        except ConnectionError as e:
-            raise FatalError(f"--ray-address {args.ray_address}: {e}") from None
-        stops.reclaim()  # ray.init made SIGTERM exit at once: it stops at a safe point again
+            import ray
+            import ray.data
+        except ImportError:
+            raise FatalError(INSTALL) from None
         quiet_ray(ray)
-        yield ray, plan_layout(args, ray)
-    finally:
-        ray.shutdown()
+        self.ray, self.args, self.layout = ray, args, None
+        self.error: BaseException | None = None
+        self.started, self.closing = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, name="ray", daemon=True)
+        self.thread.start()
+
+    def _hold(self) -> None:
+        options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                       configure_logging=True)
+        try:
+            if self.args.ray_address:
+                self.ray.init(address=self.args.ray_address, **options)
+            else:
+                self.ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
+                              **options)
+        except BaseException as e:  # raised in the main thread by connect
+            self.error = e
+        finally:
+            self.started.set()
+        self.closing.wait()
+        self.ray.shutdown()
+
+    def connect(self, reads_media: bool, stops: StopRequests) -> None:
+        self.started.wait()
+        stops.reclaim()  # Ray's core installed its own SIGTERM handler: the run stops at a safe point again
+        if isinstance(self.error, ConnectionError):
+            raise FatalError(f"--ray-address {self.args.ray_address}: {self.error}") from None
+        if self.error is not None:
+            raise self.error
+        self.layout = plan_layout(self.args, self.ray, reads_media)
+
+    def close(self) -> None:
+        self.closing.set()
+        self.thread.join()
 
 
 class Decoder:
@@ -161,8 +185,11 @@ def pending_blocks(stream: RecordStream, block: int, skip: frozenset[int]) -> It
         yield {"block": current, "records": pickle.dumps(pending)}
 
 
-def plan_layout(args, ray) -> dict:
-    """Decoders, predictors, their CPUs and GPUs: the options given, else from the cluster's resources."""
+def plan_layout(args, ray, reads_media: bool) -> dict:
+    """Decoders, predictors, their CPUs, threads and GPUs: the options given, else from the cluster's resources.
+
+    On CPUs a model that reads media shares them half and half with the decoders; a text-only one, whose
+    decoding is tokenizing, takes them all but one decoder's (its threads all of them, as the local engine's)."""
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
     gpus_per = args.gpus_per_predictor
@@ -171,16 +198,24 @@ def plan_layout(args, ray) -> dict:
     if gpus_per and not gpus:
         raise FatalError(f"--gpus-per-predictor {gpus_per}: the Ray cluster has no GPU")
     predictors = args.predictors or (max(1, int(gpus // gpus_per)) if gpus_per else 1)
-    threads = args.threads or (1 if gpus_per else max(1, cpus // (2 * predictors)))
-    decoders = args.decoders or max(1, cpus - (0 if gpus_per else predictors * threads))
+    if gpus_per:
+        decoders, reserved, threads = args.decoders or max(1, cpus), 0, args.threads or 1
+    elif reads_media:
+        reserved = max(1, cpus // (2 * predictors))
+        decoders, threads = args.decoders or max(1, cpus - predictors * reserved), args.threads or reserved
+    else:
+        decoders = args.decoders or 1
+        reserved = max(1, (cpus - decoders) // predictors)
+        threads = args.threads or max(1, cpus // predictors)
     return {"cpus": cpus, "gpus": gpus, "decoders": decoders, "predictors": predictors, "gpus_per_predictor": gpus_per,
-            "threads_per_predictor": threads, "device": "cuda" if gpus_per else "cpu"}
+            "cpus_per_predictor": reserved, "threads_per_predictor": threads, "device": "cuda" if gpus_per else "cpu"}
 
 
 def predict_on_ray(args, analyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
-                   stops: StopRequests, ray, layout: dict, started: float) -> tuple[dict, dict] | None:
-    """Every block not in ``skip`` predicted on the cluster ``ray`` as ``layout`` says and written as a chunk.
-    Returns the stats and the engine's runtime facts, or None when a stop signal ended it (it says so)."""
+                   stops: StopRequests, cluster: RayCluster, started: float) -> tuple[dict, dict] | None:
+    """Every block not in ``skip`` predicted on the connected ``cluster`` and written as a chunk. Returns the
+    stats and the engine's runtime facts, or None when a stop signal ended it (it says so)."""
+    ray, layout = cluster.ray, cluster.layout
     items = list(pending_blocks(stream, args.batch_size, skip))
     runtime = {"startup_seconds": round(time.time() - started, 2), **layout, "nodes": {}}
     stats = {"records": 0, "decode_seconds": 0.0, "model_seconds": 0.0}
@@ -193,7 +228,7 @@ def predict_on_ray(args, analyzer, stream: RecordStream, store: ChunkStore, skip
                         fn_constructor_args=(str(loaded.run_dir), loaded.reads_media, stream))
     ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=layout["predictors"]),
-                        num_cpus=0 if layout["gpus_per_predictor"] else layout["threads_per_predictor"],
+                        num_cpus=layout["cpus_per_predictor"],
                         num_gpus=layout["gpus_per_predictor"],
                         fn_constructor_args=(str(loaded.checkpoint), layout["device"], args.backend,
                                              layout["threads_per_predictor"], args.group_size or None,

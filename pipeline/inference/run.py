@@ -146,17 +146,22 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
 
 def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
     if args.engine == "ray":
-        from pipeline.inference.ray_engine import ray_cluster
+        from pipeline.inference.ray_engine import RayCluster
 
-        with ray_cluster(args, stops) as cluster:
+        cluster = RayCluster(args)
+        try:
             return predict_and_finish(args, output, is_child, started, stops, cluster)
+        finally:
+            cluster.close()
     return predict_and_finish(args, output, is_child, started, stops, None)
 
 
 def predict_and_finish(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests,
-                       cluster: tuple | None) -> int:
-    """Predict every record not yet written (locally, or on ``cluster``: Ray and its layout), then :func:`finish`."""
+                       cluster=None) -> int:
+    """Predict every record not yet written (locally, or on a :class:`RayCluster`), then :func:`finish`."""
     analyzer, columns, inputs, stream, threads = open_model(args, is_child)
+    if cluster is not None:
+        cluster.connect(analyzer.run.reads_media, stops)
     ledger = {"inputs": inputs, "checkpoint_sha256": analyzer.run.checkpoint_sha256, "batch_size": args.batch_size,
               "evaluate": args.evaluate, "columns": list(columns.text), "calibrated": analyzer.calibrated,
               "review_precision": analyzer.review.precision}
@@ -177,7 +182,7 @@ def predict_and_finish(args: argparse.Namespace, output: Path, is_child: bool, s
     else:
         from pipeline.inference.ray_engine import predict_on_ray
 
-        predicted = predict_on_ray(args, analyzer, stream, store, skip, stops, *cluster, started)
+        predicted = predict_on_ray(args, analyzer, stream, store, skip, stops, cluster, started)
         if predicted is None:
             return exit_status(stops.signum)
         stats, runtime["ray"] = predicted

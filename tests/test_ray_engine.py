@@ -9,7 +9,7 @@ import time
 
 import psutil
 import pytest
-from factory import ROOT, bad_with_record_problems, big_archive, infer_process, read_jsonl
+from factory import ROOT, bad_with_record_problems, big_archive, infer, infer_process, read_jsonl
 from ray.cluster_utils import Cluster
 
 OBJECT_STORE = 128 * 1024 * 1024
@@ -43,14 +43,15 @@ def assert_same_rows(ours: list[dict], local: list[dict]) -> None:
 
 
 def test_rows_equal_the_local_engines_and_work_runs_on_both_nodes(cluster, trained_run, tiny_demo, tmp_path):
+    """The demo archive on the two-node cluster; the bad-input archive on a cluster the run starts and stops."""
     bad = bad_with_record_problems(tmp_path / "bad")
+    before = cluster_processes()  # the session's cluster
     for name, archive in (("demo", tiny_demo["test"]), ("bad", bad)):
         local, ours = tmp_path / f"{name}_local.jsonl", tmp_path / f"{name}_ray.jsonl"
-        done = infer_process("--checkpoint", trained_run, "--input", archive, "--output", local, "--evaluate",
-                             "--batch-size", "8")
-        assert done.returncode == 0, done.stderr[-2000:]
-        done = ray_infer(cluster, "--checkpoint", trained_run, "--input", archive, "--output", ours, "--evaluate",
-                         "--batch-size", "8")
+        assert infer("--checkpoint", trained_run, "--input", archive, "--output", local, "--evaluate",
+                     "--batch-size", "8") == 0
+        args = ("--checkpoint", trained_run, "--input", archive, "--output", ours, "--evaluate", "--batch-size", "8")
+        done = ray_infer(cluster, *args) if name == "demo" else infer_process(*args, "--engine", "ray")
         assert done.returncode == 0, done.stderr[-3000:]
         assert_same_rows(read_jsonl(ours), read_jsonl(local))
         assert "INFO" not in done.stderr + done.stdout and "records/s" in done.stdout
@@ -62,6 +63,7 @@ def test_rows_equal_the_local_engines_and_work_runs_on_both_nodes(cluster, train
             predicted = {n for n, work in ray["nodes"].items() if work["model"]}
             assert len(decoded) == len(predicted) == 1 and decoded != predicted, ray["nodes"]
     assert read_jsonl(tmp_path / "bad_ray.jsonl")[-2]["status"] == "error"  # the malformed line, kept in place
+    assert cluster_processes() == before  # the run's own cluster is gone
 
 
 def processes(name: str) -> list[psutil.Process]:
@@ -79,7 +81,7 @@ def wait_for_chunks(parts, n: int, proc) -> None:
 
 
 def test_driver_killed_then_resumed_and_a_killed_model_actor_restarted(cluster, trained_run, tmp_path):
-    archive = big_archive(tmp_path / "big", 600)
+    archive = big_archive(tmp_path / "big", 300)
     out = tmp_path / "pred.jsonl"
     parts = out.with_name(out.name + ".parts")
     args = [sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(trained_run), "--input", str(archive),
@@ -95,30 +97,26 @@ def test_driver_killed_then_resumed_and_a_killed_model_actor_restarted(cluster, 
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = len(list(parts.glob("chunk-*")))
-    assert written + 10 <= done_before < 150 and not out.exists(), done_before  # really interrupted mid-run
+    assert written + 10 <= done_before < 75 and not out.exists(), done_before  # really interrupted mid-run
     resumed = ray_infer(cluster, "--checkpoint", trained_run, "--input", archive, "--output", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(600)]
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(300)]
     meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
-    assert meta["counts"]["resumed"] is True and meta["counts"]["records"] == 600
+    assert meta["counts"]["resumed"] is True and meta["counts"]["records"] == 300
 
 
 def cluster_processes() -> set[int]:
     return {p.pid for name in ("raylet", "gcs_server") for p in processes(name)}
 
 
-def test_a_local_cluster_is_gone_after_a_run_an_error_and_sigterm(trained_run, tiny_demo, tmp_path):
+def test_a_local_cluster_is_gone_after_an_error_and_sigterm(trained_run, tiny_demo, tmp_path):
     before = cluster_processes()  # the session's cluster
     out = tmp_path / "pred.jsonl"
-    done = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--engine", "ray")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert len(read_jsonl(out)) == len(read_jsonl(tiny_demo["test"] / "complaints.jsonl"))
-    assert cluster_processes() == before
-    failed = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--overwrite",
-                           "--engine", "ray", "--gpus-per-predictor", "1")
+    failed = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--engine",
+                           "ray", "--gpus-per-predictor", "1")
     assert failed.returncode == 2 and "no GPU" in failed.stderr
-    assert cluster_processes() == before
-    archive = big_archive(tmp_path / "big", 600)
+    assert cluster_processes() == before and not out.with_name(out.name + ".parts").exists()
+    archive = big_archive(tmp_path / "big", 200)
     parts = tmp_path / "big.jsonl.parts"
     proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(trained_run), "--input",
                              str(archive), "--output", str(tmp_path / "big.jsonl"), "--batch-size", "4", "--engine",

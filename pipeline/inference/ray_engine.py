@@ -195,8 +195,8 @@ def plan_layout(args, ray, reads_media: bool) -> dict:
     gpus_per = args.gpus_per_predictor
     if gpus_per is None:
         gpus_per = 1 if gpus and args.device != "cpu" else 0
-    if gpus_per and not gpus:
-        raise FatalError(f"--gpus-per-predictor {gpus_per}: the Ray cluster has no GPU")
+    if (gpus_per or args.device.startswith("cuda")) and not gpus:
+        raise FatalError(f"--gpus-per-predictor {gpus_per} / --device {args.device}: the Ray cluster has no GPU")
     predictors = args.predictors or (max(1, int(gpus // gpus_per)) if gpus_per else 1)
     if gpus_per:
         decoders, reserved, threads = args.decoders or max(1, cpus), 0, args.threads or 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -162,13 +162,34 @@ class RecordStream:
         self.limits = limits
 
     def __call__(self) -> Iterator[tuple[Archive, Record]]:
-        for path in self.paths:
+        for _, archive, record in self.indexed():
+            yield archive, record
+
+    def indexed(self) -> Iterator[tuple[int, Archive, Record]]:
+        """``(input index, archive, record)``: which of ``paths`` each record came from."""
+        for index, path in enumerate(self.paths):
             archive = open_archive(path, self.limits)
             try:
                 for record in read_records(archive, self.columns):
-                    yield archive, record
+                    yield index, archive, record
             finally:
                 archive.close()
+
+
+def numbered_blocks(items: Iterable[tuple], size: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, list]]:
+    """Consecutive ``items`` in blocks of ``size``: ``(block number, [(position, *item), ...])`` for each block
+    ``wanted`` keeps; the others are read past."""
+    current, pending = None, []
+    for n, item in enumerate(items):
+        block = n // size
+        if block != current:
+            if pending:
+                yield current, pending
+            current, pending = block, []
+        if wanted(block):
+            pending.append((n, *item))
+    if pending:
+        yield current, pending
 
 
 class BlockBuilder:
@@ -228,14 +249,9 @@ class StreamingComplaintDataset(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         shards = workers * self.world_size
         shard = self.rank * workers + worker
-        current, pending = None, []
-        for n, (archive, record) in enumerate(self.stream()):
-            block = n // self.block
-            if block != current:
-                if pending:
-                    yield self.build(current, pending)
-                current, pending = block, []
-            if block % shards == shard and block not in self.skip_blocks:
-                pending.append((n, archive, record))
-        if pending:
-            yield self.build(current, pending)
+
+        def mine(block: int) -> bool:
+            return block % shards == shard and block not in self.skip_blocks
+
+        for block, pending in numbered_blocks(self.stream(), self.block, mine):
+            yield self.build(block, pending)

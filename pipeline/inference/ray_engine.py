@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import signal
 import sys
 import threading
 import time
@@ -28,9 +27,9 @@ from pathlib import Path
 from pipeline.core.progress import Progress
 from pipeline.core.signals import StopRequests
 from pipeline.data.archive import Archive, open_archive
-from pipeline.data.dataset import BlockBuilder, RecordStream
+from pipeline.data.dataset import BlockBuilder, RecordStream, numbered_blocks
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
-from pipeline.inference.errors import FatalError, OutputError
+from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stopped_line
 from pipeline.inference.writers import ChunkStore
 
 INSTALL = "--engine ray needs Ray Data: pip install 'ray[data]==2.60.0' (the project's [ray] extra)"
@@ -99,6 +98,13 @@ class RayCluster:
         self.thread.join()
 
 
+def node_id() -> str:
+    """The Ray node this actor runs on (for ``runtime.ray.nodes``)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 class Decoder:
     """The decode stage: each block's records (pickled by the driver) into a collated batch (pickled).
 
@@ -111,6 +117,7 @@ class Decoder:
                                   inference_collator(tokenizer, options, reads_media))
         self.paths, self.limits = stream.paths, stream.limits
         self.archives: dict[int, Archive] = {}  # opened once per actor, by input index
+        self.node = node_id()
 
     def archive(self, index: int) -> Archive:
         if index not in self.archives:
@@ -118,14 +125,11 @@ class Decoder:
         return self.archives[index]
 
     def __call__(self, batch: dict) -> dict:
-        import ray
-
         built = []
         for block, payload in zip(batch["block"], batch["records"]):
             pending = [(n, self.archive(i), record) for n, i, record in pickle.loads(payload)]
             built.append(pickle.dumps(self.build(int(block), pending), protocol=pickle.HIGHEST_PROTOCOL))
-        node = ray.get_runtime_context().get_node_id()
-        return {"block": batch["block"], "batch": built, "decode_node": [node] * len(built)}
+        return {"block": batch["block"], "batch": built, "decode_node": [self.node] * len(built)}
 
 
 class Predictor:
@@ -143,13 +147,11 @@ class Predictor:
                                                           calibrated, review_precision)
         self.evaluate, self.block = evaluate, block
         self.store = ChunkStore(Path(output))
+        self.node = node_id()
 
     def __call__(self, batch: dict) -> dict:
-        import ray
-
         out = {"block": [], "records": [], "decode_seconds": [], "model_seconds": [], "decode_node": [],
                "model_node": []}
-        node = ray.get_runtime_context().get_node_id()
         for payload, decode_node in zip(batch["batch"], batch["decode_node"]):
             built = pickle.loads(payload)
             start = time.perf_counter()
@@ -160,7 +162,7 @@ class Predictor:
                 self.store.write_chunk(first, first + len(rows), rows)
             except OSError as e:
                 raise OutputError(f"cannot write {self.store.parts}: {e.strerror or e}") from None
-            for key, value in (("block", built["block"]), ("records", len(rows)), ("model_node", node),
+            for key, value in (("block", built["block"]), ("records", len(rows)), ("model_node", self.node),
                                ("decode_seconds", built["decode_seconds"]), ("model_seconds", seconds),
                                ("decode_node", decode_node)):
                 out[key].append(value)
@@ -170,19 +172,8 @@ class Predictor:
 def pending_blocks(stream: RecordStream, block: int, skip: frozenset[int]) -> Iterator[dict]:
     """The driver's part: each block not in ``skip`` as ``{"block", "records"}``, the records pickled with their
     position and input index (the decoders open the archives themselves)."""
-    n, current, pending = 0, None, []
-    for index, path in enumerate(stream.paths):
-        for _, record in RecordStream([path], stream.columns, stream.limits)():
-            k = n // block
-            if k != current:
-                if pending:
-                    yield {"block": current, "records": pickle.dumps(pending)}
-                current, pending = k, []
-            if k not in skip:
-                pending.append((n, index, record))
-            n += 1
-    if pending:
-        yield {"block": current, "records": pickle.dumps(pending)}
+    for k, pending in numbered_blocks(stream.indexed(), block, lambda k: k not in skip):
+        yield {"block": k, "records": pickle.dumps([(n, index, record) for n, index, _, record in pending])}
 
 
 def plan_layout(args, ray, reads_media: bool) -> dict:
@@ -248,17 +239,14 @@ def predict_on_ray(args, analyzer, stream: RecordStream, store: ChunkStore, skip
             if stops.signum is not None:
                 break
     except Exception as e:
-        cause = getattr(e, "cause", None)
+        cause = getattr(e, "cause", None)  # a Ray task's error carries the actor's exception
         if isinstance(cause, OutputError):
-            raise FatalError(f"{cause}; the chunks written so far are kept: free space (or fix the folder) and "
-                             f"rerun with --resume") from None
+            raise chunks_kept(cause) from None
         raise
     finally:
         progress.close()
     if stops.signum is not None:
-        written = sum(end - first for first, end, _ in store.chunks())
-        print(f"infer.py: stopped by {signal.Signals(stops.signum).name} with {written} records written to "
-              f"{store.parts}; finish with the same command and --resume", file=sys.stderr)
+        print(stopped_line(stops.signum, store.records_written(), store.parts), file=sys.stderr)
         return None
     stats["records"] = done
     return stats, runtime

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pipeline.explain.selection import LowestConfidence
 from pipeline.export.onnx import ExportError
 from pipeline.inference.arguments import DEFAULT_WORKERS, model_threads
 from pipeline.inference.chunk_writer import ChunkWriter
-from pipeline.inference.errors import FatalError, OutputError
+from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stopped_line
 from pipeline.inference.predictor import ComplaintAnalyzer, resolve_device
 from pipeline.inference.summary import RowTally, meta_of, print_summary, run_counts, write_evaluation
 from pipeline.inference.writers import ChunkStore, columns_for, write_output
@@ -130,15 +129,12 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
         stops.check()
         trainer.predict(analyzer.model, dataloaders=loader, return_predictions=False)
     except OutputError as e:
-        raise FatalError(f"{e}; the chunks written so far are kept: free space (or fix the folder) and "
-                         f"rerun with --resume") from None
+        raise chunks_kept(e) from None
     except BaseException:
         if stops.signum is None:
             raise
         writer.progress.close()  # a stop signal: whatever broke after it (e.g. a worker it reached) is the stop
-        done = sum(end - first for first, end, _ in store.chunks())
-        print(f"infer.py: stopped by {signal.Signals(stops.signum).name} with {done} records written to "
-              f"{store.parts}; finish with the same command and --resume", file=sys.stderr)
+        print(stopped_line(stops.signum, store.records_written(), store.parts), file=sys.stderr)
         return None
     writer.progress.close()
     return trainer, writer

@@ -55,6 +55,9 @@ class ChunkStore:
                 found.append((int(m.group(1)), int(m.group(2)), p))
         return sorted(found)
 
+    def records_written(self) -> int:
+        return sum(end - first for first, end, _ in self.chunks())
+
     def done_blocks(self, block: int) -> frozenset[int]:
         return frozenset(start // block for start, _, _ in self.chunks())
 

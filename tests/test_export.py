@@ -15,6 +15,7 @@ from pipeline import ComplaintAnalyzer
 from pipeline.data.dataset import RecordStream
 from pipeline.export.__main__ import main as export_main
 from pipeline.export.onnx import ExportedForward, ExportError, example_batch, export_run
+from pipeline.inference.arguments import TEXT_WORKERS
 from pipeline.inference.command import main as infer_main
 from pipeline.inference.onnx_backend import cuda_provider_available
 from pipeline.models.image_encoder import ImageEncoder
@@ -171,21 +172,21 @@ def test_a_graph_that_fixed_a_shape_at_export_is_refused(runs, monkeypatch, tmp_
         export_run(load_run(runs["text_only"]), tmp_path / "export")
 
 
-def test_text_only_model_reads_no_media_and_starts_no_decoding_workers(runs, tmp_path):
+def test_text_only_model_reads_no_media_and_one_worker_reads_its_texts(runs, tmp_path):
     archive = bad_with_record_problems(tmp_path / "in")
     out = tmp_path / "p.jsonl"
     assert infer_main(["--checkpoint", str(runs["text_only"]), "--input", str(archive), "--output", str(out)]) == 0
     by_id = {r["id"]: r for r in rows(out)}
     assert by_id["corrupt"]["status"] == "ok" and by_id["traversal"]["warnings"] == []  # attachments never read
-    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["runtime"]["num_workers"] == 0
+    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["runtime"]["num_workers"] == TEXT_WORKERS
 
 
-def test_multimodal_model_on_an_archive_without_attachments_starts_no_workers(runs, tmp_path):
+def test_multimodal_model_on_an_archive_without_attachments_starts_only_the_text_worker(runs, tmp_path):
     root = tmp_path / "texts"
     write_manifest(root, [{"id": str(i), "text": f"parcel {i} late"} for i in range(5)])
     out = tmp_path / "p.jsonl"
     assert infer_main(["--checkpoint", str(runs["multimodal"]), "--input", str(root), "--output", str(out)]) == 0
-    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["runtime"]["num_workers"] == 0
+    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["runtime"]["num_workers"] == TEXT_WORKERS
     assert len(rows(out)) == 5
 
 

@@ -206,3 +206,17 @@ def test_help_answers_without_importing_torch_or_lightning():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "--checkpoint" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_prediction_run_imports_neither_lightning_nor_transformers(trained_run, tiny_demo, tmp_path):
+    """One process on one device predicts with the plain network and the run's tokenizer file: the libraries
+    only training, --devices, --explain or photos-backbones need stay unimported (seconds at every start)."""
+    out = tmp_path / "p.jsonl"
+    code = (f"import sys\nfrom pipeline.inference.command import main\n"
+            f"assert main(['--checkpoint', {str(trained_run)!r}, '--input', {str(tiny_demo['test'])!r}, "
+            f"'--output', {str(out)!r}]) == 0\n"
+            f"print([m for m in ('pytorch_lightning', 'transformers', 'torchvision', 'scipy.stats') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert len(read_jsonl(out)) == len(read_jsonl(tiny_demo["test"] / "complaints.jsonl"))

@@ -44,7 +44,8 @@ def embedding_layer(encoder: torch.nn.Module) -> tuple[torch.nn.Module, int]:
 
 
 class Explainer:
-    """Explains batches of a :class:`ComplaintClassifier` (collated as for prediction).
+    """Explains batches of a trained classifier (:class:`pipeline.models.prediction.Predicting`), collated as for
+    prediction.
 
     :meth:`explain` returns, per record, per task: ``target`` (the explained class
     index), ``deep_weight`` (the network's weight in the blend, 1 without TF-IDF),
@@ -57,7 +58,7 @@ class Explainer:
     def __init__(self, classifier):
         self.model = classifier.model.eval()
         self.multilabel = classifier.multilabel
-        self.pad_id = classifier.hparams.pad_id
+        self.pad_id = classifier.model.pad_id
 
     def explain(self, batch: dict) -> list[dict]:
         model = self.model

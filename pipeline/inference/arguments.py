@@ -15,6 +15,7 @@ from pipeline.inference.writers import output_format
 
 CORES = os.cpu_count() or 1
 DEFAULT_WORKERS = max(1, min(8, CORES // 2))
+TEXT_WORKERS = 1 if CORES > 1 else 0  # reading and tokenizing the next blocks while the model runs
 
 
 def model_threads(num_workers: int, devices: int = 1) -> int:
@@ -37,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"records per forward pass, grouped by text length so that short texts are not padded to "
                         f"long ones (default {GROUP_SIZE}; 0: the whole batch)")
     p.add_argument("--num-workers", type=int, default=None,
-                   help=f"DataLoader processes decoding attachments (default here: {DEFAULT_WORKERS}; "
-                        f"none when no record has an attachment or the model reads text only)")
+                   help=f"DataLoader processes reading records and decoding attachments (default here: "
+                        f"{DEFAULT_WORKERS}; {TEXT_WORKERS} when no record has an attachment or the model reads "
+                        f"text only)")
     p.add_argument("--threads", type=int, default=None,
                    help="model threads on CPU (default: the cores the workers leave free)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU when there is one)")
@@ -46,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use)")
     p.add_argument("--devices", type=int, default=1, help="processes (DDP) sharing the records")
     p.add_argument("--engine", default="local", choices=ENGINES,
-                   help="local (this machine: DataLoader workers decode, Lightning predicts) or ray (Ray Data: "
+                   help="local (this machine: DataLoader workers decode, the model predicts) or ray (Ray Data: "
                         "decoders and model actors across a cluster; needs the [ray] extra)")
     p.add_argument("--ray-address", default=None, metavar="ADDRESS",
                    help="--engine ray: the cluster to join (auto, host:port or ray://...); default: start one on "

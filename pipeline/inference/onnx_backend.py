@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytorch_lightning as pl
 import torch
 
 from pipeline.export.onnx import GRAPH_FILES, ensure_export, input_names
@@ -23,7 +22,7 @@ def providers_for(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
 
 
-class OnnxClassifier(pl.LightningModule):
+class OnnxClassifier:
     """Runs a run's ONNX export (made on first use, see :func:`pipeline.export.onnx.ensure_export`).
 
     Batches stay on the host: onnxruntime copies them to the GPU itself when
@@ -37,7 +36,6 @@ class OnnxClassifier(pl.LightningModule):
     def __init__(self, run: LoadedRun, int8: bool = False, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
-        super().__init__()
         model = run.model.model
         self.graph = ensure_export(run, int8) / GRAPH_FILES["int8" if int8 else "fp32"]
         options = ort.SessionOptions()

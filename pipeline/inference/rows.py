@@ -48,8 +48,9 @@ def rows_from_output(output: dict, labels, evaluate: bool = False, review: Revie
                 row[f"{name}_true"] = task.values(raw) if task.type == MULTILABEL and raw is not None else raw
         row["modality_weights"] = None if error else modality_weights(weights[b], layout, batch, b)
         if review is not None:
-            row["review_reasons"] = review.reasons(row, text_lengths[b])
-            row["needs_review"] = bool(row["review_reasons"])
+            reasons = review.reasons(row, text_lengths[b])
+            row["needs_review"] = bool(reasons)  # the output's column order: a stored row is written as it is
+            row["review_reasons"] = reasons
         rows.append(row)
     return rows
 

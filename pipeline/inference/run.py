@@ -18,7 +18,7 @@ from pipeline.data.manifest import read_records
 from pipeline.data.records import Columns
 from pipeline.explain.selection import LowestConfidence
 from pipeline.export.onnx import ExportError
-from pipeline.inference.arguments import DEFAULT_WORKERS, model_threads
+from pipeline.inference.arguments import DEFAULT_WORKERS, TEXT_WORKERS, model_threads
 from pipeline.inference.chunk_writer import ChunkWriter
 from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stopped_line
 from pipeline.inference.predictor import ComplaintAnalyzer, resolve_device
@@ -62,7 +62,7 @@ def open_model(args: argparse.Namespace, is_child: bool):
     inputs = check_inputs(args.input, columns, loaded.media.limits)
     stream = RecordStream(args.input, columns, loaded.media.limits)
     if args.engine == "local" and args.num_workers is None:  # decoding workers only where the model sees media
-        args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else 0
+        args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else TEXT_WORKERS
     threads = (args.threads or model_threads(args.num_workers or 0, args.devices)) if device == "cpu" else None
     try:
         analyzer = ComplaintAnalyzer(loaded, device, args.backend, threads, args.group_size or None,
@@ -106,38 +106,45 @@ def open_store(args: argparse.Namespace, output: Path, ledger: dict, is_child: b
 def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
                    threads, stops: StopRequests):
     """Every block not yet in ``store`` (``skip``: the blocks an earlier run did) predicted and written as a
-    chunk. Returns the trainer and the writer, or None when a stop signal ended it (it says so)."""
-    import pytorch_lightning as pl
+    chunk. Returns the writer and, with ``--devices`` over 1, the trainer; None when a stop signal ended it (it
+    says so)."""
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.data.collate import as_built
+    from pipeline.data.collate import as_built, batch_to_device
 
     block = args.batch_size
     if args.device == "cpu":
         torch.set_num_threads(threads)
+    trainer = None
+    if args.devices > 1:
+        from pipeline.inference.ddp_prediction import distributed_trainer, predict_on_devices
+
+        trainer = distributed_trainer(analyzer.device, args.devices)
     rank = int(os.environ.get("LOCAL_RANK", 0))
     dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
     loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers, collate_fn=as_built)
     writer = ChunkWriter(store, analyzer.run.labels, args.evaluate, block, stops, analyzer.review)
-    trainer = pl.Trainer(
-        accelerator=analyzer.device, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-        logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
-        use_distributed_sampler=False, callbacks=[writer],
-    )
     try:
         stops.check()
-        trainer.predict(analyzer.model, dataloaders=loader, return_predictions=False)
+        if trainer is not None:
+            predict_on_devices(trainer, analyzer.model, loader, writer)
+        else:
+            with torch.inference_mode():
+                for batch in loader:
+                    started = time.perf_counter()
+                    outputs = analyzer.model.predict_step(batch_to_device(batch, analyzer.device))
+                    writer.write(outputs, batch, time.perf_counter() - started)
+        writer.close()
     except OutputError as e:
         raise chunks_kept(e) from None
     except BaseException:
         if stops.signum is None:
             raise
-        writer.progress.close()  # a stop signal: whatever broke after it (e.g. a worker it reached) is the stop
+        writer.close()  # a stop signal: whatever broke after it (e.g. a worker it reached) is the stop
         print(stopped_line(stops.signum, store.records_written(), store.parts), file=sys.stderr)
         return None
-    writer.progress.close()
-    return trainer, writer
+    return writer, trainer
 
 
 def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
@@ -172,7 +179,7 @@ def predict_and_finish(args: argparse.Namespace, output: Path, is_child: bool, s
         predicted = predict_chunks(args, analyzer, stream, store, skip, threads, stops)
         if predicted is None:
             return exit_status(stops.signum)
-        trainer, writer = predicted
+        writer, trainer = predicted
         stats = {"records": writer.records, "decode_seconds": writer.decode_seconds,
                  "model_seconds": writer.model_seconds}
     else:

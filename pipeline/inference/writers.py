@@ -31,6 +31,13 @@ def output_format(path: Path) -> str:
     return suffix
 
 
+class StoredRow(dict):
+    """A row read back from a chunk, with its JSON ``line``: a JSONL output whose columns are the row's keys, in
+    order, takes the line as it is instead of encoding the row again."""
+
+    line: str
+
+
 class ChunkStore:
     def __init__(self, output: Path):
         self.output = output
@@ -65,12 +72,14 @@ class ChunkStore:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
         write_atomic(self.parts / f"chunk-{first:012d}-{end:012d}.jsonl", data)
 
-    def rows(self) -> Iterator[dict]:
+    def rows(self) -> Iterator[StoredRow]:
         """Every row so far, in input order (chunks cover disjoint, ordered index ranges)."""
         for _, _, path in self.chunks():
             with open(path, encoding="utf-8") as f:
                 for line in f:
-                    yield json.loads(line)
+                    row = StoredRow(json.loads(line))
+                    row.line = line
+                    yield row
 
     def remove(self) -> None:
         shutil.rmtree(self.parts, ignore_errors=True)
@@ -105,7 +114,11 @@ def _write(rows: Iterable[dict], fmt: str, tmp: Path, columns: list[str], multil
     if fmt == ".jsonl":
         with open(tmp, "w", encoding="utf-8") as f:
             for r in rows:
-                f.write(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n")
+                stored = getattr(r, "line", None)
+                if stored is not None and list(r) == columns:
+                    f.write(stored)
+                else:
+                    f.write(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n")
     elif fmt == ".csv":
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)

@@ -84,6 +84,7 @@ class ComplaintModel(nn.Module):
         super().__init__()
         o = options
         check_options(o)
+        self.pad_id = pad_id
         self.modalities = tuple(m for m in MODALITIES if m in o.modalities)
         dims = {}
         if "text" in self.modalities:

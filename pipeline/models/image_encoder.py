@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,6 +32,8 @@ class SmallCNN(nn.Module):
 
 
 def _torchvision_backbone(name: str) -> tuple[nn.Module, int]:
+    from torchvision import models  # 1-2 s to import: only these backbones need it
+
     if name == "mobilenet_v3_small":
         net = models.mobilenet_v3_small(weights=None)
         dim = net.classifier[0].in_features

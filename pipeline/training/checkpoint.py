@@ -26,13 +26,15 @@ from pipeline.data.media import MediaSpec
 from pipeline.data.options import DataOptions
 from pipeline.data.records import Columns
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
+from pipeline.models.prediction import PredictionModel
 from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
-from pipeline.training.module import ComplaintClassifier
+
+TRAINING_ONLY = "class_weight_"  # the loss's buffers: checkpoints hold them, prediction needs none
 
 
 @dataclass
 class LoadedRun:
-    model: ComplaintClassifier
+    model: PredictionModel
     tokenizer: object
     labels: LabelSpace
     options: DataOptions  # the data options the run was trained with
@@ -106,10 +108,13 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     if hparams.get("task_classes") != labels.classes:
         raise CheckpointError(f"{run / LABELS_FILE} does not match the checkpoint's classes: wrong run folder?")
     try:
-        model = ComplaintClassifier(**hparams)
+        model = PredictionModel(hparams)
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match this code's model options: no option {e}") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {ckpt_path} does not match this code's model options: {e}") from None
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    weights = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(TRAINING_ONLY)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     uncalibrated = any(k.startswith("calibration.") for k in missing)  # its identity start stays
     missing = [k for k in missing if not k.startswith("calibration.")]
     if missing or unexpected:

@@ -7,11 +7,11 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import grad_norm, rank_zero_info
 
-from pipeline.confidence.calibration import Calibration, probabilities
+from pipeline.confidence.calibration import Calibration
 from pipeline.models.complaint_model import DEEP_WEIGHTS, ComplaintModel
-from pipeline.models.length_groups import in_length_groups
 from pipeline.models.modality_dropout import drop_modalities
 from pipeline.models.network_options import MODALITIES, NetworkOptions
+from pipeline.models.prediction import Predicting
 from pipeline.models.pretrained_embeddings import copy_shared_rows, pretrained_input_embeddings, project_embeddings
 from pipeline.models.transformer_encoder import has_weights
 from pipeline.training.losses import DISTILL_LOSSES, balanced_weights, distillation_loss, task_loss
@@ -46,7 +46,7 @@ def check_options(hp) -> None:
         raise ValueError(f"text_linear_c={hp.text_linear_c}: expected one or more positive numbers (C values)")
 
 
-class ComplaintClassifier(pl.LightningModule):
+class ComplaintClassifier(Predicting, pl.LightningModule):
     """Multi-task complaint classifier over text, photos and videos.
 
     ``vocab_size``, ``task_classes``, ``class_counts``, ``multilabel_tasks`` and
@@ -118,8 +118,8 @@ class ComplaintClassifier(pl.LightningModule):
             self.register_buffer(f"class_weight_{name}", torch.tensor(w, dtype=torch.float))
         self.tasks = list(task_classes)
         self.multilabel = set(multilabel_tasks)
-        self.predict_group_size: int | None = None  # records per forward pass in predict_step (None: the batch)
-        self.calibrated = True  # predict with the calibration fitted after training (identity until then)
+        self.predict_group_size = None
+        self.calibrated = True
         self.model = ComplaintModel(vocab_size, {t: len(c) for t, c in task_classes.items()},
                                     NetworkOptions.from_hparams(self.hparams), pad_id)
         self.calibration = Calibration(task_classes, self.multilabel)
@@ -158,17 +158,7 @@ class ComplaintClassifier(pl.LightningModule):
         return fit_text_linear(self.model.text_linear, train, val, self.hparams.text_linear_c,
                                self.hparams.task_classes, self.multilabel, self.loss)
 
-    # -- model --
-
-    def forward_features(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        """Fused vector ``(B, F)`` and explanation weights (see :class:`ComplaintModel`)."""
-        return self.model.forward_features(batch)
-
-    def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.forward_head(features)
-
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        return self.model(batch)
+    # -- model (forward and prediction: see :class:`Predicting`) --
 
     def loss(self, logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """The hard-label loss of every task (see :func:`pipeline.training.losses.task_loss`)."""
@@ -272,19 +262,6 @@ class ComplaintClassifier(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
-
-    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
-        return in_length_groups(self.predict_pass, batch, self.predict_group_size)
-
-    def predict_pass(self, batch: dict) -> dict:
-        """Probabilities per task (calibrated unless ``calibrated`` is off) and fusion weights of ``batch`` in one
-        forward pass."""
-        features, explain = self.forward_features(batch)
-        logits = self.model.blend(self.forward_head(features), self.model.linear_logits(batch))
-        if self.calibrated:
-            logits = self.calibration(logits)
-        probs = probabilities(logits, self.multilabel)
-        return {"batch": batch, "probs": probs, "fusion_weights": explain["fusion_weights"], "layout": explain["layout"]}
 
     def configure_optimizers(self):
         return optimizer_and_scheduler(self)

@@ -4,7 +4,8 @@ from transformers import AutoTokenizer
 
 from pipeline.data.labels import IGNORE_INDEX, LabelSpace, Task, UnknownLabelError
 from pipeline.data.records import Record
-from pipeline.data.text import encode_many, load_tokenizer, train_tokenizer
+from pipeline.data.text import TextEncoder, encode_many, load_tokenizer, train_tokenizer
+from pipeline.data.tokenizer_file import TokenizerFile, read_tokenizer
 
 TEXTS = ["快递很慢，屏幕碎了 The screen arrived CRACKED", "ｒｅｆｕｎｄ please 退款 refund"] * 5
 
@@ -81,3 +82,29 @@ def test_single_class_task_rejected():
 def test_bad_task_type():
     with pytest.raises(ValueError, match="multilabel"):
         Task("x", "x", type="regression")
+
+
+@pytest.mark.parametrize("kind", ["ours", "bert"])
+def test_a_runs_tokenizer_file_reads_texts_as_transformers_does(kind, tiny_bert_dir, tmp_path):
+    """Prediction reads a run's tokenizer with the tokenizers library alone: the same ids, truncation,
+    padding id, vocabulary size and tokens as transformers' tokenizer of the same folder."""
+    folder = tiny_bert_dir if kind == "bert" else tmp_path
+    if kind == "ours":
+        train_tokenizer(TEXTS, vocab_size=300).save_pretrained(str(folder))
+    light, full = read_tokenizer(folder), load_tokenizer(folder)
+    assert isinstance(light, TokenizerFile)
+    texts = TEXTS + ["", "The screen arrived CRACKED, 退款!", "ｒｅｆｕｎｄ " * 40]
+    for length in (3, 64):
+        assert TextEncoder(light, length)(texts) == full(texts, add_special_tokens=False, truncation=True,
+                                                         max_length=length)["input_ids"]
+    ids = encode_many(full, texts[:1], 64)[0]
+    assert light.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(ids)
+    assert (light.pad_token_id, len(light)) == (full.pad_token_id, len(full))
+
+
+def test_a_folder_without_a_padding_token_goes_to_transformers_which_names_it(tmp_path):
+    train_tokenizer(TEXTS, vocab_size=300).save_pretrained(str(tmp_path))
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(config.read_text().replace('"pad_token": "[PAD]"', '"pad_token": null'))
+    with pytest.raises(ValueError, match="no padding token"):
+        read_tokenizer(tmp_path)

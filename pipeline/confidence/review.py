@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import beta
 
 from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
 
@@ -68,8 +67,10 @@ class Threshold:
 
 def precision_lower_bound(hits: np.ndarray, n: np.ndarray, level: float = BOUND_LEVEL) -> np.ndarray:
     """One-sided Clopper-Pearson lower bound of a success share, ``hits`` of ``n`` (0 without hits)."""
+    from scipy.special import betaincinv  # the beta quantile (scipy.stats.beta.ppf), without scipy.stats' 1 s import
+
     hits, n = np.asarray(hits, dtype=float), np.asarray(n, dtype=float)
-    return np.where(hits > 0, beta.ppf(1 - level, np.maximum(hits, 1), n - hits + 1), 0.0)
+    return np.where(hits > 0, betaincinv(np.maximum(hits, 1), n - hits + 1, 1 - level), 0.0)
 
 
 def choose_threshold(confidence: list[float], right: list[bool], precision: float) -> Threshold:

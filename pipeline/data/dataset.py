@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -16,7 +16,7 @@ from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import IMAGE, MediaSpec, decode_attachment
 from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Columns, Record
-from pipeline.data.text import encode_many
+from pipeline.data.text import TextEncoder
 
 PRELOAD_CHUNK = 32  # samples per message from a preloading worker
 
@@ -38,6 +38,7 @@ class Featurizer:
     labels: LabelSpace | None = None
     read_media: bool = True
     mark_no_input: bool = False
+    _encoder: TextEncoder | None = field(default=None, init=False, repr=False, compare=False)  # made on first use
 
     def __call__(self, record: Record, archive: Archive) -> dict:
         return self.many([(record, archive)])[0]
@@ -46,7 +47,9 @@ class Featurizer:
         """The samples of several records, their texts tokenized in one call of the tokenizer."""
         samples = [self._without_text(record, archive) for record, archive in items]
         readable = [record.text for (record, _), sample in zip(items, samples) if sample["error"] is None]
-        ids = iter(encode_many(self.tokenizer, readable, self.max_text_length))
+        if self._encoder is None:
+            self._encoder = TextEncoder(self.tokenizer, self.max_text_length)
+        ids = iter(self._encoder(readable))
         for sample in samples:
             sample["text_ids"] = torch.tensor(next(ids) if sample["error"] is None else [], dtype=torch.long)
         return samples

@@ -75,6 +75,19 @@ _CHECKS = {
 
 _DIGIT_RUN = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 MIN_PHONE_DIGITS = 7  # shorter numbers are not looked at as phone numbers
+MIN_DIGITS = {"IBAN": 2, "CARD": 13, "CN_ID": 17, "PHONE": MIN_PHONE_DIGITS}  # the fewest each pattern matches
+_DIGIT = re.compile(r"\d")
+
+
+def _may_hold(kind: str, text: str, digits: int) -> bool:
+    """False when ``text`` cannot hold a ``kind`` (a cheap look before its pattern): the literal a URL or an
+    e-mail address needs, or the digits a number needs (``digits``: how many the text had before any
+    replacement, which only removes digits)."""
+    if kind == "URL":
+        return "://" in text or "www." in text.lower()
+    if kind == "EMAIL":
+        return "@" in text
+    return digits >= MIN_DIGITS[kind]
 
 
 def _phone_spans(text: str) -> list[tuple[int, int]]:
@@ -97,8 +110,9 @@ def redact(text: str, types: Iterable[str] = PII_TYPES) -> tuple[str, Counter]:
     """``text`` with each personal datum of ``types`` replaced by ``[TYPE]``, and how many of each."""
     found = Counter()
     wanted = set(types)
+    digits = len(_DIGIT.findall(text))
     for kind in PII_TYPES:
-        if kind not in wanted:
+        if kind not in wanted or not _may_hold(kind, text, digits):
             continue
         if kind == "PHONE":
             spans = _phone_spans(text)

@@ -11,13 +11,13 @@ from pipeline.core.run_files import CONFIG_FILE, TOKENIZER_DIR
 from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer
 from pipeline.data.options import DataOptions
-from pipeline.data.text import load_tokenizer
+from pipeline.data.tokenizer_file import read_tokenizer
 
 
 def load_reading(run: Path) -> tuple[object, DataOptions]:
     """The run folder's tokenizer and the data options it was trained with."""
     config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
-    return load_tokenizer(run / TOKENIZER_DIR), DataOptions.from_config(config.get("data") or {})
+    return read_tokenizer(run / TOKENIZER_DIR), DataOptions.from_config(config.get("data") or {})
 
 
 def inference_featurizer(tokenizer, options: DataOptions, reads_media: bool) -> Featurizer:

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.data.collate import batch_to_device
 from pipeline.data.media import IMAGE, error_text
+from pipeline.data.text import TextEncoder
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import overlay, photo, save_png, video_frames
 from pipeline.explain.page import page
@@ -46,13 +47,12 @@ def text_pieces(tokenizer, text: str, ids: list[int]) -> list[tuple[str, int | N
     complaint as written. Where tokenising the text again does not give the
     tokens the model read, the pieces are those tokens.
     """
-    encoded = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max(len(ids), 1),
-                        return_offsets_mapping=True)
-    if encoded["input_ids"] != ids:
+    encoded = TextEncoder(tokenizer, max(len(ids), 1)).with_offsets(text)
+    if encoded is None or encoded[0] != ids:
         return [(token + " ", i) for i, token in enumerate(tokenizer.convert_ids_to_tokens(ids))]
     pieces: list[tuple[str, int | None]] = []
     cursor = 0
-    for i, (start, end) in enumerate(encoded["offset_mapping"]):
+    for i, (start, end) in enumerate(encoded[1]):
         if start < cursor:  # a character split into several tokens: it is shaded by its first
             continue
         if start > cursor:

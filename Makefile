@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -qq -e '.[dev,ray]'
 	touch $(STAMP)
 
+# Two pytest workers, each taking whole test files (their module fixtures, e.g. the Ray cluster, stay in one).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Check the demo archive, train on it, then predict its test archive and explain its 20 least confident records.
 demo: install

@@ -4,6 +4,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "PYTEST_XDIST_WORKER" in os.environ:  # `make test` runs two workers: one torch thread each (and in the
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # train.py runs they start), not two spinning threads per core
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
@@ -66,3 +68,8 @@ def demo_text_run(tmp_path_factory):
         "--data.num_workers", "0", "--trainer.max_epochs", "1", "--runs_root", str(tmp_path_factory.mktemp("runs")),
     ])
     return cli.run_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """The Ray engine's tests first: their file is the longest, and `make test`'s workers take whole files."""
+    items.sort(key=lambda item: item.path.name != "test_ray_engine.py")

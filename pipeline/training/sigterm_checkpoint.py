@@ -6,7 +6,10 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from pipeline.core.atomic import atomic_file
 
 
 class CheckpointOnSigterm(pl.Callback):
@@ -36,6 +39,8 @@ class CheckpointOnSigterm(pl.Callback):
         at_epoch_end = epochs.completed == epochs.ready
         if at_epoch_end:
             trainer.save_checkpoint(self.path)
+        elif trainer.is_global_zero and self.path.is_file() and trainer.checkpoint_callback is not None:
+            self.record_current_best(trainer.checkpoint_callback)
         if not trainer.is_global_zero:
             return
         if at_epoch_end:
@@ -48,3 +53,11 @@ class CheckpointOnSigterm(pl.Callback):
             return
         print(f"train.py: stopped by SIGTERM {state}: resume with the same command and --ckpt_path last "
               f"({self.path})", file=sys.stderr)
+
+    def record_current_best(self, best: pl.callbacks.ModelCheckpoint) -> None:
+        """Bring ``last.ckpt``'s record of the best checkpoint up to date: the interrupted epoch's validation may
+        have saved a new best and deleted the one ``last.ckpt`` names, which the resumed fit would then load."""
+        checkpoint = torch.load(self.path, map_location="cpu", weights_only=True)
+        checkpoint.setdefault("callbacks", {})[best.state_key] = best.state_dict()
+        with atomic_file(self.path) as tmp:
+            torch.save(checkpoint, tmp)

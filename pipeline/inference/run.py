@@ -61,7 +61,7 @@ def open_model(args: argparse.Namespace, is_child: bool):
     columns = columns_from_args(args, loaded.columns)
     inputs = check_inputs(args.input, columns, loaded.media.limits)
     stream = RecordStream(args.input, columns, loaded.media.limits)
-    if args.engine == "local" and args.num_workers is None:  # decoding workers only where the model sees media
+    if args.engine == "local" and args.num_workers is None:  # media decoders, or one text reader
         args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else TEXT_WORKERS
     threads = (args.threads or model_threads(args.num_workers or 0, args.devices)) if device == "cpu" else None
     try:

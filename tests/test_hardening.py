@@ -22,6 +22,7 @@ from pipeline.inference.evaluate import Evaluation
 from pipeline.inference.writers import ChunkStore
 from pipeline.tools.doctor import scan
 from pipeline.training.checkpoint import load_run
+from pipeline.training.sigterm_checkpoint import CheckpointOnSigterm
 
 
 def wait_for(condition, seconds=300.0):
@@ -270,3 +271,19 @@ def test_evaluation_macro_f1_is_scikit_learns():
     result = evaluation.results()["t"]
     assert result["f1_macro"] == pytest.approx(f1_score(true, pred, average="macro"))
     assert result["acc"] == pytest.approx(accuracy_score(true, pred))
+
+
+def test_a_stop_within_an_epoch_leaves_last_ckpt_naming_the_best_file_that_exists(tmp_path):
+    """The interrupted epoch's validation saved best-epoch02 and deleted best-epoch01, which last.ckpt (the end
+    of epoch 1) named: after the stop, last.ckpt names the file that exists, with its score."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/f1_macro", mode="max")
+    best.best_model_path, best.best_model_score = str(tmp_path / "best-epoch01.ckpt"), torch.tensor(0.5)
+    torch.save({"epoch": 1, "callbacks": {best.state_key: best.state_dict()}}, tmp_path / "last.ckpt")
+    best.best_model_path, best.best_model_score = str(tmp_path / "best-epoch02.ckpt"), torch.tensor(0.6)
+    CheckpointOnSigterm(tmp_path).record_current_best(best)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1  # the rest of last.ckpt is the end of epoch 1, as before
+    assert saved["callbacks"][best.state_key]["best_model_path"] == str(tmp_path / "best-epoch02.ckpt")
+    assert float(saved["callbacks"][best.state_key]["best_model_score"]) == pytest.approx(0.6)

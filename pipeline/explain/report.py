@@ -40,16 +40,16 @@ class ReportSummary:
         return self.seconds / max(self.records, 1)
 
 
-def text_pieces(tokenizer, text: str, ids: list[int]) -> list[tuple[str, int | None]]:
+def text_pieces(encoder: TextEncoder, text: str, ids: list[int]) -> list[tuple[str, int | None]]:
     """``text`` cut into pieces, each with the index of the token it is (None: text between or after them).
 
     Pieces come from the tokenizer's character offsets, so the reader sees the
     complaint as written. Where tokenising the text again does not give the
     tokens the model read, the pieces are those tokens.
     """
-    encoded = TextEncoder(tokenizer, max(len(ids), 1)).with_offsets(text)
+    encoded = encoder.with_offsets(text)
     if encoded is None or encoded[0] != ids:
-        return [(token + " ", i) for i, token in enumerate(tokenizer.convert_ids_to_tokens(ids))]
+        return [(token + " ", i) for i, token in enumerate(encoder.tokenizer.convert_ids_to_tokens(ids))]
     pieces: list[tuple[str, int | None]] = []
     cursor = 0
     for i, (start, end) in enumerate(encoded[1]):
@@ -85,6 +85,7 @@ class ReportWriter:
         shutil.rmtree(self.images, ignore_errors=True)  # an earlier report's pictures
         self.images.mkdir()
         self.explainer = Explainer(self.run.model)
+        self.encoder = TextEncoder(self.run.tokenizer, self.run.options.max_text_length)  # as the model read them
         self.device = next(self.run.model.parameters()).device
         self.records: list[dict] = []
 
@@ -97,7 +98,7 @@ class ReportWriter:
 
     def _card(self, n: int, row: dict, text: str, sample: dict, originals: dict, explained: dict) -> dict:
         ids = sample["text_ids"].tolist()
-        pieces = text_pieces(self.run.tokenizer, text, ids) if ids else None
+        pieces = text_pieces(self.encoder, text, ids) if ids else None
         warnings = list(row["warnings"])
         pictures = self._pictures(sample, originals, warnings)
         tasks = {}

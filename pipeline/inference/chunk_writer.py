@@ -9,7 +9,6 @@ from pipeline.confidence.review import ReviewBand
 from pipeline.core.progress import Progress
 from pipeline.core.signals import StopRequests
 from pipeline.data.labels import LabelSpace
-from pipeline.inference.errors import OutputError
 from pipeline.inference.rows import rows_from_output
 from pipeline.inference.writers import ChunkStore
 
@@ -47,11 +46,7 @@ class ChunkWriter:
 
     def _write(self, outputs: dict, batch: dict) -> None:
         rows = rows_from_output(outputs, self.labels, self.evaluate, self.review)
-        first = batch["block"] * self.block
-        try:
-            self.store.write_chunk(first, first + len(rows), rows)
-        except OSError as e:
-            raise OutputError(f"cannot write {self.store.parts}: {e.strerror or e}") from None
+        self.store.write_block(batch["block"], self.block, rows)
         self.records += len(rows)
         if self.show_progress:
             self.progress.update(self.records * self.world_size)

@@ -157,11 +157,7 @@ class Predictor:
             start = time.perf_counter()
             rows = self.analyzer.predict_batch(built, self.evaluate)
             seconds = time.perf_counter() - start
-            first = built["block"] * self.block
-            try:
-                self.store.write_chunk(first, first + len(rows), rows)
-            except OSError as e:
-                raise OutputError(f"cannot write {self.store.parts}: {e.strerror or e}") from None
+            self.store.write_block(built["block"], self.block, rows)
             for key, value in (("block", built["block"]), ("records", len(rows)), ("model_node", self.node),
                                ("decode_seconds", built["decode_seconds"]), ("model_seconds", seconds),
                                ("decode_node", decode_node)):

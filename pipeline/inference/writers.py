@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.core.atomic import atomic_file, write_atomic
+from pipeline.inference.errors import OutputError
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 CHUNK = re.compile(r"chunk-(\d{12})-(\d{12})\.jsonl$")
@@ -71,6 +72,14 @@ class ChunkStore:
     def write_chunk(self, first: int, end: int, rows: list[dict]) -> None:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
         write_atomic(self.parts / f"chunk-{first:012d}-{end:012d}.jsonl", data)
+
+    def write_block(self, block: int, block_size: int, rows: list[dict]) -> None:
+        """Block ``block``'s rows as its chunk; a failing write (disk full, read-only) is an :class:`OutputError`."""
+        first = block * block_size
+        try:
+            self.write_chunk(first, first + len(rows), rows)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.parts}: {e.strerror or e}") from None
 
     def rows(self) -> Iterator[StoredRow]:
         """Every row so far, in input order (chunks cover disjoint, ordered index ranges)."""

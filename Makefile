@@ -11,11 +11,13 @@ export HF_HUB_OFFLINE := 1
 install: $(STAMP)
 
 # -qq: errors only (pip's build backend otherwise prints setuptools' notes on editable installs).
+# --no-compile: Python compiles a module when it is first imported; compiling every file of torch, Ray and
+# transformers up front took longer than the imports the project makes (torch alone: 87 s against 56 s).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -qq -e '.[dev,ray]'
+	$(PY) -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -qq --no-compile -e '.[dev,ray]'
 	touch $(STAMP)
 
 # Two pytest workers, each taking whole test files (their module fixtures, e.g. the Ray cluster, stay in one).

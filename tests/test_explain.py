@@ -184,7 +184,7 @@ def marked_run(tmp_path_factory):
     demo, rng, size, mark = make_demo_module(), random.Random(3), 128, 40
     root = tmp_path_factory.mktemp("marked")
     boxes = {}
-    for split, count in (("train", 300), ("val", 60), ("test", 30)):
+    for split, count in (("train", 160), ("val", 40), ("test", 30)):
         (root / split / "media").mkdir(parents=True)
         lines = []
         for i in range(count):
@@ -213,7 +213,7 @@ def marked_run(tmp_path_factory):
         "--data.train", str(root / "train"), "--data.val", str(root / "val"), "--data.test", "null",
         "--data.tasks", '[{"name": "damage", "column": "damage"}]', "--data.image_size", str(size),
         "--data.num_workers", "0", "--model.modalities", "[image]", "--model.text_linear", "false",
-        "--model.modality_dropout", "0", "--trainer.max_epochs", "6", "--trainer.accelerator", "cpu",
+        "--model.modality_dropout", "0", "--trainer.max_epochs", "4", "--trainer.accelerator", "cpu",
         "--runs_root", str(root / "runs"),
     ])
     return cli.run_dir, root / "test", boxes, size

@@ -79,7 +79,7 @@ def test_bad_input_archive_every_record_accounted(trained_run, tmp_path, kind):
 
 
 def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):
-    archive = big_archive(tmp_path / "big", 1500)
+    archive = big_archive(tmp_path / "big", 400)
     out = tmp_path / "pred.csv"
     parts = out.with_name(out.name + ".parts")
     args = [sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(trained_run), "--input", str(archive),
@@ -91,7 +91,7 @@ def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = len(list(parts.glob("chunk-*")))
-    assert 20 <= done_before < 375 and not out.exists(), done_before  # really interrupted mid-run
+    assert 20 <= done_before < 100 and not out.exists(), done_before  # really interrupted mid-run
     again = infer_process("--checkpoint", trained_run, "--input", archive, "--output", out, "--batch-size", "4",
                           "--num-workers", "0")
     assert again.returncode != 0 and "--resume" in again.stderr  # never silently overwritten
@@ -101,7 +101,7 @@ def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):
     import csv
 
     ids = [r["id"] for r in csv.DictReader(open(out, encoding="utf-8"))]
-    assert ids == [f"r{i}" for i in range(1500)]
+    assert ids == [f"r{i}" for i in range(400)]
     assert json.loads(out.with_name(out.name + ".meta.json").read_text())["counts"]["resumed"] is True
 
 

@@ -74,6 +74,8 @@ class ComplaintDataModule(pl.LightningDataModule):
         val: validation archive; without it, ``val_fraction`` of train is split off,
             stratified by the first task and seeded.
         test: test archive, used by ``test`` and for test metrics after ``fit``.
+        reviewed: labelled archives of reviewed records (``python -m pipeline.review_queue
+            import``), added to the training records after ``val`` is drawn from train.
         tasks: what to predict, e.g. ``[{"name": "severity", "column": "severity"}]``.
         id_column / text_columns / attachments_column / attachment_separator:
             where the manifest keeps each field.
@@ -117,6 +119,7 @@ class ComplaintDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, train: str, tasks: list[Task], val: str | None = None, test: str | None = None,
+                 reviewed: list[str] = [],
                  id_column: str | None = D.id_column, text_columns: list[str] = list(D.text_columns),
                  attachments_column: str | None = D.attachments_column,
                  attachment_separator: str = D.attachment_separator, encoding: str = D.encoding,
@@ -134,7 +137,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.options = DataOptions(id_column, tuple(text_columns), attachments_column, attachment_separator, encoding,
                                    redact, tuple(redact_types), image_size, video_frames, max_images, max_videos,
                                    max_text_length, limits)
-        self.paths = {"train": train, "val": val, "test": test}
+        self.paths, self.reviewed_paths = {"train": train, "val": val, "test": test}, list(reviewed)
         self.tasks, self.columns = tasks, self.options.columns(t.column for t in tasks)
         self.media = self.options.media
         self.split_options = SplitOptions(keep_no_evidence, dedupe, val_fraction, split_seed)
@@ -148,7 +151,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.teacher_cache: Path | None = None  # a run's copy of the teacher logits
         self.teacher_logits: dict[str, torch.Tensor] | None = None
         self.splits: dict[str, list[Record]] = {}
-        self.archives: dict[str, Archive] = {}
+        self.archives: dict[str, Archive | list[Archive]] = {}  # a list: one per record
         self.datasets: dict[str, ComplaintDataset] = {}
         self.tokenizer, self.label_space, self.artifacts_dir, self.fingerprint = None, None, None, ""
 
@@ -195,7 +198,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         if self.label_space is not None:
             return
         self.splits, self.archives = read_splits(self.paths, self.unlabeled_paths, self.tasks, self.columns,
-                                                 self.media, self.split_options)
+                                                 self.media, self.split_options, self.reviewed_paths)
         if self.check_leakage:
             report_leaks(self.splits)
         report_rare_classes(self.tasks, self.splits["train"], self.min_class_count, self.rare_classes)
@@ -232,12 +235,17 @@ class ComplaintDataModule(pl.LightningDataModule):
         self._prepare()
         splits = ["train"] + [f"unlabeled{i}" for i in range(len(self.unlabeled_paths))]
         records = [r for split in splits for r in self.splits[split]]
-        archives = [self.archives[split] for split in splits for _ in self.splits[split]]
+        archives = [a for split in splits for a in self.record_archives(split)]
         texts = [(r, a) for r, a in zip(records, archives) if r.text]
         for copy in range(1, self.distill_augment + 1):
             records += [augmented_copy(r, copy, self.distill_seed, mask) for r, _ in texts]
             archives += [a for _, a in texts]
         return records, archives
+
+    def record_archives(self, split: str) -> list[Archive]:
+        """The archive of each record of ``split``."""
+        archives = self.archives[split]
+        return list(archives) if isinstance(archives, list) else [archives] * len(self.splits[split])
 
     def setup(self, stage: str | None = None) -> None:
         self._prepare()

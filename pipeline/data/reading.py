@@ -78,8 +78,11 @@ class SplitOptions:
 
 
 def read_splits(paths: dict[str, str | None], unlabeled: list[str], tasks: list[Task], columns: Columns,
-                media: MediaSpec, options: SplitOptions) -> tuple[dict[str, list[Record]], dict[str, Archive]]:
-    """``train``, ``val`` (given, or drawn from train), ``test`` and ``unlabeled<i>`` (labels removed)."""
+                media: MediaSpec, options: SplitOptions, reviewed: list[str] = ()
+                ) -> tuple[dict[str, list[Record]], dict[str, Archive | list[Archive]]]:
+    """``train``, ``val`` (given, or drawn from train), ``test`` and ``unlabeled<i>`` (labels removed), with
+    the archive of each split. The ``reviewed`` archives' records join ``train`` after ``val`` is drawn (they
+    are never validated on); ``train``'s archive is then a list, one per record."""
     splits, archives = {}, {}
     records, archives["train"] = read_split("train", paths["train"], columns, media, options.keep_no_evidence)
     if options.dedupe:
@@ -93,6 +96,13 @@ def read_splits(paths: dict[str, str | None], unlabeled: list[str], tasks: list[
             records, lambda r: tuple(first.values(r.labels.get(first.column))), options.val_fraction,
             options.split_seed)
         archives["val"] = archives["train"]
+    if reviewed:
+        per_record = [archives["train"]] * len(splits["train"])
+        for i, path in enumerate(reviewed):
+            found, archive = read_split(f"reviewed[{i}]", path, columns, media, options.keep_no_evidence)
+            splits["train"] = splits["train"] + found
+            per_record += [archive] * len(found)
+        archives["train"] = per_record
     if paths["test"]:
         splits["test"], archives["test"] = read_split("test", paths["test"], columns, media, options.keep_no_evidence)
     for i, path in enumerate(unlabeled):

@@ -177,3 +177,28 @@ def _write_parquet(rows: Iterable[dict], tmp: Path, columns: list[str], multilab
                 buffer = []
         if buffer:
             writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+
+
+def read_output(path: Path) -> list[dict]:
+    """The rows of a finished output file, whatever its format (lists and dicts in CSV cells are JSON)."""
+    fmt = output_format(path)
+    if fmt == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if fmt == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _csv_value(cell: str):
+    if cell == "":
+        return None
+    if cell[:1] in "[{":
+        try:
+            return json.loads(cell)
+        except json.JSONDecodeError:
+            return cell
+    return cell

@@ -25,16 +25,15 @@ Exit status, to gate a deployment: 0 B is better on some task and worse on none;
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
+from pipeline.inference.writers import FORMATS, read_output
 from pipeline.tools.stats import RESAMPLES, SEED, answer_key, interval, mcnemar_exact, paired_bootstrap
 
 BETTER, WORSE, NEITHER = "B better", "B worse", "neither"
 EXIT = {BETTER: 0, WORSE: 1, NEITHER: 3}
-PREDICTION_SUFFIXES = (".jsonl", ".csv", ".parquet")
 EXAMPLES = 10
 
 
@@ -59,37 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def is_prediction_file(source: str) -> bool:
-    return Path(source).is_file() and Path(source).suffix.lower() in PREDICTION_SUFFIXES
-
-
-def read_predictions(path: Path) -> list[dict]:
-    """Rows of a prediction file (lists and dicts in CSV cells are JSON)."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _csv_value(cell: str):
-    if cell == "":
-        return None
-    if cell[:1] in "[{":
-        try:
-            return json.loads(cell)
-        except json.JSONDecodeError:
-            return cell
-    return cell
+    return Path(source).is_file() and Path(source).suffix.lower() in FORMATS
 
 
 def predicted_rows(source: str, inputs: list[str] | None, device: str, num_workers: int) -> list[dict]:
     if is_prediction_file(source):
-        return read_predictions(Path(source))
+        return read_output(Path(source))
     if not inputs:
         raise CompareError(f"{source} is a run: give the labelled archive both runs predict with --input")
     from pipeline.inference.predictor import ComplaintAnalyzer

@@ -23,7 +23,7 @@ def teacher_scores(teacher_run: str, datamodule, targets: dict[str, dict[str, to
     scores = {}
     for split, split_targets in targets.items():
         records = datamodule.splits[split]
-        logits = teacher.logits(records, [datamodule.archives[split]] * len(records), datamodule.batch_size)
+        logits = teacher.logits(records, datamodule.record_archives(split), datamodule.batch_size)
         metrics = task_metrics(task_classes, multilabel)
         scores[split] = {}
         for task, target in split_targets.items():

@@ -1,12 +1,13 @@
 PYTHON ?= python3
 VENV := .venv
+LABEL_STUDIO := .venv-label-studio
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test demo
+.PHONY: install test demo test-label-studio
 
 install: $(STAMP)
 
@@ -17,12 +18,22 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -qq --no-compile -e '.[dev,ray]'
+	$(PY) -m pip install -qq --no-compile -e '.[dev,ray,review]'
 	touch $(STAMP)
+
+# The Label Studio server, in a virtualenv of its own: it pins numpy, pyarrow and pytz, and brings 118
+# packages (Django among them) that nothing else needs.
+$(LABEL_STUDIO)/bin/label-studio:
+	$(PYTHON) -m venv $(LABEL_STUDIO)
+	$(LABEL_STUDIO)/bin/python -m pip install -qq --no-compile label-studio==1.23.2
 
 # Two pytest workers, each taking whole test files (their module fixtures, e.g. the Ray cluster, stay in one).
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The review loop against a real Label Studio server (its first start migrates a fresh database: over a minute).
+test-label-studio: install $(LABEL_STUDIO)/bin/label-studio
+	LABEL_STUDIO_BIN=$(LABEL_STUDIO)/bin/label-studio $(PY) -m pytest -q -m label_studio
 
 # Check the demo archive, train on it, then predict its test archive and explain its 20 least confident records.
 demo: install

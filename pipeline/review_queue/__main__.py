@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.review_queue.tasks import ReviewError
+from pipeline.review_queue.errors import ReviewError
 
 PROJECT_TITLE = "complaint review"
 
@@ -65,7 +65,9 @@ def export(args: argparse.Namespace) -> None:
     if done.not_in_archive:
         shown = ", ".join(done.not_in_archive[:5]) + (", ..." if len(done.not_in_archive) > 5 else "")
         print(f"{len(done.not_in_archive)} row(s) not found in the archive, left out: ids {shown}", file=sys.stderr)
-    if args.label_studio or args.api_key:
+    if (args.label_studio or args.api_key) and not done.tasks:
+        print("nothing to send to Label Studio")
+    elif args.label_studio or args.api_key:
         import json
 
         from pipeline.review_queue.label_studio import client, push

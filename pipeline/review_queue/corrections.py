@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.atomic import atomic_folder
-from pipeline.data.archive import ArchiveError, open_archive, safe_member_name
+from pipeline.data.archive import Archive, ArchiveError, open_archive, safe_member_name
 from pipeline.data.labels import MULTILABEL, LabelSpace
 from pipeline.data.limits import Limits
-from pipeline.data.records import AttachmentError
-from pipeline.review_queue.tasks import ReviewError
+from pipeline.data.records import OUTSIDE_ARCHIVE, AttachmentError
+from pipeline.review_queue.errors import ReviewError
 
 MANIFEST = "complaints.jsonl"
 
@@ -75,32 +75,46 @@ def labelled_record(task: dict, annotation: dict, labels: LabelSpace, unknown: C
     return record
 
 
-def copy_attachments(names: list[str], source: str | None, dest: Path, limits: Limits) -> tuple[list[str], list[str]]:
+class Sources:
+    """The archives attachments are copied from, each opened once (``None``: it could not be)."""
+
+    def __init__(self, limits: Limits):
+        self.limits, self.opened = limits, {}
+
+    def get(self, path: str) -> Archive | None:
+        if path not in self.opened:
+            try:
+                self.opened[path] = open_archive(path, self.limits)
+            except (ArchiveError, OSError):
+                self.opened[path] = None
+        return self.opened[path]
+
+    def close(self) -> None:
+        for archive in self.opened.values():
+            if archive is not None:
+                archive.close()
+
+
+def copy_attachments(names: list[str], source: str | None, dest: Path, sources: Sources) -> tuple[list[str], list[str]]:
     """Copy the named attachments from the ``source`` archive into ``dest``: ``(copied, problems)``."""
     if not names:
         return [], []
-    if not source:
-        return [], [f"{n}: no archive" for n in names]
-    try:
-        archive = open_archive(source, limits)
-    except (ArchiveError, OSError) as e:
-        return [], [f"{n}: {e}" for n in names]
+    archive = sources.get(source) if source else None
+    if archive is None:
+        return [], [f"{n}: archive {source!r} cannot be opened" for n in names]
     copied, problems = [], []
-    try:
-        for name in names:
-            member = safe_member_name(name)
-            try:
-                if member is None:
-                    raise AttachmentError("outside_archive", "absolute path or '..'")
-                data = archive.read(member)
-            except AttachmentError as e:
-                problems.append(f"{name}: {e}")
-                continue
-            (dest / member).parent.mkdir(parents=True, exist_ok=True)
-            (dest / member).write_bytes(data)
-            copied.append(member)
-    finally:
-        archive.close()
+    for name in names:
+        member = safe_member_name(name)
+        try:
+            if member is None:
+                raise AttachmentError(OUTSIDE_ARCHIVE, "absolute path or '..'")
+            data = archive.read(member)
+        except AttachmentError as e:
+            problems.append(f"{name}: {e}")
+            continue
+        (dest / member).parent.mkdir(parents=True, exist_ok=True)
+        (dest / member).write_bytes(data)
+        copied.append(member)
     return copied, problems
 
 
@@ -111,27 +125,30 @@ def import_corrections(tasks: list[dict], labels: LabelSpace, out: Path, archive
     task names)."""
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ReviewError(f"--output {out} exists and is not empty: choose another folder or pass --overwrite")
-    done = Imported()
-    with atomic_folder(out) as tmp:
-        lines = []
-        for task in tasks:
-            annotation, skipped = final_annotation(task)
-            if annotation is None:
-                done.skipped += skipped
-                done.unfinished += not skipped
-                continue
-            record = labelled_record(task, annotation, labels, done.unknown_labels)
-            data = task.get("data") or {}
-            copied, problems = copy_attachments(list(data.get("attachments") or []), archive or data.get("archive"),
-                                                tmp, Limits())
-            record["attachments"] = copied
-            done.attachments += len(copied)
-            done.missing_attachments += [f"{record['id']}: {p}" for p in problems]
-            lines.append(json.dumps(record, ensure_ascii=False))
-        if not lines:
-            raise ReviewError("no reviewed task in the export (nothing finished that was not skipped)")
-        (tmp / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        done.records = len(lines)
+    done, sources = Imported(), Sources(Limits())
+    try:
+        with atomic_folder(out) as tmp:
+            lines = []
+            for task in tasks:
+                annotation, skipped = final_annotation(task)
+                if annotation is None:
+                    done.skipped += skipped
+                    done.unfinished += not skipped
+                    continue
+                record = labelled_record(task, annotation, labels, done.unknown_labels)
+                data = task.get("data") or {}
+                names, source = list(data.get("attachments") or []), archive or data.get("archive")
+                copied, problems = copy_attachments(names, source, tmp, sources)
+                record["attachments"] = copied
+                done.attachments += len(copied)
+                done.missing_attachments += [f"{record['id']}: {p}" for p in problems]
+                lines.append(json.dumps(record, ensure_ascii=False))
+            if not lines:
+                raise ReviewError("no reviewed task in the export (nothing finished that was not skipped)")
+            (tmp / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            done.records = len(lines)
+    finally:
+        sources.close()
     return done
 
 

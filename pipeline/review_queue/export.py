@@ -18,7 +18,8 @@ from pipeline.data.labels import LabelSpace
 from pipeline.data.options import DataOptions
 from pipeline.data.records import Columns
 from pipeline.inference.writers import read_output
-from pipeline.review_queue.tasks import Origin, ReviewError, label_config, lowest_confidence, task_of
+from pipeline.review_queue.errors import ReviewError
+from pipeline.review_queue.tasks import Origin, label_config, lowest_confidence, task_of
 
 TASKS_FILE, CONFIG_XML = "tasks.json", "config.xml"
 COLUMN_OPTIONS = ("id_column", "text_columns", "attachments_column", "attachment_separator", "encoding")
@@ -91,7 +92,7 @@ def export_queue(predictions: Path, inputs: list[str] | None, out: Path, run: st
         raise ReviewError(f"predictions not found: {predictions}")
     meta = meta_of(predictions)
     target = reviewed_run(run, meta)
-    inputs = inputs or meta.get("options", {}).get("input")
+    inputs = inputs or [i["path"] for i in meta.get("inputs", [])]
     if not inputs:
         raise ReviewError("no archive: give --input ARCHIVE (the archive the predictions were made on)")
     rows = read_output(predictions)

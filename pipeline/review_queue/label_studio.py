@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from pipeline.review_queue.tasks import ReviewError
+from pipeline.review_queue.errors import ReviewError
 
 URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
 PROJECT_URL = re.compile(r"^(https?://.+?)/projects/(\d+)")
@@ -42,11 +42,17 @@ def push(ls, title: str, config: str, tasks: list[dict]) -> int:
 
 def pull(source: str, api_key: str | None) -> list[dict]:
     """Every task of the project at ``source`` (``http(s)://HOST/projects/ID/...``) with its annotations,
-    as Label Studio's JSON export gives them."""
+    as Label Studio's JSON export gives them, each annotator named by e-mail."""
     found = PROJECT_URL.match(source)
     if not found:
         raise ReviewError(f"{source}: a project's address looks like http://HOST:PORT/projects/ID")
     ls, _ = client(found.group(1), api_key)
-    exported = b"".join(ls.projects.exports.download_sync(int(found.group(2)), export_type="JSON",
-                                                            download_all_tasks=True))
-    return json.loads(exported)
+    tasks = json.loads(b"".join(ls.projects.exports.download_sync(int(found.group(2)), export_type="JSON",
+                                                                   download_all_tasks=True)))
+    emails = {user.id: user.email for user in ls.users.list()}
+    for task in tasks:  # the export names annotators by user id
+        for annotation in task.get("annotations") or []:
+            who = annotation.get("completed_by")
+            if isinstance(who, int) and who in emails:
+                annotation["completed_by"] = {"id": who, "email": emails[who]}
+    return tasks

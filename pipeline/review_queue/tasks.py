@@ -27,15 +27,12 @@ from pipeline.data.archive import Archive
 from pipeline.data.labels import MULTILABEL, LabelSpace
 from pipeline.data.media import IMAGE, attachment_kind, error_text, open_image, oriented_rgb
 from pipeline.data.records import UNREADABLE, AttachmentError, Record
+from pipeline.review_queue.errors import ReviewError
 
 PHOTO_SIDE = 800  # longest side of a photo in a task, in pixels
 PHOTO_QUALITY = 85  # JPEG
 # The config's own tags; a task of the run may not take these names.
 TEXT_TAG, PHOTOS_TAG, NOTES_TAG = "complaint_text", "complaint_photos", "complaint_notes"
-
-
-class ReviewError(Exception):
-    """The review queue cannot go on (one clear line for the user)."""
 
 
 def label_config(labels: LabelSpace) -> str:
@@ -47,7 +44,7 @@ def label_config(labels: LabelSpace) -> str:
     lines = ["<View>",
              '  <Header value="Complaint $complaint_id"/>',
              f'  <Text name="{TEXT_TAG}" value="$text"/>',
-             f'  <Image name="{PHOTOS_TAG}" valueList="$photos"/>',
+             f'  <Image name="{PHOTOS_TAG}" valueList="$photos" maxWidth="480px"/>',
              f'  <Text name="{NOTES_TAG}" value="$notes"/>']
     for task in labels.tasks:
         choice = "multiple" if task.type == MULTILABEL else "single"

@@ -86,20 +86,23 @@ def test_review_loop_through_a_real_label_studio(server, trained_run, tiny_demo,
     tasks = sorted(ls.tasks.list(project=project), key=lambda t: t.id)
     assert [t.data["complaint_id"] for t in tasks] == [t["data"]["complaint_id"] for t in sent]
 
-    # A reviewer confirms the first task, corrects the second's category, skips the third, leaves the rest.
-    first, second = (t["predictions"][0]["result"] for t in sent[:2])
+    # A reviewer confirms the first and the fourth task, corrects the second's category, skips the third and
+    # leaves the rest.
+    first, second, _, fourth = (t["predictions"][0]["result"] for t in sent[:4])
     category = next(r for r in second if r["from_name"] == "category")
     corrected = "billing" if category["value"]["choices"] != ["billing"] else "refund"
     second = [dict(r, value={"choices": [corrected]}) if r is category else r for r in second]
-    ls.annotations.create(id=tasks[0].id, result=first)
-    ls.annotations.create(id=tasks[1].id, result=second)
+    for task, result in ((tasks[0], first), (tasks[1], second), (tasks[3], fourth)):
+        ls.annotations.create(id=task.id, result=result)
     ls.annotations.create(id=tasks[2].id, result=[], was_cancelled=True)
 
+    assert main(["import", project_url, "--api-key", "not-a-token", "--output", str(reviewed)]) == 2
+    assert "refused: HTTP 401" in capsys.readouterr().err
     assert main(["import", project_url, "--api-key", TOKEN, "--output", str(reviewed)]) == 0
-    assert f"left out: 1 skipped by the reviewer, {len(sent) - 3} not finished" in capsys.readouterr().out
+    assert f"left out: 1 skipped by the reviewer, {len(sent) - 4} not finished" in capsys.readouterr().out
     records = read_jsonl(reviewed / "complaints.jsonl")
-    assert [r["id"] for r in records] == [t["data"]["complaint_id"] for t in sent[:2]]
-    for record, result in zip(records, (first, second)):
+    assert [r["id"] for r in records] == [t["data"]["complaint_id"] for t in (sent[0], sent[1], sent[3])]
+    for record, result in zip(records, (first, second, fourth)):
         assert {k: record[k] for k in ("category", "sentiment", "severity")} == \
             {r["from_name"]: r["value"]["choices"][0] for r in result}
         assert record["reviewed_by"] == EMAIL and record["reviewed_at"]
@@ -117,4 +120,4 @@ def test_review_loop_through_a_real_label_studio(server, trained_run, tiny_demo,
         "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
         "--runs_root", str(tmp_path / "runs")])
     train = sum(1 for _ in open(tiny_demo["train"] / "complaints.jsonl", encoding="utf-8"))
-    assert json.loads((cli.run_dir / "run.json").read_text())["train_records"] == train + 2
+    assert json.loads((cli.run_dir / "run.json").read_text())["train_records"] == train + 3

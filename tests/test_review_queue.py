@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import shutil
+import socket
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -216,3 +217,15 @@ def test_reviewed_labels_come_back_as_an_archive_that_trains(predicted, tiny_dem
     train = sum(1 for _ in open(tiny_demo["train"] / "complaints.jsonl", encoding="utf-8"))
     assert info["train_records"] == train + len(records)
     assert "warranty" in LabelSpace.load(cli.run_dir / "labels.json").classes["category"]
+
+
+def test_a_label_studio_that_does_not_answer_is_one_line(predicted, tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{s.getsockname()[1]}"  # a port nothing listens on
+    _, _, predictions = predicted
+    assert main(["export", str(predictions), "--output", str(tmp_path / "q"), "--label-studio", nobody,
+                 "--api-key", "key"]) == 2
+    assert main(["import", f"{nobody}/projects/1", "--api-key", "key", "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: Label Studio at {nobody} does not answer: [Errno 111] Connection refused"] * 2

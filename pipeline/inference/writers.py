@@ -5,7 +5,8 @@ While a run goes, each finished batch of rows is written to
 is either complete or absent, whatever kills the process. The chunk names are
 the ledger: a resumed run skips the blocks they cover. At the end the chunks
 are merged in input order into ``<output>`` (JSONL, CSV or Parquet by suffix),
-again by write-then-rename, and the parts folder is removed.
+again by write-then-rename, and the parts folder is removed. :func:`read_output`
+reads a finished output back (the comparison and the review queue do).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ Exit status: 0 done, 2 the command could not run (one line saying why).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -68,13 +69,12 @@ def export(args: argparse.Namespace) -> None:
     if (args.label_studio or args.api_key) and not done.tasks:
         print("nothing to send to Label Studio")
     elif args.label_studio or args.api_key:
-        import json
-
-        from pipeline.review_queue.label_studio import client, push
+        from pipeline.review_queue.label_studio import answering, client, push
 
         ls, url = client(args.label_studio, args.api_key)
         tasks = json.loads((args.output / TASKS_FILE).read_text(encoding="utf-8"))
-        project = push(ls, args.project, (args.output / CONFIG_XML).read_text(encoding="utf-8"), tasks)
+        with answering(url):
+            project = push(ls, args.project, (args.output / CONFIG_XML).read_text(encoding="utf-8"), tasks)
         print(f"{len(tasks)} tasks imported into Label Studio project {args.project!r}: open {url}/projects/{project}")
 
 
@@ -107,7 +107,10 @@ def import_(args: argparse.Namespace) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        export(args) if args.command == "export" else import_(args)
+        if args.command == "export":
+            export(args)
+        else:
+            import_(args)
     except ReviewError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

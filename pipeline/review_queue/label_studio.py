@@ -3,9 +3,11 @@ title, tasks imported into it, and its annotations exported back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 
 from pipeline.review_queue.errors import ReviewError
 
@@ -27,6 +29,21 @@ def client(url: str | None, api_key: str | None):
     return LabelStudio(base_url=url, api_key=api_key), url
 
 
+@contextlib.contextmanager
+def answering(url: str) -> Iterator[None]:
+    """The server's refusals and silences as one line each."""
+    from httpx import HTTPError
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        yield
+    except ApiError as e:
+        detail = e.body.get("detail") if isinstance(e.body, dict) else e.body
+        raise ReviewError(f"Label Studio at {url} refused: HTTP {e.status_code}: {detail}") from None
+    except (HTTPError, OSError) as e:
+        raise ReviewError(f"Label Studio at {url} does not answer: {e}") from None
+
+
 def push(ls, title: str, config: str, tasks: list[dict]) -> int:
     """Import ``tasks`` into the project called ``title`` (made with ``config`` if there is none; an existing
     one must have the same config). Returns the project's id."""
@@ -46,10 +63,11 @@ def pull(source: str, api_key: str | None) -> list[dict]:
     found = PROJECT_URL.match(source)
     if not found:
         raise ReviewError(f"{source}: a project's address looks like http://HOST:PORT/projects/ID")
-    ls, _ = client(found.group(1), api_key)
-    tasks = json.loads(b"".join(ls.projects.exports.download_sync(int(found.group(2)), export_type="JSON",
-                                                                   download_all_tasks=True)))
-    emails = {user.id: user.email for user in ls.users.list()}
+    ls, url = client(found.group(1), api_key)
+    with answering(url):
+        tasks = json.loads(b"".join(ls.projects.exports.download_sync(int(found.group(2)), export_type="JSON",
+                                                                       download_all_tasks=True)))
+        emails = {user.id: user.email for user in ls.users.list()}
     for task in tasks:  # the export names annotators by user id
         for annotation in task.get("annotations") or []:
             who = annotation.get("completed_by")

@@ -12,9 +12,11 @@ import yaml
 
 from pipeline.core.atomic import write_atomic
 from pipeline.core.run_files import CONFIG_FILE, LABELS_FILE, CheckpointError, find_checkpoint
+from pipeline.data.archive import ArchiveError
 from pipeline.data.cli_options import columns_from_args
 from pipeline.data.dataset import RecordStream
 from pipeline.data.labels import LabelSpace
+from pipeline.data.limits import Limits
 from pipeline.data.options import DataOptions
 from pipeline.data.records import Columns
 from pipeline.inference.writers import read_output
@@ -32,7 +34,7 @@ class ReviewedRun:
     folder: Path
     labels: LabelSpace
     columns: Columns
-    limits: object
+    limits: Limits
 
 
 def meta_of(predictions: Path) -> dict:
@@ -95,16 +97,22 @@ def export_queue(predictions: Path, inputs: list[str] | None, out: Path, run: st
     inputs = inputs or [i["path"] for i in meta.get("inputs", [])]
     if not inputs:
         raise ReviewError("no archive: give --input ARCHIVE (the archive the predictions were made on)")
-    rows = read_output(predictions)
+    try:
+        rows = read_output(predictions)
+    except (ValueError, OSError) as e:  # a wrong suffix, or not the JSON it should be
+        raise ReviewError(f"{predictions}: {e}") from None
     chosen = chosen_rows(rows, target.labels, everything, least_confident)
     wanted = {str(r["id"]): r for r in chosen}
     tasks: dict[str, dict] = {}
-    for index, archive, record in RecordStream(inputs, target.columns, target.limits).indexed():
-        row = wanted.get(str(record.id))
-        if row is None or record.error or str(record.id) in tasks:
-            continue
-        origin = Origin(str(Path(inputs[index]).resolve()), str(target.folder.resolve()))
-        tasks[str(record.id)] = task_of(row, record, archive, target.labels, origin)
+    try:
+        for index, archive, record in RecordStream(inputs, target.columns, target.limits).indexed():
+            row = wanted.get(str(record.id))
+            if row is None or record.error or str(record.id) in tasks:
+                continue
+            origin = Origin(str(Path(inputs[index]).resolve()), str(target.folder.resolve()))
+            tasks[str(record.id)] = task_of(row, record, archive, target.labels, origin)
+    except (ArchiveError, OSError) as e:
+        raise ReviewError(f"--input: {e}") from None
     ordered = [tasks[i] for i in wanted if i in tasks]
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / CONFIG_XML, label_config(target.labels).encode("utf-8"))

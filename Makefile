@@ -6,26 +6,27 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export HF_HUB_OFFLINE := 1
+# Python writes a module's .pyc when it first imports it; this CI sets PYTHONDONTWRITEBYTECODE, which would
+# have every process compile torch anew. With it cleared, pip need not compile every installed file up front.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install test demo test-label-studio
 
 install: $(STAMP)
 
-# -qq: errors only (pip's build backend otherwise prints setuptools' notes on editable installs). pip compiles
-# every module up front: where PYTHONDONTWRITEBYTECODE is set (this CI), nothing else would, and each process
-# would compile torch again.
+# -qq: errors only (pip's build backend otherwise prints setuptools' notes on editable installs).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -qq -e '.[dev,ray,review]'
+	$(PY) -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -qq --no-compile -e '.[dev,ray,review]'
 	touch $(STAMP)
 
 # The Label Studio server, in a virtualenv of its own: it pins numpy, pyarrow and pytz, and brings 118
 # packages (Django among them) that nothing else needs.
 $(LABEL_STUDIO)/bin/label-studio:
 	$(PYTHON) -m venv $(LABEL_STUDIO)
-	$(LABEL_STUDIO)/bin/python -m pip install -qq label-studio==1.23.2
+	$(LABEL_STUDIO)/bin/python -m pip install -qq --no-compile label-studio==1.23.2
 
 # Two pytest workers, each taking whole test files (their module fixtures, e.g. the Ray cluster, stay in one).
 test: install

@@ -109,14 +109,20 @@ def open_image(data: bytes, limits: Limits) -> Image.Image:
     return im
 
 
-def image_array(data: bytes, size: int, limits: Limits) -> np.ndarray:
-    """Decode, orient by EXIF, convert to RGB and resize to ``(size, size, 3)`` uint8."""
+def viewed_image(data: bytes, size: int, limits: Limits) -> Image.Image:
+    """The image as a viewer sees it (:func:`oriented_rgb`), decoded: a decoder's error is ``unreadable``."""
     im = open_image(data, limits)
     try:
-        im = oriented_rgb(im, size).resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        im = oriented_rgb(im, size)
+        im.load()
+        return im
     except Exception as e:  # truncated or corrupt data surfaces here, as many types
         raise AttachmentError(UNREADABLE, error_text(e)) from None
+
+
+def image_array(data: bytes, size: int, limits: Limits) -> np.ndarray:
+    """Decode, orient by EXIF, convert to RGB and resize to ``(size, size, 3)`` uint8."""
+    return np.asarray(viewed_image(data, size, limits).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 _local = threading.local()

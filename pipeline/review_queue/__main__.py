@@ -16,7 +16,6 @@ Exit status: 0 done, 2 the command could not run (one line saying why).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -60,22 +59,22 @@ def export(args: argparse.Namespace) -> None:
     done = export_queue(args.predictions, args.input, args.output, args.run, args.all, args.least_confident)
     chosen = "all rows" if args.all else f"the {args.least_confident} least confident" if args.least_confident \
         else "rows that need review"
-    print(f"{done.tasks} tasks ({chosen}; {done.rows} rows, {done.without_prediction} without a prediction) "
+    print(f"{len(done.queue)} tasks ({chosen}; {done.rows} rows, {done.without_prediction} without a prediction) "
           f"-> {args.output / TASKS_FILE}, labelling config {args.output / CONFIG_XML}; "
           f"{done.photos} photos inline, {done.notes} tasks with notes")
     if done.not_in_archive:
         shown = ", ".join(done.not_in_archive[:5]) + (", ..." if len(done.not_in_archive) > 5 else "")
         print(f"{len(done.not_in_archive)} row(s) not found in the archive, left out: ids {shown}", file=sys.stderr)
-    if (args.label_studio or args.api_key) and not done.tasks:
+    if (args.label_studio or args.api_key) and not done.queue:
         print("nothing to send to Label Studio")
     elif args.label_studio or args.api_key:
         from pipeline.review_queue.label_studio import answering, client, push
 
         ls, url = client(args.label_studio, args.api_key)
-        tasks = json.loads((args.output / TASKS_FILE).read_text(encoding="utf-8"))
         with answering(url):
-            project = push(ls, args.project, (args.output / CONFIG_XML).read_text(encoding="utf-8"), tasks)
-        print(f"{len(tasks)} tasks imported into Label Studio project {args.project!r}: open {url}/projects/{project}")
+            project = push(ls, args.project, done.config, done.queue)
+        print(f"{len(done.queue)} tasks imported into Label Studio project {args.project!r}: "
+              f"open {url}/projects/{project}")
 
 
 def import_(args: argparse.Namespace) -> None:

@@ -79,12 +79,19 @@ def chosen_rows(rows: list[dict], labels: LabelSpace, everything: bool, least_co
 
 @dataclass
 class Exported:
-    tasks: int
+    queue: list[dict]  # the tasks written
+    config: str  # the labelling config written
     rows: int
     without_prediction: int
     not_in_archive: list[str]
-    photos: int
-    notes: int
+
+    @property
+    def photos(self) -> int:
+        return sum(len(t["data"]["photos"]) for t in self.queue)
+
+    @property
+    def notes(self) -> int:
+        return sum(bool(t["data"]["notes"]) for t in self.queue)
 
 
 def export_queue(predictions: Path, inputs: list[str] | None, out: Path, run: str | None = None,
@@ -113,12 +120,10 @@ def export_queue(predictions: Path, inputs: list[str] | None, out: Path, run: st
             tasks[str(record.id)] = task_of(row, record, archive, target.labels, origin)
     except (ArchiveError, OSError) as e:
         raise ReviewError(f"--input: {e}") from None
-    ordered = [tasks[i] for i in wanted if i in tasks]
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / CONFIG_XML, label_config(target.labels).encode("utf-8"))
-    write_atomic(out / TASKS_FILE, json.dumps(ordered, ensure_ascii=False, indent=1).encode("utf-8"))
-    return Exported(tasks=len(ordered), rows=len(rows),
+    done = Exported(queue=[tasks[i] for i in wanted if i in tasks], config=label_config(target.labels), rows=len(rows),
                     without_prediction=sum(r.get("status") == "error" for r in rows),
-                    not_in_archive=[i for i in wanted if i not in tasks],
-                    photos=sum(len(t["data"]["photos"]) for t in ordered),
-                    notes=sum(bool(t["data"]["notes"]) for t in ordered))
+                    not_in_archive=[i for i in wanted if i not in tasks])
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / CONFIG_XML, done.config.encode("utf-8"))
+    write_atomic(out / TASKS_FILE, json.dumps(done.queue, ensure_ascii=False, indent=1).encode("utf-8"))
+    return done

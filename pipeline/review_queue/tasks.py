@@ -25,8 +25,8 @@ from PIL import Image
 
 from pipeline.data.archive import Archive
 from pipeline.data.labels import MULTILABEL, LabelSpace
-from pipeline.data.media import IMAGE, attachment_kind, error_text, open_image, oriented_rgb
-from pipeline.data.records import UNREADABLE, AttachmentError, Record
+from pipeline.data.media import IMAGE, attachment_kind, viewed_image
+from pipeline.data.records import AttachmentError, Record
 from pipeline.review_queue.errors import ReviewError
 
 PHOTO_SIDE = 800  # longest side of a photo in a task, in pixels
@@ -57,15 +57,10 @@ def label_config(labels: LabelSpace) -> str:
 
 def photo_url(data: bytes, archive: Archive) -> str:
     """A photo as a reviewer should see it, as a ``data:`` URL (:class:`AttachmentError` if it cannot be)."""
-    im = open_image(data, archive.limits)
-    try:
-        im = oriented_rgb(im, PHOTO_SIDE)
-        im.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.BILINEAR)
-        pixels = np.asarray(im)
-    except Exception as e:  # truncated or corrupt data surfaces here, as many types
-        raise AttachmentError(UNREADABLE, error_text(e)) from None
+    im = viewed_image(data, PHOTO_SIDE, archive.limits)
+    im.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.BILINEAR)
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=PHOTO_QUALITY)  # a fresh image: pixels, no metadata
+    Image.fromarray(np.asarray(im)).save(buf, "JPEG", quality=PHOTO_QUALITY)  # a fresh image: pixels, no metadata
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

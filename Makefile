@@ -28,9 +28,10 @@ $(LABEL_STUDIO)/bin/label-studio:
 	$(PYTHON) -m venv $(LABEL_STUDIO)
 	$(LABEL_STUDIO)/bin/python -m pip install -qq --no-compile label-studio==1.23.2
 
-# Two pytest workers, each taking whole test files (their module fixtures, e.g. the Ray cluster, stay in one).
+# Two pytest workers, each taking whole test files (their module fixtures, e.g. the Ray cluster, stay in one),
+# slowest first (tests/conftest.py orders them).
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The review loop against a real Label Studio server (its first start migrates a fresh database: over a minute).
 test-label-studio: install $(LABEL_STUDIO)/bin/label-studio

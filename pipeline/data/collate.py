@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
+
+INLINE_BYTES = 1 << 20  # tensors under this leave a DataLoader worker inside its message (see for_transfer)
 
 # sample key -> batch key of the per-record lists carried along with the tensors
 PER_RECORD_KEYS = {
@@ -31,21 +34,40 @@ def pad_token_ids(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Ten
 
 
 def batch_to_device(batch: dict, device) -> dict:
-    """``batch`` with its tensors (at the top and in the per-task dicts) on ``device``; the per-record lists are
-    passed along as they are, not walked value by value as generic collection helpers do."""
+    """``batch`` with its tensors (at the top and in the per-task dicts) on ``device``, numpy arrays (tensors as
+    :func:`for_transfer` sent them) made tensors again; the per-record lists are passed along as they are, not
+    walked value by value as generic collection helpers do."""
+    def tensor(value):
+        return (torch.from_numpy(value) if isinstance(value, np.ndarray) else value).to(device)
+
     def moved(value):
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            return tensor(value)
         if isinstance(value, dict):
-            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in value.items()}
+            return {k: tensor(v) if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in value.items()}
         return value
 
     return {key: moved(value) for key, value in batch.items()}
 
 
-def as_built(batch: dict) -> dict:
-    """The DataLoader's ``collate_fn`` for batches a dataset built whole (its default walks every value)."""
-    return batch
+def for_transfer(batch: dict) -> dict:
+    """The DataLoader's ``collate_fn`` for batches a dataset built whole (its default walks every value).
+
+    Tensors under ``INLINE_BYTES`` become numpy arrays, which a worker's message carries inline. A tensor goes
+    through a shared-memory file of its own, its descriptor passed apart: ~15 ms a text-only batch here, a
+    seventh of the run. :func:`batch_to_device` makes them tensors again.
+    """
+    def small(value) -> bool:
+        return isinstance(value, torch.Tensor) and value.nbytes < INLINE_BYTES
+
+    def inline(value):
+        if small(value):
+            return value.numpy()
+        if isinstance(value, dict):
+            return {k: v.numpy() if small(v) else v for k, v in value.items()}
+        return value
+
+    return {key: inline(value) for key, value in batch.items()}
 
 
 @dataclass

@@ -7,6 +7,7 @@ import time
 
 import pytorch_lightning as pl
 
+from pipeline.data.collate import batch_to_device
 from pipeline.inference.chunk_writer import ChunkWriter
 
 
@@ -18,7 +19,7 @@ class DeviceShard(pl.LightningModule):
         self.predictor = predictor
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
-        return self.predictor.predict_step(batch)
+        return self.predictor.predict_step(batch_to_device(batch, self.device))
 
 
 class WriteChunks(pl.Callback):

@@ -111,7 +111,7 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.data.collate import as_built, batch_to_device
+    from pipeline.data.collate import for_transfer, batch_to_device
 
     block = args.batch_size
     if args.device == "cpu":
@@ -123,7 +123,7 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
         trainer = distributed_trainer(analyzer.device, args.devices)
     rank = int(os.environ.get("LOCAL_RANK", 0))
     dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
-    loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers, collate_fn=as_built)
+    loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers, collate_fn=for_transfer)
     writer = ChunkWriter(store, analyzer.run.labels, args.evaluate, block, stops, analyzer.review)
     try:
         stops.check()

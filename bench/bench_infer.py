@@ -140,7 +140,7 @@ def students(runs: list[str], archive: Path, tmp: Path, repeats: int, rounds: in
     runs = [str(Path(run).resolve()) for run in runs]  # another checkout's infer.py runs in its own folder
     results = {}
     for run in runs:
-        threads = model_threads(0)  # infer.py reads a text-only archive without decoding workers
+        threads = model_threads(0)  # every core: the model's ceiling (infer.py leaves one to its text reader)
         results[run] = {"threads": threads,
                         "model_only": model_only_rates(run, archive, threads, repeats, blocks=40,
                                                        backends=("torch",))["torch"]}
@@ -153,7 +153,7 @@ def students(runs: list[str], archive: Path, tmp: Path, repeats: int, rounds: in
                       f"{timed['first_record_s']:.2f} s", flush=True)
                 best = results[run].get(label)
                 results[run][label] = timed if best is None or timed["records_per_s"] > best["records_per_s"] else best
-    print(f"\ntext-only students on {archive} ({model_threads(0)} model threads, {CORES} cores):")
+    print(f"\ntext-only students on {archive} (model only on {model_threads(0)} threads, {CORES} cores):")
     print("| student | model only, records/s | end to end, records/s | end to end / model only | start to first "
           "record, s |" + (" main end to end, records/s | vs main |" if main_checkout else ""))
     print("|---|---|---|---|---|" + ("---|---|" if main_checkout else ""))

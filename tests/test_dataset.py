@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -197,3 +198,30 @@ def test_preload_keeps_exact_samples_within_budget(tmp_path):
     assert not any(t.is_shared() for c in small.cache.values() for t in [c["text_ids"], *c["images"], *c["videos"]])
     last = len(small) - 1  # beyond the budget: decoded on demand, same result
     assert torch.equal(small[last]["text_ids"], ds.featurizer(ds.records[last], ds.archives[last])["text_ids"])
+
+
+class OneBuiltBatch(torch.utils.data.IterableDataset):
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    def __iter__(self):
+        yield self.batch
+
+
+def test_a_worker_sends_small_tensors_inline_and_they_come_back_as_they_were():
+    from torch.utils.data import DataLoader
+
+    from pipeline.data.collate import INLINE_BYTES, batch_to_device, for_transfer
+
+    built = {"text_ids": torch.arange(12).view(3, 4), "image_mask": torch.tensor([[True], [False], [True]]),
+             "images": torch.full((3, 1, 3, 400, 400), 7, dtype=torch.uint8),
+             "labels": {"t": torch.tensor([0, -100, 2])}, "ids": ["a", "b", "c"], "block": 5}
+    assert built["images"].nbytes >= INLINE_BYTES > built["text_ids"].nbytes
+    received = next(iter(DataLoader(OneBuiltBatch(built), batch_size=None, num_workers=1, collate_fn=for_transfer)))
+    assert isinstance(received["text_ids"], np.ndarray) and isinstance(received["labels"]["t"], np.ndarray)
+    assert isinstance(received["images"], torch.Tensor)  # large: shared memory, not copied through the pipe
+    restored = batch_to_device(received, "cpu")
+    for key in ("text_ids", "image_mask", "images"):
+        assert restored[key].dtype == built[key].dtype and torch.equal(restored[key], built[key])
+    assert torch.equal(restored["labels"]["t"], built["labels"]["t"])
+    assert restored["ids"] == ["a", "b", "c"] and restored["block"] == 5

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.confidence.review import ReviewBand
 from pipeline.data.archive import FolderArchive
-from pipeline.data.collate import Collator, for_transfer, batch_to_device
+from pipeline.data.collate import Collator, batch_to_device, for_transfer
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
@@ -112,7 +112,8 @@ class ComplaintAnalyzer:
             stream = RecordStream([str(s) for s in source], columns or self.run.columns, self.run.media.limits)
         else:
             stream = DictStream(source, FolderArchive.attachments_only(root, self.run.media.limits))
-        loader = DataLoader(self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers, collate_fn=for_transfer)
+        loader = DataLoader(self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers,
+                            collate_fn=for_transfer)
         pending: dict[int, list[dict]] = {}
         next_block = 0
         for batch in loader:  # workers may return blocks out of order: re-order before yielding

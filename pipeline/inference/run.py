@@ -111,7 +111,7 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.data.collate import for_transfer, batch_to_device
+    from pipeline.data.collate import batch_to_device, for_transfer
 
     block = args.batch_size
     if args.device == "cpu":

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from pipeline.data.limits import Limits
-from pipeline.data.media import open_image, oriented_rgb, video_array
+from pipeline.data.media import video_array, viewed_image
 
 THUMBNAIL = 224  # longest side of a report picture, in pixels (small pictures are enlarged to it)
 HEAT_OPACITY = 0.6  # of the heatmap where it is hottest; it fades out where the map is cold
@@ -27,8 +27,9 @@ def thumbnail_size(width: int, height: int) -> tuple[int, int]:
 
 
 def photo(data: bytes, limits: Limits) -> Image.Image:
-    """The photo as a viewer shows it: oriented by its EXIF tag, RGB, :data:`THUMBNAIL` pixels long."""
-    im = oriented_rgb(open_image(data, limits), THUMBNAIL)
+    """The photo as a viewer shows it (:func:`viewed_image`: oriented by its EXIF tag, RGB), :data:`THUMBNAIL`
+    pixels long."""
+    im = viewed_image(data, THUMBNAIL, limits)
     return im.resize(thumbnail_size(*im.size), Image.BILINEAR)
 
 

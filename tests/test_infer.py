@@ -176,9 +176,13 @@ class Evil:
         return (os.system, ("echo pwned",))
 
 
-def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path):
+def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path, monkeypatch):
     out = tmp_path / "p.jsonl"
-    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out) == 0
+    monkeypatch.setattr(torch, "set_num_threads", lambda n, real=torch.set_num_threads: seen.append(n) or real(n))
+    seen, callers = [], torch.get_num_threads()
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out,
+                 "--threads", callers + 1) == 0
+    assert seen == [callers + 1, callers] and torch.get_num_threads() == callers  # the caller's pool, given back
     analyzer = ComplaintAnalyzer.from_checkpoint(trained_run)
     api_rows = list(analyzer.predict(tiny_demo["test"], batch_size=5))
     assert approx_rows(api_rows) == approx_rows(read_jsonl(out))

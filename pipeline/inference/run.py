@@ -105,6 +105,21 @@ def open_store(args: argparse.Namespace, output: Path, ledger: dict, is_child: b
 
 def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
                    threads, stops: StopRequests):
+    """:func:`predict_blocks` with ``threads`` model threads on CPU; a caller in the same process (a notebook,
+    a test) gets its own thread count back."""
+    import torch
+
+    callers_threads = torch.get_num_threads()
+    if args.device == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        return predict_blocks(args, analyzer, stream, store, skip, stops)
+    finally:
+        torch.set_num_threads(callers_threads)
+
+
+def predict_blocks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
+                   stops: StopRequests):
     """Every block not yet in ``store`` (``skip``: the blocks an earlier run did) predicted and written as a
     chunk. Returns the writer and, with ``--devices`` over 1, the trainer; None when a stop signal ended it (it
     says so)."""
@@ -114,8 +129,6 @@ def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, stor
     from pipeline.data.collate import batch_to_device, for_transfer
 
     block = args.batch_size
-    if args.device == "cpu":
-        torch.set_num_threads(threads)
     trainer = None
     if args.devices > 1:
         from pipeline.inference.ddp_prediction import distributed_trainer, predict_on_devices

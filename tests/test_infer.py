@@ -176,13 +176,17 @@ class Evil:
         return (os.system, ("echo pwned",))
 
 
-def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path, monkeypatch):
-    out = tmp_path / "p.jsonl"
-    monkeypatch.setattr(torch, "set_num_threads", lambda n, real=torch.set_num_threads: seen.append(n) or real(n))
+def test_a_run_in_the_callers_process_gives_back_its_thread_count(trained_run, tiny_demo, tmp_path, monkeypatch):
     seen, callers = [], torch.get_num_threads()
-    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out,
+    monkeypatch.setattr(torch, "set_num_threads", lambda n, real=torch.set_num_threads: seen.append(n) or real(n))
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "p.jsonl",
                  "--threads", callers + 1) == 0
-    assert seen == [callers + 1, callers] and torch.get_num_threads() == callers  # the caller's pool, given back
+    assert seen == [callers + 1, callers] and torch.get_num_threads() == callers
+
+
+def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path):
+    out = tmp_path / "p.jsonl"
+    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out) == 0
     analyzer = ComplaintAnalyzer.from_checkpoint(trained_run)
     api_rows = list(analyzer.predict(tiny_demo["test"], batch_size=5))
     assert approx_rows(api_rows) == approx_rows(read_jsonl(out))

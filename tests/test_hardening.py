@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,35 @@ def test_train_saves_last_checkpoint_on_sigterm_and_resumes(tiny_demo, tmp_path)
 
 def assert_no_library_warnings(printed: str) -> None:
     assert "Warning" not in printed and "deprecated" not in printed and "litlogger" not in printed
+
+
+# The shapes of every line a normal train.py fit prints: the project's own lines, and the progress bar's.
+FIT_LINES = [re.compile(p) for p in (
+    r"data\.\w+: ",  # what reading the splits found (left out, leaks, rare classes, attachments)
+    r"text_linear( \w+)?: ",  # the TF-IDF regression's choice of C
+    r"val \S+: macro-F1 \d\.\d{3}  accuracy ",  # the summary, per task
+    r"    calibration: ECE ",
+    r"run: ",
+    r"(Epoch \d+/\d+|Sanity Checking|Validation|Testing)\b.*━",  # the progress bar, as a file receives it
+    r" +[\w/]+:( [\d.]+)? *$",  # the progress bar's metrics, one a line
+    r" +[\d.]+ *$",
+    r"\s*$",
+)]
+
+
+def test_a_normal_fit_prints_only_the_projects_lines(tiny_demo, tmp_path):
+    """Whatever a library adds to a fit's output (a device report, a note per checkpoint) fails this."""
+    fit = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "demo.yaml"),
+         *[x for split in ("train", "val", "test") for x in (f"--data.{split}", str(tiny_demo[split]))],
+         "--data.num_workers", "0", "--trainer.max_epochs", "2", "--runs_root", str(tmp_path / "runs"),
+         "--trainer.log_every_n_steps", "1"],  # the tiny archive has fewer batches an epoch than demo.yaml's 5
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "run: " in fit.stdout and "val category: macro-F1" in fit.stdout
+    foreign = [line for line in (fit.stdout + fit.stderr).splitlines()
+               if not any(shape.match(line) for shape in FIT_LINES)]
+    assert foreign == []
 
 
 def test_second_run_on_the_same_output_is_refused_and_a_stale_lock_is_not(trained_run, tiny_demo, tmp_path):

@@ -86,7 +86,7 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
     log_t = torch.zeros((), dtype=torch.double, requires_grad=True)
     smoothing = 1 / (len(y) + 2)
     _minimise([log_t], lambda: F.cross_entropy(z / log_t.exp(), y, label_smoothing=smoothing))
-    return max(float(log_t.exp()), MIN_SCALE)
+    return max(float(log_t.detach().exp()), MIN_SCALE)
 
 
 def fit_platt(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

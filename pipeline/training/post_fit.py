@@ -25,6 +25,7 @@ import yaml
 from pipeline.confidence.calibration import calibration_report, probabilities
 from pipeline.confidence.review import DEFAULT_PRECISION, ReviewBand, record_decisions, save_decisions
 from pipeline.core.atomic import atomic_file
+from pipeline.core.library_noise import quiet_checkpoint_restore
 from pipeline.core.provenance import git_commit, package_versions
 from pipeline.core.run_files import CONFIG_FILE, RUN_INFO, TOKENIZER_DIR
 from pipeline.data.collate import batch_to_device
@@ -142,7 +143,8 @@ def finish_fit(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, run
     run = Path(run_dir)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None
-    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    with quiet_checkpoint_restore():
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     deep_weights = module.choose_deep_weights() if module.model.text_linear is not None else None
     val_logits, val_targets = split_logits(module, datamodule.val_dataloader())
     fitted = module.calibration.fit(val_logits, val_targets)
@@ -152,7 +154,8 @@ def finish_fit(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, run
     metrics = {"val": stage_metrics(module, "val")}
     outcomes = {"val": (val_logits, val_targets)}
     if "test" in datamodule.splits:
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        with quiet_checkpoint_restore():
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         metrics["test"] = stage_metrics(module, "test")
         outcomes["test"] = split_logits(module, datamodule.test_dataloader())
     if not trainer.is_global_zero:

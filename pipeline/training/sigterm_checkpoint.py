@@ -30,7 +30,7 @@ class CheckpointOnSigterm(pl.Callback):
         self.path = Path(dirpath) / "last.ckpt"
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
@@ -38,7 +38,7 @@ class CheckpointOnSigterm(pl.Callback):
         epochs = trainer.fit_loop.epoch_progress.current
         at_epoch_end = epochs.completed == epochs.ready
         if at_epoch_end:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume
         elif trainer.is_global_zero and self.path.is_file() and trainer.checkpoint_callback is not None:
             self.record_current_best(trainer.checkpoint_callback)
         if not trainer.is_global_zero:

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
 
-    dm = ComplaintDataModule(
+    dm = ComplaintDataModule.from_keys(
         train=args.archive, tasks=[Task("category", "category")], batch_size=32, num_workers=args.workers,
         image_size=args.image_size, video_frames=args.video_frames, val_fraction=0.01, sample_cache_mb=0,
     )

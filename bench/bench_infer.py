@@ -63,7 +63,7 @@ from pipeline import ComplaintAnalyzer
 from pipeline.data.dataset import RecordStream
 from pipeline.inference.arguments import CORES, DEFAULT_WORKERS, model_threads
 from pipeline.inference.predictor import BLOCK
-from pipeline.training.checkpoint import load_run
+from pipeline.models.trained_run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")

@@ -25,7 +25,7 @@ from pipeline.training.module import ComplaintClassifier
 def datamodule(cfg: dict, **overrides) -> ComplaintDataModule:
     data = {**cfg["data"], **overrides}
     data["tasks"] = [Task(**t) for t in data["tasks"]]
-    dm = ComplaintDataModule(**data)
+    dm = ComplaintDataModule.from_keys(**data)
     dm.setup("fit")
     return dm
 
@@ -46,7 +46,7 @@ def main() -> None:
     cfg = yaml.safe_load(open(args.config))
     torch.manual_seed(0)
     dm = datamodule(cfg)
-    model = ComplaintClassifier(vocab_size=dm.vocab_size, task_classes=dm.task_classes, pad_id=dm.pad_id, **cfg["model"])
+    model = ComplaintClassifier.from_keys(vocab_size=dm.vocab_size, task_classes=dm.task_classes, pad_id=dm.pad_id, **cfg["model"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
 

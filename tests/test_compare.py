@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score
 from factory import ROOT, infer
 from pipeline.tools.compare import main as compare
 from pipeline.tools.stats import interval, mcnemar_exact, paired_bootstrap
-from pipeline.training.checkpoint import load_run
+from pipeline.models.trained_run import load_run
 
 DEMO_TEST = ROOT / "data" / "demo" / "test"
 

@@ -145,14 +145,14 @@ def test_datamodule_split_batches_and_vocab_cache(tmp_path):
     arch = make_archive(tmp_path / "arch")
     kwargs = dict(train=str(arch), tasks=[Task("cat", "cat")], batch_size=4, num_workers=0, image_size=16,
                   video_frames=2, vocab_size=200, cache_dir=str(tmp_path / "cache"))
-    dm = ComplaintDataModule(**kwargs)
+    dm = ComplaintDataModule.from_keys(**kwargs)
     assert dm.task_classes == {"cat": ["a", "b", "c"]} and dm.vocab_size > 2
     dm.setup("fit")
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 24
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape[2:] == (3, 16, 16) and batch["videos"].shape[2:] == (2, 3, 16, 16)
     assert batch["labels"]["cat"].shape == (4,)
-    again = ComplaintDataModule(**kwargs)
+    again = ComplaintDataModule.from_keys(**kwargs)
     assert again.vocab_size == dm.vocab_size and again.artifacts_dir == dm.artifacts_dir
     dm.export_vocabularies(tmp_path / "run")
     assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").is_file() and (tmp_path / "run" / "labels.json").is_file()
@@ -161,7 +161,7 @@ def test_datamodule_split_batches_and_vocab_cache(tmp_path):
 def test_datamodule_unknown_validation_label(tmp_path):
     train = make_archive(tmp_path / "train", labels=("a", "b"))
     val = make_archive(tmp_path / "val", labels=("a", "zzz"))
-    dm = ComplaintDataModule(train=str(train), val=str(val), tasks=[Task("cat", "cat")], num_workers=0,
+    dm = ComplaintDataModule.from_keys(train=str(train), val=str(val), tasks=[Task("cat", "cat")], num_workers=0,
                              cache_dir=str(tmp_path / "c"))
     with pytest.raises(ValueError, match=r"unknown \['zzz'\]"):
         dm.setup("fit")
@@ -171,7 +171,7 @@ def test_unusable_training_records_are_reported(tmp_path):
     arch = make_archive(tmp_path / "arch")
     with open(arch / "complaints.jsonl", "a") as f:
         f.write("{broken\n")
-    dm = ComplaintDataModule(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, cache_dir=str(tmp_path / "c"))
+    dm = ComplaintDataModule.from_keys(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, cache_dir=str(tmp_path / "c"))
     with pytest.warns(UserWarning, match=r"1 unusable record\(s\).*line 25: malformed JSON"):
         dm.setup("fit")
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 24
@@ -181,7 +181,7 @@ def test_preload_keeps_exact_samples_within_budget(tmp_path):
     from pipeline.data.dataset import ComplaintDataset
 
     arch = make_archive(tmp_path / "arch")
-    dm = ComplaintDataModule(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, image_size=16,
+    dm = ComplaintDataModule.from_keys(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, image_size=16,
                              video_frames=2, cache_dir=str(tmp_path / "c"), sample_cache_mb=64)
     dm.setup("fit")
     loader = dm.train_dataloader()

@@ -27,7 +27,7 @@ ROOT = Path(__file__).parents[1]
 
 def lit(alpha: float, temperature: float = 2.0, multilabel=(), loss: str = "kl") -> ComplaintClassifier:
     torch.manual_seed(0)
-    return ComplaintClassifier(vocab_size=40, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
+    return ComplaintClassifier.from_keys(vocab_size=40, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
                                multilabel_tasks=list(multilabel), modalities=["text"], text_linear=False,
                                embed_dim=8, text_hidden=8, fusion_dim=8, fusion_heads=2, modality_dropout=0.0,
                                teacher="some/run", distill_alpha=alpha, distill_temperature=temperature,
@@ -128,7 +128,7 @@ def test_distillation_set_is_deterministic_per_distill_seed(tiny_demo, trained_r
 
     def texts(seed: int, training_seed: int = 1) -> list[str]:
         monkeypatch.setenv("PL_GLOBAL_SEED", str(training_seed))
-        dm = ComplaintDataModule(train=str(tiny_demo["train"]), val=str(tiny_demo["val"]), num_workers=0,
+        dm = ComplaintDataModule.from_keys(train=str(tiny_demo["train"]), val=str(tiny_demo["val"]), num_workers=0,
                                  tasks=[Task("category", "category")], teacher=str(trained_run),
                                  unlabeled=[str(tiny_demo["test"])], distill_augment=2, distill_seed=seed)
         records, archives = dm.distillation_set("[UNK]")
@@ -198,7 +198,7 @@ def test_embeddings_from_copies_the_rows_of_shared_tokens(tiny_bert_dir):
     shared = [t for t in own if t in source_vocab]
 
     torch.manual_seed(0)
-    model = ComplaintClassifier(vocab_size=len(own), task_classes={"c": ["a", "b"]}, modalities=["text"],
+    model = ComplaintClassifier.from_keys(vocab_size=len(own), task_classes={"c": ["a", "b"]}, modalities=["text"],
                                 embed_dim=16, embeddings_from=str(tiny_bert_dir))
     embedding = model.model.text_encoder.embedding
     before = embedding.weight.detach().clone()

@@ -52,7 +52,7 @@ def classifier(**kw) -> ComplaintClassifier:
     torch.manual_seed(0)
     options = dict(vocab_size=40, task_classes={"kind": ["a", "b", "c"], "level": ["low", "high"]},
                    embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2, text_linear=False)
-    return ComplaintClassifier(**{**options, **kw}).eval()
+    return ComplaintClassifier.from_keys(**{**options, **kw}).eval()
 
 
 @pytest.mark.parametrize("encoder", ["lstm", "textcnn", "transformer"])

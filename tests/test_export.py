@@ -21,7 +21,7 @@ from pipeline.inference.onnx_backend import cuda_provider_available
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.length_groups import in_length_groups
 from pipeline.models.text_encoder import LSTMTextEncoder
-from pipeline.training.checkpoint import load_run
+from pipeline.models.trained_run import load_run
 from pipeline.training.cli import ComplaintCLI
 
 ROOT = Path(__file__).parents[1]

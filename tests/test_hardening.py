@@ -22,7 +22,7 @@ from pipeline.inference import run as inference_run
 from pipeline.inference.evaluate import Evaluation
 from pipeline.inference.writers import ChunkStore
 from pipeline.tools.doctor import scan
-from pipeline.training.checkpoint import load_run
+from pipeline.models.trained_run import load_run
 from pipeline.training.sigterm_checkpoint import CheckpointOnSigterm
 
 

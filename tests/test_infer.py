@@ -14,7 +14,7 @@ import torch
 
 from factory import ROOT, bad_with_record_problems, big_archive, infer, infer_process, read_jsonl, write_manifest
 from pipeline import ComplaintAnalyzer
-from pipeline.training.checkpoint import CheckpointError, load_run
+from pipeline.models.trained_run import CheckpointError, load_run
 
 
 def manifest_ids(archive: Path) -> list[str]:

@@ -134,7 +134,7 @@ def test_backbone_weights_from_local_file(tmp_path):
 
 def test_overfitting_one_batch_drives_loss_down():
     torch.manual_seed(0)
-    lit = ComplaintClassifier(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
+    lit = ComplaintClassifier.from_keys(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
                               embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2,
                               modality_dropout=0.0, dropout=0.0)
     b = batch()
@@ -150,7 +150,7 @@ def test_overfitting_one_batch_drives_loss_down():
 
 
 def test_loss_masks_missing_labels():
-    lit = ComplaintClassifier(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
+    lit = ComplaintClassifier.from_keys(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
                               embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2).eval()
     b = batch()
     logits = lit(b)
@@ -166,10 +166,10 @@ def test_loss_masks_missing_labels():
 
 def test_modality_dropout_never_hides_everything():
     torch.manual_seed(0)
-    lit = ComplaintClassifier(vocab_size=50, task_classes={"cat": ["a", "b"]}, modality_dropout=0.99,
+    lit = ComplaintClassifier.from_keys(vocab_size=50, task_classes={"cat": ["a", "b"]}, modality_dropout=0.99,
                               embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2)
     b = batch()
-    dropped = drop_modalities(b, lit.hparams.modality_dropout)
+    dropped = drop_modalities(b, lit.options.optimization.modality_dropout)
     present = torch.stack([dropped["text_lengths"] > 0, dropped["image_mask"].any(1), dropped["video_mask"].any(1)], 1)
     assert present.any(1).all()
 
@@ -277,7 +277,7 @@ def test_fit_text_linear_learns_multiclass_and_multilabel_tasks_with_missing_lab
         cat[:5], tags[5:10] = IGNORE_INDEX, -1.0  # unlabelled records take no part
         return ids, torch.full((n,), 10), {"cat": cat, "tags": tags}
 
-    lit = ComplaintClassifier(vocab_size=37, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
+    lit = ComplaintClassifier.from_keys(vocab_size=37, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
                               multilabel_tasks=["tags"], embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16,
                               fusion_heads=2, text_linear_c=[0.01, 10.0])
     chosen = lit.fit_text_linear(split(200, 0), split(100, 1))
@@ -285,7 +285,7 @@ def test_fit_text_linear_learns_multiclass_and_multilabel_tasks_with_missing_lab
     ids, lengths, targets = split(100, 2)
     with torch.no_grad():
         logits = lit.model.text_linear(ids, lengths)
-    metrics = task_metrics(lit.hparams.task_classes, lit.multilabel)
+    metrics = task_metrics(lit.facts.task_classes, lit.multilabel)
     for task in ("cat", "tags"):
         metrics[task][0].update(*metric_inputs(logits[task], targets[task], task in lit.multilabel))
         assert metrics[task][0].compute()["f1_macro"] > 0.95

@@ -19,10 +19,10 @@ from pipeline.training.post_fit import finish_fit
 
 def test_plain_trainer_fit_then_finish_fit_gives_a_calibrated_checkpoint_with_blend_and_review_band(tiny_demo, tmp_path):
     pl.seed_everything(0)
-    dm = ComplaintDataModule(train=str(tiny_demo["train"]), val=str(tiny_demo["val"]), test=str(tiny_demo["test"]),
+    dm = ComplaintDataModule.from_keys(train=str(tiny_demo["train"]), val=str(tiny_demo["val"]), test=str(tiny_demo["test"]),
                              tasks=[Task("category", "category"), Task("sentiment", "sentiment")], num_workers=0,
                              image_size=32, video_frames=2, max_text_length=32, vocab_size=500)
-    model = ComplaintClassifier(vocab_size=dm.vocab_size, task_classes=dm.task_classes, class_counts=dm.class_counts,
+    model = ComplaintClassifier.from_keys(vocab_size=dm.vocab_size, task_classes=dm.task_classes, class_counts=dm.class_counts,
                                 multilabel_tasks=dm.multilabel_tasks, pad_id=dm.pad_id, embed_dim=16, text_hidden=16,
                                 image_dim=16, fusion_dim=16, fusion_heads=2)
     run = tmp_path / "run"

@@ -121,7 +121,7 @@ def test_rare_classes_in_each_mode(mode, tmp_path, caplog):
                                             {"id": "v2", "text": "consumer", "product": "Consumer Loan"},
                                             {"id": "v3", "text": "student", "product": "Student loan"}]).parent
     tasks = [Task("product", "product")]
-    dm = ComplaintDataModule(str(train), tasks, val=None, rare_classes=mode, num_workers=0,
+    dm = ComplaintDataModule.from_keys(train=str(train), tasks=tasks, val=None, rare_classes=mode, num_workers=0,
                              cache_dir=str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO):
         classes = dm.task_classes["product"]  # the seeded split keeps a one-record class in training: no crash
@@ -132,7 +132,7 @@ def test_rare_classes_in_each_mode(mode, tmp_path, caplog):
     if mode == "keep":
         assert classes == ["Consumer Loan", "Debt collection", "Mortgage", "Payday loan"]
         with pytest.raises(ValueError, match="Student loan"):  # a label training never saw stays an error
-            ComplaintDataModule(str(train), tasks, val=str(val), num_workers=0, cache_dir=str(tmp_path / "c2")).task_classes
+            ComplaintDataModule.from_keys(train=str(train), tasks=tasks, val=str(val), num_workers=0, cache_dir=str(tmp_path / "c2")).task_classes
     elif mode == "other":
         assert classes == ["Debt collection", "Mortgage", "other"]
         assert saved.merged == {"product": ["Consumer Loan", "Payday loan"]}
@@ -144,7 +144,7 @@ def test_rare_classes_in_each_mode(mode, tmp_path, caplog):
         assert saved.dropped == {"product": ["Consumer Loan", "Payday loan"]}
         assert encode("Consumer Loan") == encode("Student loan") == IGNORE_INDEX
     if mode != "keep":  # with a rule for rare labels, a validation archive with unseen labels trains
-        other = ComplaintDataModule(str(train), tasks, val=str(val), rare_classes=mode, num_workers=0,
+        other = ComplaintDataModule.from_keys(train=str(train), tasks=tasks, val=str(val), rare_classes=mode, num_workers=0,
                                     cache_dir=str(tmp_path / "c3"))
         assert other.task_classes["product"] == classes
 
@@ -187,7 +187,7 @@ def test_exact_and_near_duplicate_leakage_on_a_hand_made_archive(tmp_path, capsy
     assert all(0.8 <= p[2] < 1 for p in leakage["near_examples"])
 
     def fit_start(**options):
-        dm = ComplaintDataModule(str(tmp_path / "train"), [Task("label", "label")], val=str(tmp_path / "train"),
+        dm = ComplaintDataModule.from_keys(train=str(tmp_path / "train"), tasks=[Task("label", "label")], val=str(tmp_path / "train"),
                                  test=str(tmp_path / "test"), num_workers=0, cache_dir=str(tmp_path / "cache"), **options)
         with caplog.at_level(logging.INFO):
             dm.task_classes

@@ -118,7 +118,7 @@ def test_text_linear_blend_is_chosen_once_after_fit_and_the_network_is_what_trai
             w = torch.full_like(loaded.model.deep_weight, weight)
             preds = torch.cat([loaded.model.blend(deep, linear, w)[task].argmax(1) for deep, linear, _ in outputs])
             target = torch.cat([labels[task] for _, _, labels in outputs])
-            n = len(loaded.hparams.task_classes[task])
+            n = len(loaded.facts.task_classes[task])
             return MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX)(preds, target).item()
 
         scores = {w: f1(w) for w in DEEP_WEIGHTS}

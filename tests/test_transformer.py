@@ -116,7 +116,7 @@ def test_transformer_trains_through_train_py_and_predicts_through_infer_py(tiny_
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     assert len(rows) == sum(1 for _ in open(tiny_demo["test"] / "complaints.jsonl")) and rows[0]["category"]
 
-    from pipeline.training.checkpoint import load_run
+    from pipeline.models.trained_run import load_run
 
     loaded = load_run(run)
     weights = loaded.model.model.text_encoder.transformer.embeddings.word_embeddings.weight

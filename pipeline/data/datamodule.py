@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,11 +15,18 @@ from pipeline.data.augment import augmented_copy, mask_token
 from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.dataset import ComplaintDataset, Featurizer
 from pipeline.data.image_augment import ImageAugmentation
-from pipeline.data.labels import MULTILABEL, RARE_POLICIES, LabelSpace, Task
-from pipeline.data.limits import Limits
+from pipeline.core.option_groups import keyword_function, split_keys
+from pipeline.data.datamodule_options import (
+    DistillationData,
+    LabelOptions,
+    LoaderOptions,
+    SplitOptions,
+    Sources,
+    TokenizerOptions,
+)
+from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.options import DataOptions
 from pipeline.data.reading import (
-    SplitOptions,
     read_splits,
     report_attachment_problems,
     report_leaks,
@@ -27,26 +35,6 @@ from pipeline.data.reading import (
 from pipeline.data.records import Record
 from pipeline.data.text import encode_many, load_tokenizer
 from pipeline.data.vocab import VocabularyOptions, fit_vocabularies, publish
-
-D = DataOptions  # the defaults of the options the data module shares with inference
-
-
-def check_arguments(tasks: list[Task], rare_classes: str, val_fraction: float, teacher: str | None,
-                    unlabeled: list[str], distill_augment: int) -> None:
-    if not tasks:
-        raise ValueError("data.tasks is empty: give at least one {name, column}")
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"data.tasks: task names repeat: {names}")
-    if rare_classes not in RARE_POLICIES:
-        raise ValueError(f"data.rare_classes={rare_classes!r}: expected one of {list(RARE_POLICIES)}")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"data.val_fraction={val_fraction}: expected a number between 0 and 1")
-    if (unlabeled or distill_augment) and not teacher:
-        raise ValueError("data.unlabeled and data.distill_augment are for distillation: set model.teacher too")
-    if distill_augment < 0:
-        raise ValueError(f"data.distill_augment={distill_augment}: expected a number of copies, 0 or more")
-
 
 def teacher_classes(teacher: str | None, tasks: list[Task]) -> dict[str, list[str]]:
     """The class lists of the tasks a teacher run shares with ``tasks`` (they become this data's)."""
@@ -69,91 +57,48 @@ def teacher_classes(teacher: str | None, tasks: list[Task]) -> dict[str, list[st
 class ComplaintDataModule(pl.LightningDataModule):
     """Reads complaint archives and serves batches (see :class:`Collator` for the layout).
 
-    Args:
-        train: training archive (folder, .zip, .tar(.gz) or a manifest file).
-        val: validation archive; without it, ``val_fraction`` of train is split off,
-            stratified by the first task and seeded.
-        test: test archive, used by ``test`` and for test metrics after ``fit``.
-        reviewed: labelled archives of reviewed records (``python -m pipeline.review_queue
-            import``), added to the training records after ``val`` is drawn from train.
-        tasks: what to predict, e.g. ``[{"name": "severity", "column": "severity"}]``.
-        id_column / text_columns / attachments_column / attachment_separator:
-            where the manifest keeps each field.
-        encoding: the JSONL/CSV manifests' text encoding (e.g. ``gb18030``); bytes
-            that are not valid in it are replaced, and the record gets a
-            ``text_encoding`` warning.
-        min_class_count: classes with fewer training records than this are rare: each
-            fit reports them per task.
-        rare_classes: what happens to rare classes: ``keep`` them, merge them into one
-            class ``other`` (``labels.json`` lists what it holds), or ``drop`` them
-            (their records count as unlabelled for that task). Labels of validation
-            and test records that training never saw follow the same rule.
-        dedupe: remove later copies of a training text (exact after normalisation)
-            before the split, with one line saying how many.
-        check_leakage: at the start, report validation and test texts that are also in
-            training, exactly or nearly (see :mod:`pipeline.data.leakage`).
-        redact: replace personal data in the text as it is read, before anything else sees
-            it (tokenizer, TF-IDF, caches, logs, run folder): e-mail addresses, phone
-            numbers, card numbers, IBANs, Chinese resident ID numbers and URLs become
-            ``[EMAIL]``, ``[PHONE]``, ... (see :mod:`pipeline.data.redact`).
-        redact_types: which of those kinds (default all).
-        keep_no_evidence: keep records with no text and no readable attachment in
-            every split (by default they are left out, with one line per split: they
-            would teach the label priors and nothing else).
-        tokenizer_path: a local tokenizer folder to use instead of training one.
-        cache_dir: where fitted vocabularies are cached (default ``~/.cache/complaint-pipeline``).
-        sample_cache_mb: memory for samples decoded once before training, so that
-            epochs do not decode the same attachments again (0: decode every epoch).
-        image_augment: augment training photos and video frames (random resized crop,
-            flip, colour jitter, small rotation; see :mod:`pipeline.data.image_augment`).
-        teacher: a trained run folder (linked from ``model.teacher`` by ``train.py``).
-            Its classes become this data's, and training batches carry its logits
-            (``teacher_logits``, handed in by the training side before the loaders
-            are made) on the distillation set: the training records, the records of
-            the ``unlabeled`` archives (labels, if any, are ignored) and
-            ``distill_augment`` augmented copies of each of their texts
-            (:mod:`pipeline.data.augment`).
-        distill_seed: the seed the augmented copies are drawn with. It is not the training
-            seed: students trained with several seeds share one distillation set, so the
-            teacher labels it once (its logits are cached by content).
+    It takes its options as groups: ``sources`` (:class:`Sources`), ``labels`` (:class:`LabelOptions`),
+    ``options`` (:class:`DataOptions`, which inference shares), ``split_options``, ``tokenizer_options``,
+    ``loader`` and ``distillation``; :meth:`from_keys` builds it from flat keys, ``train.py``'s ``data:`` keys.
     """
 
-    def __init__(self, train: str, tasks: list[Task], val: str | None = None, test: str | None = None,
-                 reviewed: list[str] = [],
-                 id_column: str | None = D.id_column, text_columns: list[str] = list(D.text_columns),
-                 attachments_column: str | None = D.attachments_column,
-                 attachment_separator: str = D.attachment_separator, encoding: str = D.encoding,
-                 redact: bool = D.redact, redact_types: list[str] = list(D.redact_types),
-                 keep_no_evidence: bool = False, dedupe: bool = False, check_leakage: bool = True,
-                 min_class_count: int = 5, rare_classes: str = "keep", val_fraction: float = 0.15,
-                 split_seed: int = 0, batch_size: int = 32, num_workers: int = 2, image_size: int = D.image_size,
-                 video_frames: int = D.video_frames, max_images: int = D.max_images, max_videos: int = D.max_videos,
-                 max_text_length: int = D.max_text_length, vocab_size: int = 20000,
-                 tokenizer_path: str | None = None, limits: Limits = D.limits, cache_dir: str | None = None,
-                 sample_cache_mb: float = 1024, image_augment: bool = False, teacher: str | None = None,
-                 unlabeled: list[str] = [], distill_augment: int = 0, distill_seed: int = 0):
+    GROUPS = (Sources, LabelOptions, DataOptions, SplitOptions, TokenizerOptions, LoaderOptions, DistillationData)
+    from_keys: Callable[..., ComplaintDataModule]  # written below, from GROUPS
+
+    def __init__(self, sources: Sources, labels: LabelOptions, options: DataOptions | None = None,
+                 split_options: SplitOptions | None = None, tokenizer_options: TokenizerOptions | None = None,
+                 loader: LoaderOptions | None = None, distillation: DistillationData | None = None):
         super().__init__()
-        check_arguments(tasks, rare_classes, val_fraction, teacher, unlabeled, distill_augment)
-        self.options = DataOptions(id_column, tuple(text_columns), attachments_column, attachment_separator, encoding,
-                                   redact, tuple(redact_types), image_size, video_frames, max_images, max_videos,
-                                   max_text_length, limits)
-        self.paths, self.reviewed_paths = {"train": train, "val": val, "test": test}, list(reviewed)
-        self.tasks, self.columns = tasks, self.options.columns(t.column for t in tasks)
+        self.sources, self.labels = sources, labels
+        self.options = options or DataOptions()
+        self.split_options = split_options or SplitOptions()
+        self.tokenizer_options = tokenizer_options or TokenizerOptions()
+        self.loader = loader or LoaderOptions()
+        self.distillation = distillation or DistillationData()
+        if (sources.unlabeled or self.distillation.distill_augment) and not self.teacher:
+            raise ValueError("data.unlabeled and data.distill_augment are for distillation: set model.teacher too")
+        self.tasks = list(labels.tasks)
+        self.columns = self.options.columns(t.column for t in self.tasks)
         self.media = self.options.media
-        self.split_options = SplitOptions(keep_no_evidence, dedupe, val_fraction, split_seed)
-        self.check_leakage, self.min_class_count, self.rare_classes = check_leakage, min_class_count, rare_classes
-        self.batch_size, self.num_workers, self.sample_cache_mb = batch_size, num_workers, sample_cache_mb
-        self.image_augment = image_augment
-        self.requested_vocab_size, self.tokenizer_path = vocab_size, tokenizer_path
-        self.cache_dir = Path(cache_dir) if cache_dir else run_files.cache_dir()
-        self.teacher, self.unlabeled_paths = teacher, list(unlabeled)
-        self.distill_augment, self.distill_seed = distill_augment, distill_seed
+        self.cache_dir = Path(self.loader.cache_dir) if self.loader.cache_dir else run_files.cache_dir()
         self.teacher_cache: Path | None = None  # a run's copy of the teacher logits
         self.teacher_logits: dict[str, torch.Tensor] | None = None
         self.splits: dict[str, list[Record]] = {}
         self.archives: dict[str, Archive | list[Archive]] = {}  # a list: one per record
         self.datasets: dict[str, ComplaintDataset] = {}
         self.tokenizer, self.label_space, self.artifacts_dir, self.fingerprint = None, None, None, ""
+
+    @property
+    def teacher(self) -> str | None:
+        return self.distillation.teacher
+
+    @property
+    def batch_size(self) -> int:
+        return self.loader.batch_size
+
+    @property
+    def num_workers(self) -> int:
+        return self.loader.num_workers
 
     # -- what the model needs to know, available before setup() (LightningCLI links these) --
 
@@ -197,14 +142,16 @@ class ComplaintDataModule(pl.LightningDataModule):
     def _prepare(self) -> None:
         if self.label_space is not None:
             return
-        self.splits, self.archives = read_splits(self.paths, self.unlabeled_paths, self.tasks, self.columns,
-                                                 self.media, self.split_options, self.reviewed_paths)
-        if self.check_leakage:
+        sources, labels = self.sources, self.labels
+        paths = {"train": sources.train, "val": sources.val, "test": sources.test}
+        self.splits, self.archives = read_splits(paths, list(sources.unlabeled), self.tasks, self.columns, self.media,
+                                                 self.split_options, list(sources.reviewed))
+        if self.split_options.check_leakage:
             report_leaks(self.splits)
-        report_rare_classes(self.tasks, self.splits["train"], self.min_class_count, self.rare_classes)
+        report_rare_classes(self.tasks, self.splits["train"], labels.min_class_count, labels.rare_classes)
         teacher = teacher_classes(self.teacher, self.tasks)
-        options = VocabularyOptions(self.tasks, self.requested_vocab_size, self.tokenizer_path, teacher,
-                                    self.min_class_count, self.rare_classes, self.columns.redact)
+        options = VocabularyOptions(self.tasks, self.tokenizer_options.vocab_size, self.tokenizer_options.tokenizer_path,
+                                    teacher, labels.min_class_count, labels.rare_classes, self.columns.redact)
         self.artifacts_dir = fit_vocabularies(self.splits["train"], options, self.cache_dir)
         self.fingerprint = self.artifacts_dir.name
         self.tokenizer = load_tokenizer(self.artifacts_dir / run_files.TOKENIZER_DIR)
@@ -233,12 +180,12 @@ class ComplaintDataModule(pl.LightningDataModule):
         """Training records, unlabeled records, then ``distill_augment`` augmented copies of each with text
         (masked units become ``mask``), and the archive of each."""
         self._prepare()
-        splits = ["train"] + [f"unlabeled{i}" for i in range(len(self.unlabeled_paths))]
+        splits = ["train"] + [f"unlabeled{i}" for i in range(len(self.sources.unlabeled))]
         records = [r for split in splits for r in self.splits[split]]
         archives = [a for split in splits for a in self.record_archives(split)]
         texts = [(r, a) for r, a in zip(records, archives) if r.text]
-        for copy in range(1, self.distill_augment + 1):
-            records += [augmented_copy(r, copy, self.distill_seed, mask) for r, _ in texts]
+        for copy in range(1, self.distillation.distill_augment + 1):
+            records += [augmented_copy(r, copy, self.distillation.distill_seed, mask) for r, _ in texts]
             archives += [a for _, a in texts]
         return records, archives
 
@@ -251,7 +198,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         self._prepare()
 
     def _dataset(self, split: str) -> ComplaintDataset:
-        augment = ImageAugmentation(self.options.image_size) if split == "train" and self.image_augment else None
+        augment = ImageAugmentation(self.options.image_size) if split == "train" and self.loader.image_augment else None
         if split == "train" and self.teacher_logits is not None:
             records, archives = self.distillation_set(mask_token(self.tokenizer))
             return ComplaintDataset(records, archives, self.featurizer(), self.teacher_logits, augment)
@@ -265,8 +212,8 @@ class ComplaintDataModule(pl.LightningDataModule):
             raise ValueError(f"no {split} data: set data.{split} to an archive")
         if split not in self.datasets:
             self.datasets[split] = self._dataset(split)
-            if self.sample_cache_mb > 0:
-                self.datasets[split].preload(self.sample_cache_mb, self.num_workers)
+            if self.loader.sample_cache_mb > 0:
+                self.datasets[split].preload(self.loader.sample_cache_mb, self.num_workers)
                 report_attachment_problems(split, self.datasets[split].cache.values())
         dataset = self.datasets[split]
         # Fully preloaded: batches are lookups and a collate, which worker processes would only slow down.
@@ -282,3 +229,11 @@ class ComplaintDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def _from_keys(keys: dict) -> ComplaintDataModule:
+    return ComplaintDataModule(*split_keys(ComplaintDataModule.GROUPS, keys))
+
+
+ComplaintDataModule.from_keys = staticmethod(keyword_function(_from_keys, ComplaintDataModule.GROUPS, "from_keys",
+                                                              ComplaintDataModule))

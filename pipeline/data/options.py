@@ -25,6 +25,27 @@ if TYPE_CHECKING:  # torch comes with them: the doctor reads its columns without
 
 @dataclass(frozen=True)
 class DataOptions:
+    """How a model reads a manifest's records (YAML keys under ``data:``).
+
+    Args:
+        id_column: the manifest's id column (None: ids are row numbers).
+        text_columns: the text columns, joined (e.g. title and body).
+        attachments_column: the attachments column (a JSON list; in CSV a separated string or a JSON list).
+        attachment_separator: the separator of attachments in a CSV string.
+        encoding: the JSONL/CSV manifests' text encoding (e.g. ``gb18030``); bytes that are not valid in it are
+            replaced, and the record gets a ``text_encoding`` warning.
+        redact: replace personal data in the text as it is read, before anything else sees it (tokenizer, TF-IDF,
+            caches, logs, run folder): e-mail addresses, phone numbers, card numbers, IBANs, Chinese resident ID
+            numbers and URLs become ``[EMAIL]``, ``[PHONE]``, ... (see :mod:`pipeline.data.redact`).
+        redact_types: which of those kinds (default all).
+        image_size: the side photos and video frames are resized to.
+        video_frames: frames sampled per video.
+        max_images: photos read per record.
+        max_videos: videos read per record.
+        max_text_length: tokens read per text.
+        limits: the safety limits of every attachment (see :class:`Limits`).
+    """
+
     id_column: str | None = "id"
     text_columns: tuple[str, ...] = ("text",)
     attachments_column: str | None = "attachments"

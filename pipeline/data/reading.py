@@ -8,11 +8,12 @@ leaks between the splits and rare classes reported.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from pipeline.data.archive import Archive, open_archive
+from pipeline.data.datamodule_options import SplitOptions
 from pipeline.data.evidence import has_evidence
 from pipeline.data.labels import OTHER, Task, rare_classes
 from pipeline.data.leakage import exact_duplicates, find_leaks
@@ -65,16 +66,6 @@ def dedupe(records: list[Record]) -> list[Record]:
         rank_zero_info(f"data.dedupe: {len(removed)} training record(s) repeat an earlier text, removed "
                        f"before the split: {_ids(shown, len(removed) > EXAMPLE_IDS)}")
     return records
-
-
-@dataclass(frozen=True)
-class SplitOptions:
-    """How the splits are read: see :class:`pipeline.data.datamodule.ComplaintDataModule`'s arguments."""
-
-    keep_no_evidence: bool
-    dedupe: bool
-    val_fraction: float
-    split_seed: int
 
 
 def read_splits(paths: dict[str, str | None], unlabeled: list[str], tasks: list[Task], columns: Columns,

@@ -3,21 +3,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
-from pipeline.core.run_files import CONFIG_FILE, TOKENIZER_DIR
+from pipeline.core.run_files import RunFolder
 from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer
 from pipeline.data.options import DataOptions
 from pipeline.data.tokenizer_file import read_tokenizer
 
 
-def load_reading(run: Path) -> tuple[object, DataOptions]:
+def load_reading(run: RunFolder) -> tuple[object, DataOptions]:
     """The run folder's tokenizer and the data options it was trained with."""
-    config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
-    return read_tokenizer(run / TOKENIZER_DIR), DataOptions.from_config(config.get("data") or {})
+    return read_tokenizer(run.tokenizer_dir), DataOptions.from_config(run.section("data"))
 
 
 def inference_featurizer(tokenizer, options: DataOptions, reads_media: bool) -> Featurizer:

@@ -27,20 +27,12 @@ import numpy as np
 import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
-from pipeline.models.transformer_encoder import TransformerTextEncoder
 
 IG_STEPS = 16  # interpolation steps of integrated gradients
 IG_CHUNK = 128  # interpolated records per forward pass
 TEXT_METHOD = f"integrated gradients on the token embeddings ({IG_STEPS} steps, padding baseline)"
 IMAGE_METHOD = ("Grad-CAM on the CNN's last convolutional block, with per-position gradients "
                 "(gradient x activation summed over channels)")
-
-
-def embedding_layer(encoder: torch.nn.Module) -> tuple[torch.nn.Module, int]:
-    """The text encoder's token embedding layer, and the position of the text's first token in its output."""
-    if isinstance(encoder, TransformerTextEncoder):
-        return encoder.transformer.get_input_embeddings(), int(encoder.cls_id is not None)
-    return encoder.embedding, 0
 
 
 class Explainer:
@@ -110,7 +102,7 @@ class Explainer:
             fused, _ = model.forward_features({"text_ids": ids, "text_lengths": lengths}, given)
             return model.forward_head(fused)[task]
 
-        layer, first = embedding_layer(model.text_encoder)
+        layer, first = model.text_encoder.input_embeddings()
         ids = batch["text_ids"]
         attributions = LayerIntegratedGradients(logits, layer).attribute(
             ids, baselines=torch.full_like(ids, self.pad_id), target=target, n_steps=IG_STEPS,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.core.run_files import CheckpointError
 from pipeline.export.onnx import INFO_FILE, ExportError, export_folder, export_run
-from pipeline.training.checkpoint import load_run
+from pipeline.models.trained_run import load_run
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,7 @@ from torch import nn
 
 from pipeline.core.atomic import atomic_folder
 from pipeline.core.run_files import cache_dir
-from pipeline.training.checkpoint import LoadedRun
+from pipeline.models.trained_run import LoadedRun
 
 EXPORT_DIR = "export"
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.export.onnx import GRAPH_FILES, ensure_export, input_names
 from pipeline.models.length_groups import in_length_groups
-from pipeline.training.checkpoint import LoadedRun
+from pipeline.models.trained_run import LoadedRun
 
 
 def cuda_provider_available() -> bool:

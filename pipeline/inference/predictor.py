@@ -18,7 +18,7 @@ from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
 from pipeline.inference.defaults import BACKENDS, BLOCK, GROUP_SIZE
 from pipeline.inference.onnx_backend import OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
-from pipeline.training.checkpoint import LoadedRun, load_run
+from pipeline.models.trained_run import LoadedRun, load_run
 
 
 def resolve_device(device: str, backend: str = "torch") -> str:

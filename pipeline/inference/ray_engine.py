@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.progress import Progress
+from pipeline.core.run_files import RunFolder
 from pipeline.core.signals import StopRequests
 from pipeline.data.archive import Archive, open_archive
 from pipeline.data.dataset import BlockBuilder, RecordStream, numbered_blocks
@@ -112,7 +113,7 @@ class Decoder:
     needs nothing the driver put in the object store."""
 
     def __init__(self, run_dir: str, reads_media: bool, stream: RecordStream):
-        tokenizer, options = load_reading(Path(run_dir))
+        tokenizer, options = load_reading(RunFolder(run_dir))
         self.build = BlockBuilder(inference_featurizer(tokenizer, options, reads_media),
                                   inference_collator(tokenizer, options, reads_media))
         self.paths, self.limits = stream.paths, stream.limits

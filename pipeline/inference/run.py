@@ -24,7 +24,7 @@ from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stop
 from pipeline.inference.predictor import ComplaintAnalyzer, resolve_device
 from pipeline.inference.summary import RowTally, meta_of, print_summary, run_counts, write_evaluation
 from pipeline.inference.writers import ChunkStore, columns_for, write_output
-from pipeline.training.checkpoint import load_run
+from pipeline.models.trained_run import load_run
 
 LEDGER_KEYS = ("inputs", "checkpoint_sha256", "evaluate", "columns", "calibrated", "review_precision")
 

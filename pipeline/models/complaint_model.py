@@ -9,12 +9,10 @@ from pipeline.models.fusion import FUSIONS
 from pipeline.models.heads import TaskHeads
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.network_options import MODALITIES, NetworkOptions
-from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
+from pipeline.models.text_encoders import build_text_encoder, check_text_options
 from pipeline.models.tfidf_linear import TfidfLinear
-from pipeline.models.transformer_encoder import TransformerTextEncoder
 from pipeline.models.video_encoder import VideoEncoder
 
-TEXT_ENCODERS = ("lstm", "textcnn", "transformer")
 DEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends of network and TF-IDF logits tried on validation
 
 
@@ -43,21 +41,9 @@ def check_options(o: NetworkOptions) -> None:
     unknown = [m for m in o.modalities if m not in MODALITIES]
     if unknown or not o.modalities:
         raise ValueError(f"modalities {list(o.modalities)}: expected a non-empty subset of {list(MODALITIES)}")
-    if o.text_encoder not in TEXT_ENCODERS:
-        raise ValueError(f"text_encoder {o.text_encoder!r} is not one of {list(TEXT_ENCODERS)}")
-    if (o.text_encoder == "transformer") != (o.text_pretrained is not None) and "text" in o.modalities:
-        raise ValueError(f"text_pretrained={o.text_pretrained!r} with text_encoder {o.text_encoder!r}: the transformer "
-                         f"encoder needs text_pretrained (a local model folder), and only it takes one")
+    check_text_options(o)
     if o.fusion not in FUSIONS:
         raise ValueError(f"fusion {o.fusion!r} is not one of {list(FUSIONS)}")
-
-
-def text_encoder(o: NetworkOptions, vocab_size: int, pad_id: int) -> nn.Module:
-    if o.text_encoder == "lstm":
-        return LSTMTextEncoder(vocab_size, o.embed_dim, o.text_hidden, o.text_layers, o.dropout, pad_id)
-    if o.text_encoder == "transformer":
-        return TransformerTextEncoder(o.text_pretrained, o.text_pooling, o.text_freeze_layers)
-    return TextCNNEncoder(vocab_size, o.embed_dim, o.text_hidden, dropout=o.dropout, pad_id=pad_id)
 
 
 class ComplaintModel(nn.Module):
@@ -74,9 +60,7 @@ class ComplaintModel(nn.Module):
     the Lightning module from :data:`DEEP_WEIGHTS` after a fit; 1, the network
     alone, until then).
 
-    ``text_encoder``: ``lstm``, ``textcnn`` or ``transformer`` (a pretrained
-    model from the local folder ``text_pretrained``, see
-    :class:`TransformerTextEncoder`).
+    ``text_encoder``: a name of :data:`pipeline.models.text_encoders.TEXT_ENCODERS`.
     """
 
     def __init__(self, vocab_size: int, num_classes: dict[str, int], options: NetworkOptions = NetworkOptions(),
@@ -88,7 +72,7 @@ class ComplaintModel(nn.Module):
         self.modalities = tuple(m for m in MODALITIES if m in o.modalities)
         dims = {}
         if "text" in self.modalities:
-            self.text_encoder = text_encoder(o, vocab_size, pad_id)
+            self.text_encoder = build_text_encoder(o, vocab_size, pad_id)
             dims["text"] = self.text_encoder.out_dim
         if "image" in self.modalities:
             self.image_encoder = ImageEncoder(o.image_backbone, o.image_dim, o.backbone_weights, o.freeze_backbone)

@@ -1,20 +1,41 @@
-"""The network's options, declared once: the encoders, fusion and heads that :class:`ComplaintModel` builds.
-
-The Lightning module takes them as plain arguments (the YAML keys under
-``model:`` and the checkpoint's hyper-parameters) and hands them over with
-:meth:`NetworkOptions.from_hparams`, which names each field: an option renamed
-on one side is an error there, never dropped.
-"""
+"""The network's options, declared once: the encoders, fusion and heads that :class:`ComplaintModel` builds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 MODALITIES = ("text", "image", "video")
 
 
 @dataclass(frozen=True)
 class NetworkOptions:
+    """The network (YAML keys under ``model:``).
+
+    Args:
+        modalities: subset of ``text``, ``image``, ``video`` the model reads.
+        text_encoder: ``lstm`` (BiLSTM + attention), ``textcnn``, or ``transformer`` (a pretrained model from the
+            local folder ``text_pretrained``, pooled by ``text_pooling``: ``mean``, ``cls`` or ``attention``;
+            ``text_freeze_layers`` keeps its embeddings and first N layers fixed).
+        embed_dim: token embedding size of the ``lstm`` and ``textcnn`` encoders.
+        text_hidden: hidden size of the BiLSTM (per direction) or filters of the TextCNN.
+        text_layers: BiLSTM layers.
+        text_pretrained: local folder of the pretrained text model (``transformer`` only).
+        text_pooling: how the transformer's tokens become one vector.
+        text_freeze_layers: transformer layers (after the embeddings) kept fixed.
+        text_linear: a TF-IDF logistic regression on the text beside the network, blended with it per task
+            (see :mod:`pipeline.training.blend`).
+        image_backbone: ``small_cnn``, ``mobilenet_v3_small``, ``resnet18`` or ``efficientnet_b0``.
+        image_dim: size of an encoded image.
+        backbone_weights: local state-dict file for the image backbone.
+        freeze_backbone: keep the image backbone's weights fixed.
+        video_temporal: ``attention``, ``lstm`` or ``mean`` over frames.
+        share_frame_encoder: video frames go through the photos' image encoder.
+        fusion: ``attention`` (modality tokens) or ``concat`` (ablation).
+        fusion_dim: size of the fused vector.
+        fusion_heads: attention heads of the fusion.
+        dropout: dropout in the encoders, fusion and heads.
+    """
+
     modalities: tuple[str, ...] = MODALITIES
     text_encoder: str = "lstm"
     embed_dim: int = 128
@@ -34,10 +55,3 @@ class NetworkOptions:
     fusion_dim: int = 128
     fusion_heads: int = 4
     dropout: float = 0.1
-
-    @classmethod
-    def from_hparams(cls, hparams) -> "NetworkOptions":
-        """The fields of ``hparams`` (a mapping with every field's name)."""
-        values = {f.name: hparams[f.name] for f in fields(cls)}
-        values["modalities"] = tuple(values["modalities"])
-        return cls(**values)

@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
 from pipeline.confidence.calibration import Calibration, probabilities
 from pipeline.models.complaint_model import ComplaintModel
+from pipeline.models.data_facts import DataFacts
 from pipeline.models.length_groups import in_length_groups
 from pipeline.models.network_options import NetworkOptions
 
@@ -52,18 +51,16 @@ class Predicting:
 
 
 class PredictionModel(Predicting, nn.Module):
-    """A trained network and its calibration, built from a checkpoint's hyper-parameters (the Lightning
-    module's arguments); its state dict takes the checkpoint's ``model.*`` and ``calibration.*`` weights."""
+    """A trained network and its calibration, without Lightning; its state dict takes the checkpoint's
+    ``model.*`` and ``calibration.*`` weights."""
 
     PARTS = ("model.", "calibration.")  # the state dict's prefixes prediction needs
 
-    def __init__(self, hparams: Mapping):
+    def __init__(self, network: NetworkOptions, facts: DataFacts):
         super().__init__()
-        task_classes = hparams["task_classes"]
-        self.tasks = list(task_classes)
-        self.multilabel = set(hparams["multilabel_tasks"])
+        self.tasks = list(facts.task_classes)
+        self.multilabel = set(facts.multilabel_tasks)
         self.calibrated = True
         self.predict_group_size = None
-        self.model = ComplaintModel(hparams["vocab_size"], {t: len(c) for t, c in task_classes.items()},
-                                    NetworkOptions.from_hparams(hparams), hparams["pad_id"])
-        self.calibration = Calibration(task_classes, self.multilabel)
+        self.model = ComplaintModel(facts.vocab_size, facts.num_classes, network, facts.pad_id)
+        self.calibration = Calibration(facts.task_classes, self.multilabel)

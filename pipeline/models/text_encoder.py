@@ -7,6 +7,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pipeline.models.network_options import NetworkOptions
 from pipeline.models.pooling import AdditiveAttention
 
 LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -23,13 +24,33 @@ def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.gather(1, order.view(*order.shape, *[1] * (x.dim() - 2)).expand_as(x))
 
 
-class LSTMTextEncoder(nn.Module):
+class OwnVocabularyEncoder:
+    """An encoder whose embedding table is indexed by the tokenizer a fit trains (or ``data.tokenizer_path``);
+    ``embeddings_from`` may start the table from a pretrained model's."""
+
+    PRETRAINED = False  # no pretrained folder: no weights or tokenizer of its own
+    embedding: nn.Embedding
+
+    def input_embeddings(self) -> tuple[nn.Embedding, int]:
+        """The token embedding layer, and the position of the text's first token in its output."""
+        return self.embedding, 0
+
+    def pretrained_parameters(self, embeddings_from: bool) -> list[nn.Parameter]:
+        """The weights ``text_lr`` trains: the embedding table, when ``embeddings_from`` started it."""
+        return [self.embedding.weight] if embeddings_from else []
+
+
+class LSTMTextEncoder(OwnVocabularyEncoder, nn.Module):
     """Embedding -> bidirectional LSTM -> additive attention and max pooling.
 
     Padding changes nothing: the LSTM never reads it and pooling masks it.
     Returns the pooled vector and the per-token attention weights (zeros on padding).
     A record without text (length 0) gets a zero vector.
     """
+
+    @classmethod
+    def from_options(cls, o: NetworkOptions, vocab_size: int, pad_id: int) -> LSTMTextEncoder:
+        return cls(vocab_size, o.embed_dim, o.text_hidden, o.text_layers, o.dropout, pad_id)
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 128, num_layers: int = 1,
                  dropout: float = 0.1, pad_id: int = 0):
@@ -75,8 +96,12 @@ class LSTMTextEncoder(nn.Module):
         return torch.cat([attended, maxed], dim=1) * has_text, weights * has_text
 
 
-class TextCNNEncoder(nn.Module):
+class TextCNNEncoder(OwnVocabularyEncoder, nn.Module):
     """Embedding -> 1-D convolutions (kernel sizes 3/4/5 by default) -> masked max pooling over time."""
+
+    @classmethod
+    def from_options(cls, o: NetworkOptions, vocab_size: int, pad_id: int) -> TextCNNEncoder:
+        return cls(vocab_size, o.embed_dim, o.text_hidden, dropout=o.dropout, pad_id=pad_id)
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, num_filters: int = 128,
                  kernel_sizes: tuple[int, ...] = (3, 4, 5), dropout: float = 0.1, pad_id: int = 0):

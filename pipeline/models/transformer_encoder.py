@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.models.network_options import NetworkOptions
 from pipeline.models.pooling import AdditiveAttention
 from pipeline.models.text_encoder import length_mask
 
@@ -89,6 +90,20 @@ class TransformerTextEncoder(nn.Module):
             raise ValueError(f"text_freeze_layers={freeze_layers}: the model has {len(layers)} layers")
         if freeze_layers:
             self._freeze(layers, freeze_layers)
+
+    PRETRAINED = True  # reads its weights and its own tokenizer from a local folder, ``text_pretrained``
+
+    @classmethod
+    def from_options(cls, o: NetworkOptions, vocab_size: int, pad_id: int) -> TransformerTextEncoder:
+        return cls(o.text_pretrained, o.text_pooling, o.text_freeze_layers)  # its own vocabulary and padding
+
+    def input_embeddings(self) -> tuple[nn.Module, int]:
+        """The token embedding layer, and the position of the text's first token in its output."""
+        return self.transformer.get_input_embeddings(), int(self.cls_id is not None)
+
+    def pretrained_parameters(self, embeddings_from: bool) -> list[nn.Parameter]:
+        """The weights ``text_lr`` trains: all the pretrained model's."""
+        return list(self.transformer.parameters())
 
     def _freeze(self, layers: nn.ModuleList, n: int) -> None:
         """Freeze the input embeddings and the first ``n`` blocks: parameters come in registration order."""

@@ -8,10 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from pipeline.core.atomic import write_atomic
-from pipeline.core.run_files import CONFIG_FILE, LABELS_FILE, CheckpointError, find_checkpoint
+from pipeline.core.run_files import LABELS_FILE, CheckpointError, RunFolder
 from pipeline.data.archive import ArchiveError
 from pipeline.data.cli_options import columns_from_args
 from pipeline.data.dataset import RecordStream
@@ -49,16 +48,15 @@ def reviewed_run(run: str | None, meta: dict) -> ReviewedRun:
     if not source:
         raise ReviewError("no run: give --run RUN_FOLDER (the predictions have no .meta.json naming their checkpoint)")
     try:
-        _, folder = find_checkpoint(Path(source))
+        run = RunFolder.of(source)
     except CheckpointError as e:
         raise ReviewError(str(e)) from None
-    if not (folder / LABELS_FILE).is_file():
-        raise ReviewError(f"{folder} is not a run folder of train.py (no {LABELS_FILE})")
-    config = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
-    options = DataOptions.from_config(config.get("data") or {})
+    if not run.labels_file.is_file():
+        raise ReviewError(f"{run.path} is not a run folder of train.py (no {LABELS_FILE})")
+    options = DataOptions.from_config(run.section("data"))
     given = {k: meta.get("options", {}).get(k) for k in COLUMN_OPTIONS}
     columns = columns_from_args(argparse.Namespace(**given), options.columns())
-    return ReviewedRun(folder, LabelSpace.load(folder / LABELS_FILE), columns, options.limits)
+    return ReviewedRun(run.path, LabelSpace.load(run.labels_file), columns, options.limits)
 
 
 def is_flagged(row: dict) -> bool:

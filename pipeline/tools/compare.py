@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     from pipeline.core.library_noise import silence_library_noise
     from pipeline.data.archive import ArchiveError
-    from pipeline.training.checkpoint import CheckpointError
+    from pipeline.models.trained_run import CheckpointError
 
     silence_library_noise()
     args = parse_args(argv)

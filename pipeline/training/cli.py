@@ -17,9 +17,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pipeline.confidence.review import DEFAULT_PRECISION
 from pipeline.core.library_noise import silence_library_noise
+from pipeline.core.option_groups import take
 from pipeline.core.run_files import CONFIG_FILE
 from pipeline.core.signals import exit_status
 from pipeline.data.datamodule import ComplaintDataModule
+from pipeline.models.network_options import NetworkOptions
+from pipeline.models.text_encoders import pretrained_folder
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.post_fit import finish_fit
 from pipeline.training.run_folder import RUN_DIR_ENV, prepare_run_folder, resolve_run_dir
@@ -55,7 +58,7 @@ class ComplaintCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 42)
         kwargs.setdefault("save_config_callback", None)
         kwargs.setdefault("parser_class", SuggestingParser)  # config.yaml is written into the run folder instead
-        super().__init__(ComplaintClassifier, ComplaintDataModule, *args, **kwargs)
+        super().__init__(ComplaintClassifier.from_keys, ComplaintDataModule.from_keys, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--runs_root", default="runs", help="folder holding the run folders")
@@ -76,20 +79,20 @@ class ComplaintCLI(LightningCLI):
         parser.link_arguments("model.teacher", "data.teacher")
 
     def before_instantiate_classes(self) -> None:
-        """A pretrained text model brings its tokenizer: the data uses it unless told otherwise
-        (the transformer cannot be told otherwise: its embeddings are indexed by its own vocabulary).
-        ``model.embeddings_from: teacher`` is the folder the teacher was fine-tuned from (see
-        :func:`teacher_pretrained_folder`)."""
+        """A pretrained text encoder brings its tokenizer: the data uses it unless told otherwise (it cannot be
+        told otherwise: its embeddings are indexed by its own vocabulary). ``model.embeddings_from: teacher`` is
+        the folder the teacher was fine-tuned from (see :func:`teacher_pretrained_folder`)."""
         cfg = self.config[self.subcommand]
         model, data = cfg["model"], cfg["data"]
         if "text" not in model["modalities"]:
             return
-        if model["text_encoder"] == "transformer" and model["text_pretrained"]:
+        folder = pretrained_folder(take(NetworkOptions, model))
+        if folder:
             given = data["tokenizer_path"]
-            if given and Path(given).resolve() != Path(model["text_pretrained"]).resolve():
-                raise ValueError(f"data.tokenizer_path={given}: the transformer encoder reads the tokens of its own "
-                                 f"tokenizer, model.text_pretrained={model['text_pretrained']}; leave tokenizer_path unset")
-            data["tokenizer_path"] = model["text_pretrained"]
+            if given and Path(given).resolve() != Path(folder).resolve():
+                raise ValueError(f"data.tokenizer_path={given}: the {model['text_encoder']} encoder reads the tokens "
+                                 f"of its own tokenizer, model.text_pretrained={folder}; leave tokenizer_path unset")
+            data["tokenizer_path"] = folder
             return
         if model["embeddings_from"] == FROM_TEACHER:
             model["embeddings_from"] = teacher_pretrained_folder(model["teacher"])

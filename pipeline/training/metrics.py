@@ -1,8 +1,8 @@
 """Validation and test metrics of every blend of network and TF-IDF regression, per task.
 
-Per stage and task, one metric collection per weight in :data:`DEEP_WEIGHTS`
-(network alone, regression alone and between; one collection without the
-regression), so that after a fit the blend can be chosen on validation without
+Per stage and task, one metric collection per candidate weight of the blend
+(:attr:`Blend.candidates`: network alone, regression alone and between; one
+collection without the regression), so that after a fit the blend can be chosen on validation without
 predicting again.
 """
 
@@ -20,7 +20,6 @@ from torchmetrics.classification import (
 )
 
 from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
-from pipeline.models.complaint_model import DEEP_WEIGHTS
 
 STAGES = ("val", "test")
 
@@ -54,10 +53,10 @@ def metric_inputs(logits: torch.Tensor, target: torch.Tensor, multilabel: bool) 
 class BlendMetrics(nn.Module):
     """The metrics of each blend, per stage and task; :meth:`compute` gives each blend's values per task."""
 
-    def __init__(self, task_classes: dict[str, list[str]], multilabel: set[str], blended: bool):
+    def __init__(self, task_classes: dict[str, list[str]], multilabel: set[str], weights: tuple):
         super().__init__()
         self.multilabel = set(multilabel)
-        self.weights = DEEP_WEIGHTS if blended else (None,)
+        self.weights = weights  # the network's weight in each blend (None: the model as it is)
         self.stages = nn.ModuleDict({s: task_metrics(task_classes, multilabel, len(self.weights)) for s in STAGES})
 
     def update(self, stage: str, model, deep: dict, linear: dict | None, labels: dict) -> None:

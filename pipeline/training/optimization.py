@@ -6,25 +6,22 @@ import math
 
 import torch
 
-from pipeline.models.transformer_encoder import TransformerTextEncoder
-
 SCHEDULERS = ("cosine", "onecycle", "constant")
 
 
 def pretrained_text_parameters(module) -> list[torch.nn.Parameter]:
-    """The weights that ``text_lr`` trains: the transformer's, or the embeddings of ``embeddings_from``."""
+    """The weights that ``text_lr`` trains: as the text encoder says (a pretrained encoder's, or the embeddings
+    ``embeddings_from`` started)."""
     encoder = getattr(module.model, "text_encoder", None)
-    if isinstance(encoder, TransformerTextEncoder):
-        return list(encoder.transformer.parameters())
-    if encoder is not None and module.hparams.embeddings_from:
-        return [encoder.embedding.weight]
-    return []
+    if encoder is None:
+        return []
+    return encoder.pretrained_parameters(bool(module.options.optimization.embeddings_from))
 
 
 def optimizer_and_scheduler(module):
     """What ``configure_optimizers`` returns for the module's ``lr``, ``text_lr``, ``weight_decay``,
     ``scheduler`` (``cosine``: linear warm-up then cosine; ``onecycle``; ``constant``) and ``warmup_fraction``."""
-    hp = module.hparams
+    hp = module.options.optimization
     pretrained = {id(p) for p in pretrained_text_parameters(module)} if hp.text_lr is not None else set()
     params = [p for p in module.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) not in pretrained], "lr": hp.lr},

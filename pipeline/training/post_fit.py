@@ -40,8 +40,7 @@ def store_buffers(checkpoint: Path, module: ComplaintClassifier) -> None:
     every loader gets it."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     chosen = {f"calibration.{k}": v for k, v in module.calibration.state_dict().items()}
-    if module.model.text_linear is not None:
-        chosen["model.deep_weight"] = module.model.deep_weight
+    chosen.update(module.blend.chosen_state())
     ckpt["state_dict"].update({k: v.detach().cpu().clone() for k, v in chosen.items()})
     with atomic_file(checkpoint) as partial:
         torch.save(ckpt, partial)
@@ -67,7 +66,7 @@ def stage_metrics(module: ComplaintClassifier, stage: str) -> dict:
     out = module.metrics_report(stage)
     for task, values in out.items():
         if "f1_per_class" in values:
-            values["f1_per_class"] = dict(zip(module.hparams.task_classes[task], values["f1_per_class"]))
+            values["f1_per_class"] = dict(zip(module.facts.task_classes[task], values["f1_per_class"]))
     return out
 
 
@@ -145,7 +144,7 @@ def finish_fit(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, run
     ckpt = best or None
     with quiet_checkpoint_restore():
         trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-    deep_weights = module.choose_deep_weights() if module.model.text_linear is not None else None
+    deep_weights = module.choose_deep_weights()
     val_logits, val_targets = split_logits(module, datamodule.val_dataloader())
     fitted = module.calibration.fit(val_logits, val_targets)
     if best and trainer.is_global_zero:
@@ -172,11 +171,12 @@ def finish_fit(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, run
         "calibration": fitted, "review": review, "best_score": float(score) if score is not None else None,
         "epochs": trainer.current_epoch, "fit_seconds": round(time.time() - started, 1) if started else None,
     }
-    if module.hparams.get("teacher"):
-        scores = teacher_scores(module.hparams.teacher, datamodule, {s: o[1] for s, o in outcomes.items()},
-                                module.hparams.task_classes, module.multilabel, str(module.device))
-        info["distillation"] = {"teacher": str(module.hparams.teacher), **comparison(metrics, scores)}
+    teacher = module.options.distillation.teacher
+    if teacher:
+        scores = teacher_scores(teacher, datamodule, {s: o[1] for s, o in outcomes.items()},
+                                module.facts.task_classes, module.multilabel, str(module.device))
+        info["distillation"] = {"teacher": str(teacher), **comparison(metrics, scores)}
     (run / RUN_INFO).write_text(json.dumps(info, indent=2))
-    write_plots(run, metrics, module.hparams.task_classes)
+    write_plots(run, metrics, module.facts.task_classes)
     info["metrics"] = metrics
     return info

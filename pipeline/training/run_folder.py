@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, save_architecture
+from pipeline.models.text_encoders import save_text_architecture
 
 # The run folder, handed to DDP worker processes (which re-run this CLI); set it
 # yourself when torchrun or SLURM starts every rank, so that all ranks agree.
@@ -45,8 +45,7 @@ def resolve_run_dir(cfg) -> Path:
 
 
 def prepare_run_folder(run_dir: Path, module, datamodule) -> None:
-    """The vocabularies and, for a transformer, its architecture (config and tokenizer, not the weights)."""
+    """The vocabularies and, for a pretrained text encoder, its architecture (config and tokenizer, not the
+    weights)."""
     datamodule.export_vocabularies(run_dir)
-    hp = module.hparams
-    if hp.text_encoder == "transformer" and "text" in module.model.modalities:
-        save_architecture(hp.text_pretrained, run_dir / TEXT_MODEL_DIR)
+    save_text_architecture(module.options.network, Path(run_dir))

@@ -16,21 +16,23 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import yaml
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.core.atomic import atomic_file
 from pipeline.core.progress import Progress
-from pipeline.core.run_files import CONFIG_FILE, TOKENIZER_DIR, find_checkpoint, sha256
+from pipeline.core.option_groups import take
+from pipeline.core.run_files import RunFolder, sha256
 from pipeline.data.archive import Archive
 from pipeline.data.augment import mask_token
 from pipeline.data.collate import batch_to_device
 from pipeline.data.dataset import ComplaintDataset
 from pipeline.data.records import Record
 from pipeline.data.text import load_tokenizer
-from pipeline.training.checkpoint import load_run
+from pipeline.models.network_options import NetworkOptions
+from pipeline.models.text_encoders import pretrained_folder
+from pipeline.models.trained_run import load_run
 
 FROM_TEACHER = "teacher"  # model.embeddings_from: the teacher's pretrained folder
 
@@ -43,9 +45,7 @@ def teacher_pretrained_folder(run_dir: str | None) -> str | None:
     if not run_dir:
         raise ValueError("model.embeddings_from=teacher: set model.teacher to a run folder, or embeddings_from to a "
                          "pretrained folder (or null)")
-    _, run = find_checkpoint(Path(run_dir))
-    config = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")).get("model") or {}  # {} for a plain Trainer run
-    folder = config.get("text_pretrained") if config.get("text_encoder") == "transformer" else None
+    folder = pretrained_folder(take(NetworkOptions, RunFolder.of(run_dir).section("model")))  # a plain Trainer run: none
     if folder is None:
         rank_zero_info(f"embeddings_from=teacher: the teacher {run_dir} has no pretrained text model; "
                        f"the student trains its own tokenizer")
@@ -63,9 +63,10 @@ class Teacher:
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise FileNotFoundError(f"model.teacher={run_dir}: not a folder; give a run folder printed by train.py")
-        self.checkpoint, run = find_checkpoint(self.run_dir)
+        run = RunFolder.of(self.run_dir)
+        self.checkpoint = run.checkpoint
         self.checkpoint_sha256 = sha256(self.checkpoint)
-        self.tokenizer = load_tokenizer(run / TOKENIZER_DIR)
+        self.tokenizer = load_tokenizer(run.tokenizer_dir)
         self.device = device
 
     def cache_key(self, records: Sequence[Record]) -> str:
@@ -140,7 +141,7 @@ class TeacherLogits(pl.Callback):
     (``train.py``: the run folder). ``train.py`` adds it; add it to your own ``Trainer``'s callbacks."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        teacher_dir, datamodule = pl_module.hparams.get("teacher"), trainer.datamodule
+        teacher_dir, datamodule = pl_module.options.distillation.teacher, trainer.datamodule
         if stage != TrainerFn.FITTING or not teacher_dir or datamodule.teacher_logits is not None:
             return
         teacher = Teacher(teacher_dir, device=str(trainer.strategy.root_device))

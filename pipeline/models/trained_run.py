@@ -1,8 +1,8 @@
-"""Load a trained run safely: weights with ``weights_only=True``, vocabularies from plain files."""
+"""A trained run, loaded to predict: its network (without Lightning), tokenizer, labels and data options, from
+the run folder alone; weights with ``weights_only=True``, vocabularies from plain files."""
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,15 +10,8 @@ from pathlib import Path
 import torch
 
 from pipeline.confidence.review import DEFAULT_PRECISION
-from pipeline.core.run_files import (
-    CONFIG_FILE,
-    LABELS_FILE,
-    RUN_INFO,
-    TOKENIZER_DIR,
-    CheckpointError,
-    find_checkpoint,
-    sha256,
-)
+from pipeline.core.option_groups import take
+from pipeline.core.run_files import CONFIG_FILE, LABELS_FILE, TOKENIZER_DIR, CheckpointError, RunFolder, sha256
 from pipeline.data.collate import Collator
 from pipeline.data.dataset import Featurizer
 from pipeline.data.labels import LabelSpace
@@ -26,8 +19,10 @@ from pipeline.data.media import MediaSpec
 from pipeline.data.options import DataOptions
 from pipeline.data.records import Columns
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
+from pipeline.models.data_facts import DataFacts
+from pipeline.models.network_options import NetworkOptions
 from pipeline.models.prediction import PredictionModel
-from pipeline.models.transformer_encoder import TEXT_MODEL_DIR
+from pipeline.models.text_encoders import options_for_loading
 
 TRAINING_ONLY = "class_weight_"  # the loss's buffers: checkpoints hold them, prediction needs none
 
@@ -68,8 +63,7 @@ class LoadedRun:
     @property
     def review_precision(self) -> float:
         """The review band's precision the run was trained with (``--review_precision``)."""
-        info = self.run_dir / RUN_INFO
-        review = json.loads(info.read_text()).get("review") if info.is_file() else None
+        review = RunFolder(self.run_dir).info.get("review")
         return review["precision"] if review else DEFAULT_PRECISION
 
     @property
@@ -82,11 +76,24 @@ def _first_sentence(e: Exception) -> str:
     return str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
 
 
+def network_of(hparams: dict, run: RunFolder) -> tuple[NetworkOptions, DataFacts]:
+    """The options that rebuild the checkpoint's network from the run folder alone. The hyper-parameters hold
+    the module's groups (``options``, ``facts``), or, in a run trained before the groups, their keys flat."""
+    if "options" in hparams:
+        hparams = {**hparams["options"], **hparams["facts"]}
+    try:
+        network, facts = take(NetworkOptions, hparams), take(DataFacts, hparams)
+        return options_for_loading(network, run.path), facts
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {run.checkpoint} does not match this code's model options: {e}") from None
+
+
 def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
-    ckpt_path, run = find_checkpoint(Path(path))
-    for needed in (run / TOKENIZER_DIR / "tokenizer.json", run / LABELS_FILE, run / CONFIG_FILE):
-        if not needed.exists():
-            raise CheckpointError(f"run folder {run} lacks {needed.name}: give the run folder train.py printed")
+    run = RunFolder.of(path)
+    run.require(f"{TOKENIZER_DIR}/tokenizer.json", LABELS_FILE, CONFIG_FILE)
+    ckpt_path = run.checkpoint
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # something weights_only refuses: loading it could run code
@@ -96,21 +103,12 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
                               f"{': ' + _first_sentence(e) if str(e) else ''}); use another checkpoint of the run") from None
     if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{ckpt_path} is not a complaint-pipeline checkpoint (no state_dict / hyper_parameters)")
-    labels = LabelSpace.load(run / LABELS_FILE)
-    # LightningCLI adds private keys (_instantiator, _class_path); the model takes the rest
-    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    # Pretrained weights were only where training started: the checkpoint holds them now.
-    hparams["backbone_weights"] = None
-    if hparams.get("text_encoder") == "transformer":
-        hparams["text_pretrained"] = str(run / TEXT_MODEL_DIR)
-        if not (run / TEXT_MODEL_DIR / "config.json").is_file():
-            raise CheckpointError(f"run folder {run} lacks {TEXT_MODEL_DIR}/config.json, the transformer's architecture")
-    if hparams.get("task_classes") != labels.classes:
-        raise CheckpointError(f"{run / LABELS_FILE} does not match the checkpoint's classes: wrong run folder?")
+    labels = LabelSpace.load(run.labels_file)
+    network, facts = network_of(ckpt["hyper_parameters"], run)
+    if facts.task_classes != labels.classes:
+        raise CheckpointError(f"{run.labels_file} does not match the checkpoint's classes: wrong run folder?")
     try:
-        model = PredictionModel(hparams)
-    except KeyError as e:
-        raise CheckpointError(f"checkpoint {ckpt_path} does not match this code's model options: no option {e}") from None
+        model = PredictionModel(network, facts)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {ckpt_path} does not match this code's model options: {e}") from None
     weights = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(TRAINING_ONLY)}
@@ -124,4 +122,5 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
         )
     model.eval().to(device)
     tokenizer, options = load_reading(run)
-    return LoadedRun(model, tokenizer, labels, options, ckpt_path, sha256(ckpt_path), run, calibrated=not uncalibrated)
+    return LoadedRun(model, tokenizer, labels, options, ckpt_path, sha256(ckpt_path), run.path,
+                     calibrated=not uncalibrated)

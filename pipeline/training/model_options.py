@@ -1,0 +1,119 @@
+"""The Lightning module's option groups besides the network's: optimisation, distillation and the TF-IDF blend.
+
+Each option is declared once, here or in :class:`NetworkOptions`; users type
+them flat (``--model.lr``, ``model: {text_hidden: 64}``) and checkpoints keep
+them flat, through :meth:`ModelOptions.from_keys` and :meth:`ModelOptions.keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pipeline.core.option_groups import as_keys, split_keys
+from pipeline.models.network_options import NetworkOptions
+from pipeline.training.losses import DISTILL_LOSSES
+from pipeline.training.optimization import SCHEDULERS
+
+
+@dataclass(frozen=True)
+class OptimizationOptions:
+    """How the network is trained.
+
+    Args:
+        lr: learning rate (AdamW).
+        text_lr: learning rate of pretrained text weights (the pretrained encoder, or the embeddings of
+            ``embeddings_from``); default ``lr``.
+        embeddings_from: a local pretrained model folder whose input embeddings start the ``lstm``/``textcnn``
+            embedding table at the start of a fit: rows of the tokens both vocabularies share are copied,
+            reduced to ``embed_dim`` by PCA when smaller (``teacher``: the folder the teacher was fine-tuned from).
+        weight_decay: AdamW's weight decay.
+        warmup_fraction: share of the steps that warm the learning rate up.
+        scheduler: ``cosine`` (linear warm-up then cosine), ``onecycle`` or ``constant``.
+        label_smoothing: label smoothing of the multi-class losses.
+        modality_dropout: chance, per sample and modality, of hiding it in training.
+        task_weights: loss weight per task (default 1).
+        class_weights: per task, one weight per class (in ``task_classes`` order).
+        balance_classes: weight classes by inverse training frequency (capped at ``MAX_CLASS_WEIGHT``), for
+            tasks without explicit ``class_weights``.
+    """
+
+    lr: float = 2e-3
+    text_lr: float | None = None
+    embeddings_from: str | None = None
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    scheduler: str = "cosine"
+    label_smoothing: float = 0.0
+    modality_dropout: float = 0.1
+    task_weights: dict[str, float] = field(default_factory=dict)
+    class_weights: dict[str, list[float]] = field(default_factory=dict)
+    balance_classes: bool = False
+
+    def __post_init__(self):
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler {self.scheduler!r} is not one of {SCHEDULERS}")
+
+
+@dataclass(frozen=True)
+class DistillationOptions:
+    """Learning from a teacher's outputs.
+
+    Args:
+        teacher: a trained run folder of this project; the data module caches its logits (see
+            :mod:`pipeline.training.teacher`) and training adds ``1 - distill_alpha`` times the distillation loss
+            to ``distill_alpha`` times the hard-label loss.
+        distill_alpha: the hard-label loss's share.
+        distill_temperature: the temperature ``T`` of the ``kl`` loss.
+        distill_loss: ``kl``, ``T^2 * KL(teacher || student)`` at ``T = distill_temperature`` (Hinton et al.
+            2015), or ``mse``, the mean squared error of the logits (Tang et al. 2019).
+    """
+
+    teacher: str | None = None
+    distill_alpha: float = 0.2
+    distill_temperature: float = 2.0
+    distill_loss: str = "kl"
+
+    def __post_init__(self):
+        if self.distill_loss not in DISTILL_LOSSES:
+            raise ValueError(f"distill_loss {self.distill_loss!r} is not one of {DISTILL_LOSSES}")
+        if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
+            raise ValueError(f"distill_alpha={self.distill_alpha}, distill_temperature={self.distill_temperature}: "
+                             f"expected 0 <= alpha <= 1 and a positive temperature")
+
+
+@dataclass(frozen=True)
+class BlendOptions:
+    """The TF-IDF regression beside the network (``text_linear``), see :mod:`pipeline.training.blend`.
+
+    Args:
+        text_linear_c: the inverse regularisation strengths (scikit-learn's ``C``) tried at the start of a fit;
+            per task, the one with the best validation macro-F1 is kept.
+    """
+
+    text_linear_c: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+
+    def __post_init__(self):
+        if not self.text_linear_c or min(self.text_linear_c) <= 0:
+            raise ValueError(f"text_linear_c={list(self.text_linear_c)}: expected one or more positive numbers "
+                             f"(C values)")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Every option of :class:`ComplaintClassifier`, by group."""
+
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    optimization: OptimizationOptions = field(default_factory=OptimizationOptions)
+    distillation: DistillationOptions = field(default_factory=DistillationOptions)
+    blend: BlendOptions = field(default_factory=BlendOptions)
+
+    GROUPS = (NetworkOptions, OptimizationOptions, DistillationOptions, BlendOptions)
+
+    @classmethod
+    def from_keys(cls, keys: Mapping) -> ModelOptions:
+        """From flat keys (YAML's ``model:``, a checkpoint's hyper-parameters); unknown keys are an error."""
+        return cls(*split_keys(cls.GROUPS, keys))
+
+    def keys(self) -> dict:
+        return as_keys(self.network, self.optimization, self.distillation, self.blend)

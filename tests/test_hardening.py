@@ -283,7 +283,7 @@ def test_the_data_modules_defaults_are_the_data_options():
     import dataclasses
     import inspect
 
-    defaults = {name: p.default for name, p in inspect.signature(ComplaintDataModule).parameters.items()}
+    defaults = {name: p.default for name, p in inspect.signature(ComplaintDataModule.from_keys).parameters.items()}
     for field in dataclasses.fields(DataOptions):
         default = defaults[field.name]
         assert (tuple(default) if isinstance(default, list) else default) == field.default, field.name

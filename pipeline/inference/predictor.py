@@ -15,7 +15,7 @@ from pipeline.data.collate import Collator, batch_to_device, for_transfer
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
 from pipeline.data.records import Columns, Record, mark_if_duplicate
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
-from pipeline.inference.defaults import BACKENDS, BLOCK, GROUP_SIZE
+from pipeline.inference.defaults import BLOCK, AnalyzerOptions
 from pipeline.inference.onnx_backend import OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
 from pipeline.models.trained_run import LoadedRun, load_run
@@ -39,50 +39,36 @@ def resolve_device(device: str, backend: str = "torch") -> str:
 
 
 class ComplaintAnalyzer:
-    """A trained model with its tokenizer, labels and data options, ready to predict.
+    """A trained run ready to predict (the loaded model that predicts, with its tokenizer, labels, data options
+    and review band), as :class:`AnalyzerOptions` say.
 
     ``predict`` yields the same dicts as the rows of ``infer.py`` output, one per
     record, in input order.
-
-    ``backend``: ``torch`` (the eager model), ``onnxruntime`` or
-    ``onnxruntime-int8`` (the run's ONNX export, made on first use). ``threads``
-    is how many single-threaded onnxruntime runs go at once on CPU (torch's
-    threads are the caller's ``torch.set_num_threads``). Batches run in groups
-    of at most ``group_size`` records of similar text length (see
-    :func:`in_length_groups`; None: whole).
-
-    Probabilities are calibrated (see :mod:`pipeline.confidence.calibration`) unless
-    ``calibrated`` is False. Rows carry ``needs_review`` from the run's review
-    band at ``review_precision`` (default: the run's own, see :mod:`pipeline.confidence.review`).
     """
 
-    def __init__(self, run: LoadedRun, device: str = "auto", backend: str = "torch", threads: int | None = None,
-                 group_size: int | None = GROUP_SIZE, calibrated: bool = True, review_precision: float | None = None):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
-        if not calibrated and backend != "torch":
-            raise ValueError(f"uncalibrated probabilities need backend torch: the {backend} graph holds the calibration")
-        precision = run.review_precision if review_precision is None else review_precision
+    def __init__(self, run: LoadedRun, options: AnalyzerOptions = AnalyzerOptions()):
+        precision = run.review_precision if options.review_precision is None else options.review_precision
         if not 0 < precision <= 1:
             raise ValueError(f"review precision {precision}: expected a share in (0, 1]")
-        self.run = run
-        self.backend = backend
-        self.calibrated = calibrated and run.calibrated
+        self.run, self.options = run, options
+        self.backend = options.backend
+        self.calibrated = options.calibrated and run.calibrated
         self.review = ReviewBand.from_run(run.run_dir, precision, self.calibrated, run.labels.multilabel)
         run.model.calibrated = self.calibrated
-        device = resolve_device(device, backend)
-        if backend == "torch":
+        device = resolve_device(options.device, options.backend)
+        if options.backend == "torch":
             self.model, self.device = run.model.to(device), device
         else:  # onnxruntime takes host tensors and moves them to the GPU itself
-            self.model = OnnxClassifier(run, int8=backend.endswith("int8"), device=device, threads=threads)
+            self.model = OnnxClassifier(run, int8=options.backend.endswith("int8"), device=device,
+                                        threads=options.threads)
             self.device = "cpu"
-        self.model.predict_group_size = group_size
+        self.model.predict_group_size = options.group_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", backend: str = "torch",
-                        threads: int | None = None, group_size: int | None = GROUP_SIZE, calibrated: bool = True,
-                        review_precision: float | None = None) -> "ComplaintAnalyzer":
-        return cls(load_run(path), device, backend, threads, group_size, calibrated, review_precision)
+    def from_checkpoint(cls, path: str | os.PathLike, **options) -> ComplaintAnalyzer:
+        """The run at ``path`` (a run folder or checkpoint), predicting as ``options`` (:class:`AnalyzerOptions`'
+        fields) say."""
+        return cls(load_run(path), AnalyzerOptions(**options))
 
     def featurizer(self) -> Featurizer:
         return self.run.featurizer()

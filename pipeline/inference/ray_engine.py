@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.progress import Progress
@@ -30,7 +31,10 @@ from pipeline.core.signals import StopRequests
 from pipeline.data.archive import Archive, open_archive
 from pipeline.data.dataset import BlockBuilder, RecordStream, numbered_blocks
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
+from pipeline.inference.engines import Predicted
 from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stopped_line
+from pipeline.inference.plan import InferencePlan, PredictionJob
+from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.inference.writers import ChunkStore
 
 INSTALL = "--engine ray needs Ray Data: pip install 'ray[data]==2.60.0' (the project's [ray] extra)"
@@ -136,16 +140,15 @@ class Decoder:
 class Predictor:
     """The model stage: one analyzer per actor, loaded once; each batch's rows written as the block's chunk."""
 
-    def __init__(self, checkpoint: str, device: str, backend: str, threads: int, group_size: int | None,
-                 calibrated: bool, review_precision: float | None, evaluate: bool, output: str, block: int):
+    def __init__(self, checkpoint: str, options: AnalyzerOptions, evaluate: bool, output: str, block: int):
         import torch
 
         from pipeline.inference.predictor import ComplaintAnalyzer
+        from pipeline.models.trained_run import load_run
 
-        if device == "cpu":
-            torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS to the actor's CPUs; this is the model's
-        self.analyzer = ComplaintAnalyzer.from_checkpoint(checkpoint, device, backend, threads, group_size,
-                                                          calibrated, review_precision)
+        if options.device == "cpu":
+            torch.set_num_threads(options.threads)  # Ray sets OMP_NUM_THREADS to the actor's CPUs; this is the model's
+        self.analyzer = ComplaintAnalyzer(load_run(checkpoint), options)
         self.evaluate, self.block = evaluate, block
         self.store = ChunkStore(Path(output))
         self.node = node_id()
@@ -199,51 +202,73 @@ def plan_layout(args, ray, reads_media: bool) -> dict:
             "cpus_per_predictor": reserved, "threads_per_predictor": threads, "device": "cuda" if gpus_per else "cpu"}
 
 
-def predict_on_ray(args, analyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
-                   stops: StopRequests, cluster: RayCluster, started: float) -> tuple[dict, dict] | None:
-    """Every block not in ``skip`` predicted on the connected ``cluster`` and written as a chunk. Returns the
-    stats and the engine's runtime facts, or None when a stop signal ended it (it says so)."""
-    ray, layout = cluster.ray, cluster.layout
-    items = list(pending_blocks(stream, args.batch_size, skip))
-    runtime = {"startup_seconds": round(time.time() - started, 2), **layout, "nodes": {}}
-    stats = {"records": 0, "decode_seconds": 0.0, "model_seconds": 0.0}
-    if not items:
+class RayEngine:
+    """``--engine ray``: the job's blocks through Ray Data (see the module). Ray starts with the engine, while the
+    driver loads its model (labels, review band, ``--explain``); the actors load theirs."""
+
+    def __init__(self, plan: InferencePlan):
+        self.plan = plan
+        self.cluster = RayCluster(plan.command)
+
+    def start(self, analyzer, stops: StopRequests) -> None:
+        self.cluster.connect(analyzer.run.reads_media, stops)
+
+    def all_done(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def predict(self, job: PredictionJob) -> Predicted | None:
+        stats, runtime = self.run_blocks(job)
+        if job.stops.signum is not None:
+            print(stopped_line(job.stops.signum, job.store.records_written(), job.store.parts), file=sys.stderr)
+            return None
+        command = job.plan.command
+        return Predicted(stats, {"engine": command.engine, "backend": command.backend, "device": runtime["device"],
+                                 "threads": runtime["threads_per_predictor"], "num_workers": job.plan.num_workers,
+                                 "onnxruntime_providers": getattr(job.analyzer.model, "providers", None),
+                                 "ray": runtime})
+
+    def run_blocks(self, job: PredictionJob) -> tuple[dict, dict]:
+        """Every block not yet written, predicted on the cluster and written as a chunk (until a stop signal):
+        the stats and the engine's runtime facts."""
+        ray, layout, plan = self.cluster.ray, self.cluster.layout, job.plan
+        items = list(pending_blocks(job.stream, plan.block, job.skip))
+        runtime = {"startup_seconds": round(time.time() - job.started, 2), **layout, "nodes": {}}
+        stats = {"records": 0, "decode_seconds": 0.0, "model_seconds": 0.0}
+        if not items:
+            return stats, runtime
+        loaded = job.analyzer.run
+        options = replace(plan.analyzer_options, device=layout["device"], threads=layout["threads_per_predictor"])
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
+                            compute=ray.data.ActorPoolStrategy(size=layout["decoders"]),
+                            fn_constructor_args=(str(loaded.run_dir), loaded.reads_media, job.stream))
+        ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=layout["predictors"]),
+                            num_cpus=layout["cpus_per_predictor"], num_gpus=layout["gpus_per_predictor"],
+                            fn_constructor_args=(str(loaded.checkpoint), options, plan.command.evaluate,
+                                                 str(job.store.output), plan.block))
+        progress = Progress()
+        done = 0
+        try:
+            for result in ds.iter_rows():
+                done += result["records"]
+                stats["decode_seconds"] += result["decode_seconds"]
+                stats["model_seconds"] += result["model_seconds"]
+                for stage in ("decode", "model"):
+                    node = runtime["nodes"].setdefault(result[f"{stage}_node"], {"decode": 0, "model": 0})
+                    node[stage] += 1
+                progress.update(done)
+                if job.stops.signum is not None:
+                    break
+        except Exception as e:
+            cause = getattr(e, "cause", None)  # a Ray task's error carries the actor's exception
+            if isinstance(cause, OutputError):
+                raise chunks_kept(cause) from None
+            raise
+        finally:
+            progress.close()
+        stats["records"] = done
         return stats, runtime
-    loaded = analyzer.run
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
-                        compute=ray.data.ActorPoolStrategy(size=layout["decoders"]),
-                        fn_constructor_args=(str(loaded.run_dir), loaded.reads_media, stream))
-    ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=layout["predictors"]),
-                        num_cpus=layout["cpus_per_predictor"],
-                        num_gpus=layout["gpus_per_predictor"],
-                        fn_constructor_args=(str(loaded.checkpoint), layout["device"], args.backend,
-                                             layout["threads_per_predictor"], args.group_size or None,
-                                             not args.uncalibrated, args.review_precision, args.evaluate,
-                                             str(store.output), args.batch_size))
-    progress = Progress()
-    done = 0
-    try:
-        for result in ds.iter_rows():
-            done += result["records"]
-            stats["decode_seconds"] += result["decode_seconds"]
-            stats["model_seconds"] += result["model_seconds"]
-            for stage in ("decode", "model"):
-                node = runtime["nodes"].setdefault(result[f"{stage}_node"], {"decode": 0, "model": 0})
-                node[stage] += 1
-            progress.update(done)
-            if stops.signum is not None:
-                break
-    except Exception as e:
-        cause = getattr(e, "cause", None)  # a Ray task's error carries the actor's exception
-        if isinstance(cause, OutputError):
-            raise chunks_kept(cause) from None
-        raise
-    finally:
-        progress.close()
-    if stops.signum is not None:
-        print(stopped_line(stops.signum, store.records_written(), store.parts), file=sys.stderr)
-        return None
-    stats["records"] = done
-    return stats, runtime

@@ -1,5 +1,5 @@
-"""One ``infer.py`` run after its checks and lock: load, predict in chunks (stopping at a chunk's end when a
-signal asks), merge the chunks into the output, summarise."""
+"""One ``infer.py`` run after its checks and lock: the plan, the model, the engine predicting in chunks (stopping
+at a chunk's end when a signal asks), then the chunks merged into the output and the run reported."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.signals import StopRequests, exit_status
@@ -19,11 +20,12 @@ from pipeline.data.records import Columns
 from pipeline.explain.selection import LowestConfidence
 from pipeline.export.onnx import ExportError
 from pipeline.inference.arguments import DEFAULT_WORKERS, TEXT_WORKERS, model_threads
-from pipeline.inference.chunk_writer import ChunkWriter
-from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stopped_line
+from pipeline.inference.engines import engine_for
+from pipeline.inference.errors import FatalError
+from pipeline.inference.plan import InferencePlan, PredictionJob
 from pipeline.inference.predictor import ComplaintAnalyzer, resolve_device
-from pipeline.inference.summary import RowTally, meta_of, print_summary, run_counts, write_evaluation
-from pipeline.inference.writers import ChunkStore, columns_for, write_output
+from pipeline.inference.summary import RowTally, print_summary, run_counts, run_meta, write_evaluation
+from pipeline.inference.writers import ChunkStore, columns_for, write_meta, write_output
 from pipeline.models.trained_run import load_run
 
 LEDGER_KEYS = ("inputs", "checkpoint_sha256", "evaluate", "columns", "calibrated", "review_precision")
@@ -48,215 +50,146 @@ def any_attachments(stream: RecordStream) -> bool:
     return any(record.attachments for _, record in stream())
 
 
-def open_model(args: argparse.Namespace, is_child: bool):
-    """The analyzer, the columns, the described inputs, the record stream and the model threads. With
-    ``--engine ray`` this is the driver's model on CPU (labels, review band, ``--explain``): the actors load theirs."""
-    device = "cpu"
-    if args.engine == "local":
+def open_model(plan: InferencePlan, is_child: bool):
+    """The plan with what the model decides, the analyzer, the columns, the described inputs and the record
+    stream. With ``--engine ray`` this is the driver's model on CPU (labels, review band, ``--explain``): the actors
+    load theirs."""
+    command = plan.command
+    if command.engine == "local":
         try:
-            device = args.device = resolve_device(args.device, args.backend)
+            plan = replace(plan, device=resolve_device(command.device, command.backend))
         except ValueError as e:
             raise FatalError(f"--device: {e}") from None
-    loaded = load_run(args.checkpoint)
-    columns = columns_from_args(args, loaded.columns)
-    inputs = check_inputs(args.input, columns, loaded.media.limits)
-    stream = RecordStream(args.input, columns, loaded.media.limits)
-    if args.engine == "local" and args.num_workers is None:  # media decoders, or one text reader
-        args.num_workers = DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else TEXT_WORKERS
-    threads = (args.threads or model_threads(args.num_workers or 0, args.devices)) if device == "cpu" else None
+    else:
+        plan = replace(plan, device="cpu")
+    loaded = load_run(command.checkpoint)
+    columns = columns_from_args(command, loaded.columns)
+    inputs = check_inputs(command.input, columns, loaded.media.limits)
+    stream = RecordStream(command.input, columns, loaded.media.limits)
+    if command.engine == "local" and plan.num_workers is None:  # media decoders, or one text reader
+        plan = replace(plan, num_workers=DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream)
+                       else TEXT_WORKERS)
+    if plan.device == "cpu":
+        plan = replace(plan, threads=command.threads or model_threads(plan.num_workers or 0, command.devices))
     try:
-        analyzer = ComplaintAnalyzer(loaded, device, args.backend, threads, args.group_size or None,
-                                     calibrated=not args.uncalibrated, review_precision=args.review_precision)
+        analyzer = ComplaintAnalyzer(loaded, plan.analyzer_options)
     except ExportError as e:
-        raise FatalError(f"--backend {args.backend}: {e}") from None
+        raise FatalError(f"--backend {command.backend}: {e}") from None
     except ValueError as e:
         raise FatalError(str(e)) from None
     if not loaded.calibrated and not is_child:
         print(f"{loaded.checkpoint} holds no calibration (trained before it existed): probabilities are raw and "
               f"the review band checks status and text only", file=sys.stderr)
-    return analyzer, columns, inputs, stream, threads
+    if command.engine == "ray":
+        plan = replace(plan, device=command.device)  # the actors' device comes from the cluster
+    return plan, analyzer, columns, inputs, stream
 
 
-def open_store(args: argparse.Namespace, output: Path, ledger: dict, is_child: bool) -> ChunkStore | None:
-    """The chunk store: a new one, the interrupted run's (``--resume``), or None when the output is complete.
-    The batch size becomes the ledger's (the unit of resume)."""
-    store = ChunkStore(output)
+def open_store(plan: InferencePlan, output: Path, ledger: dict, is_child: bool) -> tuple[ChunkStore | None, int]:
+    """The chunk store (a new one, the interrupted run's with ``--resume``, or None when the output is complete)
+    and the block, the unit of resume: the ledger's."""
+    store, command = ChunkStore(output), plan.command
     if is_child:
-        args.batch_size = store.read_ledger()["batch_size"]
-    elif args.resume and store.exists():
+        return store, store.read_ledger()["batch_size"]
+    if command.resume and store.exists():
         before = store.read_ledger()
         for key in LEDGER_KEYS:
             if before.get(key) != ledger[key]:
                 raise FatalError(f"--resume: {key} differ from the interrupted run's; use --overwrite to start again")
-        args.batch_size = before["batch_size"]
-    elif args.resume and output.exists():
+        return store, before["batch_size"]
+    if command.resume and output.exists():
         print(f"{output} is already complete; nothing to resume")
-        return None
-    else:
-        if (output.exists() or store.exists()) and not args.overwrite:
-            raise FatalError(f"{output} exists (or an interrupted run of it): use --resume to finish it or --overwrite to replace it")
-        store.remove()
-        try:
-            store.create(ledger)
-        except OSError as e:
-            raise FatalError(f"cannot write beside {output}: {e.strerror or e}") from None
-    return store
-
-
-def predict_chunks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
-                   threads, stops: StopRequests):
-    """:func:`predict_blocks` with ``threads`` model threads on CPU; a caller in the same process (a notebook,
-    a test) gets its own thread count back."""
-    import torch
-
-    callers_threads = torch.get_num_threads()
-    if args.device == "cpu":
-        torch.set_num_threads(threads)
-    try:
-        return predict_blocks(args, analyzer, stream, store, skip, stops)
-    finally:
-        torch.set_num_threads(callers_threads)
-
-
-def predict_blocks(args, analyzer: ComplaintAnalyzer, stream: RecordStream, store: ChunkStore, skip: frozenset[int],
-                   stops: StopRequests):
-    """Every block not yet in ``store`` (``skip``: the blocks an earlier run did) predicted and written as a
-    chunk. Returns the writer and, with ``--devices`` over 1, the trainer; None when a stop signal ended it (it
-    says so)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from pipeline.data.collate import batch_to_device, for_transfer
-
-    block = args.batch_size
-    trainer = None
-    if args.devices > 1:
-        from pipeline.inference.ddp_prediction import distributed_trainer, predict_on_devices
-
-        trainer = distributed_trainer(analyzer.device, args.devices)
-    rank = int(os.environ.get("LOCAL_RANK", 0))
-    dataset = analyzer.dataset(stream, block, rank=rank, world_size=args.devices, skip_blocks=skip)
-    loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers, collate_fn=for_transfer)
-    writer = ChunkWriter(store, analyzer.run.labels, args.evaluate, block, stops, analyzer.review)
-    try:
-        stops.check()
-        if trainer is not None:
-            predict_on_devices(trainer, analyzer.model, loader, writer)
-        else:
-            with torch.inference_mode():
-                for batch in loader:
-                    started = time.perf_counter()
-                    outputs = analyzer.model.predict_step(batch_to_device(batch, analyzer.device))
-                    writer.write(outputs, batch, time.perf_counter() - started)
-        writer.close()
-    except OutputError as e:
-        raise chunks_kept(e) from None
-    except BaseException:
-        if stops.signum is None:
-            raise
-        writer.close()  # a stop signal: whatever broke after it (e.g. a worker it reached) is the stop
-        print(stopped_line(stops.signum, store.records_written(), store.parts), file=sys.stderr)
-        return None
-    return writer, trainer
-
-
-def predict_all(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
-    if args.engine == "ray":
-        from pipeline.inference.ray_engine import RayCluster
-
-        cluster = RayCluster(args)
-        try:
-            return predict_and_finish(args, output, is_child, started, stops, cluster)
-        finally:
-            cluster.close()
-    return predict_and_finish(args, output, is_child, started, stops, None)
-
-
-def predict_and_finish(args: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests,
-                       cluster=None) -> int:
-    """Predict every record not yet written (locally, or on a :class:`RayCluster`), then :func:`finish`."""
-    analyzer, columns, inputs, stream, threads = open_model(args, is_child)
-    if cluster is not None:
-        cluster.connect(analyzer.run.reads_media, stops)
-    ledger = {"inputs": inputs, "checkpoint_sha256": analyzer.run.checkpoint_sha256, "batch_size": args.batch_size,
-              "evaluate": args.evaluate, "columns": list(columns.text), "calibrated": analyzer.calibrated,
-              "review_precision": analyzer.review.precision}
-    store = open_store(args, output, ledger, is_child)
-    if store is None:
-        return 0
-    skip = store.done_blocks(args.batch_size)
-    predict_start = time.time()
-    runtime = {"engine": args.engine, "backend": args.backend, "device": args.device, "threads": threads,
-               "num_workers": args.num_workers, "onnxruntime_providers": getattr(analyzer.model, "providers", None)}
-    if cluster is None:
-        predicted = predict_chunks(args, analyzer, stream, store, skip, threads, stops)
-        if predicted is None:
-            return exit_status(stops.signum)
-        writer, trainer = predicted
-        stats = {"records": writer.records, "decode_seconds": writer.decode_seconds,
-                 "model_seconds": writer.model_seconds}
-    else:
-        from pipeline.inference.ray_engine import predict_on_ray
-
-        predicted = predict_on_ray(args, analyzer, stream, store, skip, stops, cluster, started)
-        if predicted is None:
-            return exit_status(stops.signum)
-        stats, runtime["ray"] = predicted
-        runtime.update(device=runtime["ray"]["device"], threads=runtime["ray"]["threads_per_predictor"])
-        trainer = None
-    predict_seconds = time.time() - predict_start
-    rank = trainer.global_rank if trainer else 0
-    (store.parts / f"stats-rank{rank}-{os.getpid()}.json").write_text(json.dumps(stats))
-    if trainer:
-        trainer.strategy.barrier()
-        if not trainer.is_global_zero:
-            return 0
-    return finish(args, store, output, analyzer, stream, columns, inputs, started, predict_seconds, runtime,
-                  resumed=bool(skip))
-
-
-def finish(args, store: ChunkStore, output: Path, analyzer: ComplaintAnalyzer, stream: RecordStream, columns: Columns,
-           inputs, started: float, predict_seconds: float, runtime: dict, resumed: bool) -> int:
-    """Merge the chunks into the output (counting the rows), write ``.meta.json`` and the evaluation, print the
-    summary, then the ``--explain`` report."""
-    expected = 0
-    for first, end, _ in store.chunks():
-        if first != expected:
-            raise FatalError(f"records {expected}..{first - 1} have no predictions (chunks in {store.parts}); rerun with --resume")
-        expected = end
-    stats = [json.loads(p.read_text()) for p in store.parts.glob("stats-*.json")]
-    labels = analyzer.run.labels
-    tasks = [t.name for t in labels.tasks]
-    tally = RowTally(labels, analyzer.review, args.evaluate,
-                     LowestConfidence(tasks, args.explain_limit) if args.explain else None)
-    try:
-        write_output(tally.counted(store.rows()), output, columns_for(tasks, args.evaluate), labels.multilabel)
-    except OSError as e:
-        raise FatalError(f"cannot write {output}: {e.strerror or e}; the predictions are kept in {store.parts}: "
-                         f"free space (or fix the folder) and rerun with --resume") from None
-    counts = run_counts(tally, stats, started, predict_seconds, resumed)
-    meta = meta_of(args, output, analyzer, columns, inputs, counts, tally, runtime)
-    if tally.evaluations:
-        write_evaluation(tally.evaluations, output, meta)
-    meta_path = output.with_name(output.name + ".meta.json")
-    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        return None, plan.block
+    if (output.exists() or store.exists()) and not command.overwrite:
+        raise FatalError(f"{output} exists (or an interrupted run of it): use --resume to finish it or --overwrite to replace it")
     store.remove()
-    print_summary(tally, meta, tasks, output)
+    try:
+        store.create(ledger)
+    except OSError as e:
+        raise FatalError(f"cannot write beside {output}: {e.strerror or e}") from None
+    return store, plan.block
+
+
+def predict_all(command: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:
+    """Predict every record not yet written with the engine ``command`` asks for, then :func:`finish`."""
+    plan = InferencePlan.of(command)
+    engine = engine_for(plan)
+    try:
+        plan, analyzer, columns, inputs, stream = open_model(plan, is_child)
+        engine.start(analyzer, stops)
+        ledger = {"inputs": inputs, "checkpoint_sha256": analyzer.run.checkpoint_sha256, "batch_size": plan.block,
+                  "evaluate": command.evaluate, "columns": list(columns.text), "calibrated": analyzer.calibrated,
+                  "review_precision": analyzer.review.precision}
+        store, block = open_store(plan, output, ledger, is_child)
+        if store is None:
+            return 0
+        plan = replace(plan, block=block)
+        job = PredictionJob(plan, analyzer, columns, inputs, stream, store, store.done_blocks(block), stops, output,
+                            started)
+        predict_start = time.time()
+        predicted = engine.predict(job)
+        if predicted is None:
+            return exit_status(stops.signum)
+        predict_seconds = time.time() - predict_start
+        (store.parts / f"stats-rank{predicted.rank}-{os.getpid()}.json").write_text(json.dumps(predicted.stats))
+        if not engine.all_done():
+            return 0
+        finish(job, predict_seconds, predicted.runtime)
+        return 0
+    finally:
+        engine.close()
+
+
+def merge(job: PredictionJob) -> RowTally:
+    """The chunks merged into the output in input order, each row counted as it goes."""
+    expected = 0
+    for first, end, _ in job.store.chunks():
+        if first != expected:
+            raise FatalError(f"records {expected}..{first - 1} have no predictions (chunks in {job.store.parts}); "
+                             f"rerun with --resume")
+        expected = end
+    labels, command = job.analyzer.run.labels, job.plan.command
+    tasks = [t.name for t in labels.tasks]
+    tally = RowTally(labels, job.analyzer.review, command.evaluate,
+                     LowestConfidence(tasks, command.explain_limit) if command.explain else None)
+    try:
+        write_output(tally.counted(job.store.rows()), job.output, columns_for(tasks, command.evaluate),
+                     labels.multilabel)
+    except OSError as e:
+        raise FatalError(f"cannot write {job.output}: {e.strerror or e}; the predictions are kept in "
+                         f"{job.store.parts}: free space (or fix the folder) and rerun with --resume") from None
+    return tally
+
+
+def finish(job: PredictionJob, predict_seconds: float, runtime: dict) -> dict:
+    """Merge, then ``.meta.json`` and the evaluation, the summary, and the ``--explain`` report; returns the
+    run's report (what ``.meta.json`` holds)."""
+    tally = merge(job)
+    stats = [json.loads(p.read_text()) for p in job.store.parts.glob("stats-*.json")]
+    counts = run_counts(tally, stats, job.started, predict_seconds, resumed=bool(job.skip))
+    meta = run_meta(job, counts, tally, runtime)
+    if tally.evaluations:
+        write_evaluation(tally.evaluations, job.output, meta)
+    write_meta(job.output, meta)
+    job.store.remove()
+    print_summary(tally, meta, [t.name for t in job.analyzer.run.labels.tasks], job.output)
     if tally.picker:  # after the predictions are complete: a failing report loses none of them
-        meta["explain"] = explain(args, analyzer, stream, tally.picker)
-        meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        meta["explain"] = explain(job, tally.picker)
+        write_meta(job.output, meta)
         print(f"explanations: {meta['explain']['index']} ({meta['explain']['records']} records, "
               f"{meta['explain']['seconds_per_record']} s each)")
-    return 0
+    return meta
 
 
-def explain(args, analyzer: ComplaintAnalyzer, stream: RecordStream, picker: LowestConfidence) -> dict:
+def explain(job: PredictionJob, picker: LowestConfidence) -> dict:
     """The ``--explain`` report of the rows ``picker`` kept."""
     from pipeline.explain.report import write_report
 
+    command = job.plan.command
     try:
-        summary = write_report(analyzer, stream, picker, args.explain, f"{args.checkpoint} on {', '.join(args.input)}")
+        summary = write_report(job.analyzer, job.stream, picker, command.explain,
+                               f"{command.checkpoint} on {', '.join(command.input)}")
     except OSError as e:
-        raise FatalError(f"--explain {args.explain}: {e}") from None
+        raise FatalError(f"--explain {command.explain}: {e}") from None
     return {"index": str(summary.index.resolve()), "records": summary.records,
             "seconds_per_record": round(summary.seconds_per_record, 3)}

@@ -71,19 +71,20 @@ def run_counts(tally: RowTally, stats: list[dict], started: float, predict_secon
     }
 
 
-def meta_of(args, output: Path, analyzer, columns, inputs, counts: dict, tally: RowTally, runtime: dict) -> dict:
-    loaded = analyzer.run
+def run_meta(job, counts: dict, tally: RowTally, runtime: dict) -> dict:
+    """What ``.meta.json`` holds of a finished :class:`PredictionJob`."""
+    loaded, columns = job.analyzer.run, job.columns
     return {
-        "output": str(output.resolve()),
+        "output": str(job.output.resolve()),
         "checkpoint": str(loaded.checkpoint.resolve()),
         "checkpoint_sha256": loaded.checkpoint_sha256,
         "code_version": {"complaint-pipeline": __version__, "git_commit": git_commit()},
-        "options": {k: v for k, v in vars(args).items()},
-        "inputs": inputs,
+        "options": job.plan.options(),
+        "inputs": job.inputs,
         "columns": {"id": columns.id, "text": list(columns.text), "attachments": columns.attachments},
         "counts": counts,
         "deep_weight": loaded.deep_weights,
-        "calibrated": analyzer.calibrated,
+        "calibrated": job.analyzer.calibrated,
         "review": tally.review_meta(),
         "runtime": runtime,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -6,7 +6,8 @@ is either complete or absent, whatever kills the process. The chunk names are
 the ledger: a resumed run skips the blocks they cover. At the end the chunks
 are merged in input order into ``<output>`` (JSONL, CSV or Parquet by suffix),
 again by write-then-rename, and the parts folder is removed. :func:`read_output`
-reads a finished output back (the comparison and the review queue do).
+reads a finished output back (the comparison and the review queue do), and
+:func:`read_meta` its ``.meta.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,21 @@ from pipeline.inference.errors import OutputError
 FORMATS = (".jsonl", ".csv", ".parquet")
 CHUNK = re.compile(r"chunk-(\d{12})-(\d{12})\.jsonl$")
 PARQUET_ROWS = 2000
+
+
+def meta_path(output: Path) -> Path:
+    """``<output>.meta.json``: how the prediction file was made (run, options, inputs, counts)."""
+    return output.with_name(output.name + ".meta.json")
+
+
+def write_meta(output: Path, meta: dict) -> None:
+    meta_path(output).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+
+def read_meta(output: Path) -> dict:
+    """A prediction file's ``.meta.json`` (``{}`` without one)."""
+    path = meta_path(output)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def output_format(path: Path) -> str:

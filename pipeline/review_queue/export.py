@@ -18,7 +18,7 @@ from pipeline.data.labels import LabelSpace
 from pipeline.data.limits import Limits
 from pipeline.data.options import DataOptions
 from pipeline.data.records import Columns
-from pipeline.inference.writers import read_output
+from pipeline.inference.writers import read_meta, read_output
 from pipeline.review_queue.errors import ReviewError
 from pipeline.review_queue.tasks import Origin, label_config, lowest_confidence, task_of
 
@@ -34,11 +34,6 @@ class ReviewedRun:
     labels: LabelSpace
     columns: Columns
     limits: Limits
-
-
-def meta_of(predictions: Path) -> dict:
-    meta = predictions.with_name(predictions.name + ".meta.json")
-    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
 
 
 def reviewed_run(run: str | None, meta: dict) -> ReviewedRun:
@@ -97,7 +92,7 @@ def export_queue(predictions: Path, inputs: list[str] | None, out: Path, run: st
     """Write ``out/tasks.json`` and ``out/config.xml`` for the chosen rows of ``predictions``."""
     if not predictions.is_file():
         raise ReviewError(f"predictions not found: {predictions}")
-    meta = meta_of(predictions)
+    meta = read_meta(predictions)
     target = reviewed_run(run, meta)
     inputs = inputs or [i["path"] for i in meta.get("inputs", [])]
     if not inputs:

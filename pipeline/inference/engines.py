@@ -1,0 +1,151 @@
+"""``infer.py``'s engines behind one protocol: started once the model is loaded, an engine predicts every block of
+a :class:`PredictionJob` not yet written, each block's rows going to the job's store as one chunk.
+
+:class:`LocalEngine` runs the model in this process (DataLoader workers decode), :class:`DdpEngine` in
+``--devices`` processes of this machine, and :class:`pipeline.inference.ray_engine.RayEngine` on a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pipeline.core.signals import StopRequests
+from pipeline.inference.chunk_writer import ChunkWriter
+from pipeline.inference.errors import OutputError, chunks_kept, stopped_line
+from pipeline.inference.plan import InferencePlan, PredictionJob
+
+if TYPE_CHECKING:
+    from pipeline.inference.predictor import ComplaintAnalyzer
+
+
+@dataclass(frozen=True)
+class Predicted:
+    stats: dict  # this process's records, decoding and model seconds
+    runtime: dict  # the engine's facts, for .meta.json
+    rank: int = 0
+
+
+class Engine(Protocol):
+    def start(self, analyzer: ComplaintAnalyzer, stops: StopRequests) -> None: ...
+
+    def predict(self, job: PredictionJob) -> Predicted | None:
+        """None when a stop signal ended it (it has said so)."""
+
+    def all_done(self) -> bool:
+        """Wait for the run's other processes; whether this one merges the chunks and reports."""
+
+    def close(self) -> None: ...
+
+
+class LocalEngine:
+    """The model in this process, on ``plan.threads`` threads on CPU (a caller in the same process, a notebook or
+    a test, gets its own thread count back); DataLoader workers read and decode the next blocks."""
+
+    def __init__(self, plan: InferencePlan):
+        self.plan = plan
+
+    def start(self, analyzer: ComplaintAnalyzer, stops: StopRequests) -> None:
+        pass
+
+    def all_done(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def runtime(self, job: PredictionJob) -> dict:
+        plan = job.plan
+        return {"engine": plan.command.engine, "backend": plan.command.backend, "device": plan.device,
+                "threads": plan.threads, "num_workers": plan.num_workers,
+                "onnxruntime_providers": getattr(job.analyzer.model, "providers", None)}
+
+    def predict(self, job: PredictionJob) -> Predicted | None:
+        import torch
+
+        callers_threads = torch.get_num_threads()
+        if job.plan.device == "cpu":
+            torch.set_num_threads(job.plan.threads)
+        try:
+            writer = self.write_blocks(job)
+        finally:
+            torch.set_num_threads(callers_threads)
+        if writer is None:
+            return None
+        stats = {"records": writer.records, "decode_seconds": writer.decode_seconds,
+                 "model_seconds": writer.model_seconds}
+        return Predicted(stats, self.runtime(job))
+
+    def loader(self, job: PredictionJob, rank: int = 0, world_size: int = 1):
+        from torch.utils.data import DataLoader
+
+        from pipeline.data.collate import for_transfer
+
+        dataset = job.analyzer.dataset(job.stream, job.plan.block, rank=rank, world_size=world_size,
+                                       skip_blocks=job.skip)
+        return DataLoader(dataset, batch_size=None, num_workers=job.plan.num_workers, collate_fn=for_transfer)
+
+    def write_blocks(self, job: PredictionJob) -> ChunkWriter | None:
+        """Every block not yet written, predicted and written as a chunk; None when a stop signal ended it."""
+        writer = ChunkWriter(job.store, job.analyzer.run.labels, job.plan.command.evaluate, job.plan.block, job.stops,
+                             job.analyzer.review)
+        try:
+            job.stops.check()
+            self.run_blocks(job, writer)
+            writer.close()
+        except OutputError as e:
+            raise chunks_kept(e) from None
+        except BaseException:
+            if job.stops.signum is None:
+                raise
+            writer.close()  # a stop signal: whatever broke after it (e.g. a worker it reached) is the stop
+            print(stopped_line(job.stops.signum, job.store.records_written(), job.store.parts), file=sys.stderr)
+            return None
+        return writer
+
+    def run_blocks(self, job: PredictionJob, writer: ChunkWriter) -> None:
+        import torch
+
+        from pipeline.data.collate import batch_to_device
+
+        analyzer = job.analyzer
+        with torch.inference_mode():
+            for batch in self.loader(job):
+                started = time.perf_counter()
+                outputs = analyzer.model.predict_step(batch_to_device(batch, analyzer.device))
+                writer.write(outputs, batch, time.perf_counter() - started)
+
+
+class DdpEngine(LocalEngine):
+    """``--devices N``: Lightning's DDP shards the blocks over N processes of this machine, each writing its
+    blocks' chunks; the first merges and reports once all are done."""
+
+    def start(self, analyzer: ComplaintAnalyzer, stops: StopRequests) -> None:
+        from pipeline.inference.ddp_prediction import distributed_trainer
+
+        self.trainer = distributed_trainer(analyzer.device, self.plan.command.devices)
+
+    def run_blocks(self, job: PredictionJob, writer: ChunkWriter) -> None:
+        from pipeline.inference.ddp_prediction import predict_on_devices
+
+        rank = int(os.environ.get("LOCAL_RANK", 0))
+        predict_on_devices(self.trainer, job.analyzer.model, self.loader(job, rank, job.plan.command.devices), writer)
+
+    def predict(self, job: PredictionJob) -> Predicted | None:
+        predicted = super().predict(job)
+        return predicted and Predicted(predicted.stats, predicted.runtime, self.trainer.global_rank)
+
+    def all_done(self) -> bool:
+        self.trainer.strategy.barrier()  # every process's chunks and stats are written
+        return self.trainer.is_global_zero
+
+
+def engine_for(plan: InferencePlan) -> Engine:
+    if plan.command.engine == "ray":
+        from pipeline.inference.ray_engine import RayEngine
+
+        return RayEngine(plan)
+    return DdpEngine(plan) if plan.command.devices > 1 else LocalEngine(plan)

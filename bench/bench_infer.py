@@ -62,7 +62,7 @@ import yaml
 from pipeline import ComplaintAnalyzer
 from pipeline.data.dataset import RecordStream
 from pipeline.inference.arguments import CORES, DEFAULT_WORKERS, model_threads
-from pipeline.inference.predictor import BLOCK
+from pipeline.inference.analyzer import BLOCK
 from pipeline.models.trained_run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from factory import write_manifest
 from pipeline.data.augment import MAX_NGRAM, UNIT, augmented_copy
 from pipeline.data.records import Record
 from pipeline.data.text import load_tokenizer
-from pipeline.inference.predictor import ComplaintAnalyzer
+from pipeline.inference.analyzer import ComplaintAnalyzer
 from pipeline.models.pretrained_embeddings import pretrained_input_embeddings, project_embeddings
 from pipeline.training.cli import ComplaintCLI
 from pipeline.training.module import ComplaintClassifier

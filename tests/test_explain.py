@@ -21,7 +21,7 @@ from pipeline.data.limits import Limits
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import heatmap, photo
 from pipeline.explain.selection import LowestConfidence
-from pipeline.inference.predictor import ComplaintAnalyzer
+from pipeline.inference.analyzer import ComplaintAnalyzer
 from pipeline.training.module import ComplaintClassifier
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

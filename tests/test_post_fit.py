@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.data.labels import Task
-from pipeline.inference.predictor import ComplaintAnalyzer
+from pipeline.inference.analyzer import ComplaintAnalyzer
 from pipeline.models.complaint_model import DEEP_WEIGHTS
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.post_fit import finish_fit

@@ -4,7 +4,7 @@ from transformers import AutoTokenizer
 
 from pipeline.data.labels import IGNORE_INDEX, LabelSpace, Task, UnknownLabelError
 from pipeline.data.records import Record
-from pipeline.data.text import TextEncoder, encode_many, load_tokenizer, train_tokenizer
+from pipeline.data.text import TextTokenizer, encode_many, load_tokenizer, train_tokenizer
 from pipeline.data.tokenizer_file import TokenizerFile, read_tokenizer
 
 TEXTS = ["快递很慢，屏幕碎了 The screen arrived CRACKED", "ｒｅｆｕｎｄ please 退款 refund"] * 5
@@ -95,7 +95,7 @@ def test_a_runs_tokenizer_file_reads_texts_as_transformers_does(kind, tiny_bert_
     assert isinstance(light, TokenizerFile)
     texts = TEXTS + ["", "The screen arrived CRACKED, 退款!", "ｒｅｆｕｎｄ " * 40]
     for length in (3, 64):
-        assert TextEncoder(light, length)(texts) == full(texts, add_special_tokens=False, truncation=True,
+        assert TextTokenizer(light, length)(texts) == full(texts, add_special_tokens=False, truncation=True,
                                                          max_length=length)["input_ids"]
     ids = encode_many(full, texts[:1], 64)[0]
     assert light.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(ids)

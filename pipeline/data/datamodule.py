@@ -10,20 +10,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.core import run_files
+from pipeline.core.option_groups import keyword_function, split_keys
 from pipeline.data.archive import Archive
 from pipeline.data.augment import augmented_copy, mask_token
 from pipeline.data.collate import Collator, pad_token_ids
-from pipeline.data.dataset import ComplaintDataset, Featurizer
-from pipeline.data.image_augment import ImageAugmentation
-from pipeline.core.option_groups import keyword_function, split_keys
 from pipeline.data.datamodule_options import (
     DistillationData,
     LabelOptions,
     LoaderOptions,
-    SplitOptions,
     Sources,
+    SplitOptions,
     TokenizerOptions,
 )
+from pipeline.data.dataset import ComplaintDataset, Featurizer
+from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.options import DataOptions
 from pipeline.data.reading import (
@@ -35,6 +35,7 @@ from pipeline.data.reading import (
 from pipeline.data.records import Record
 from pipeline.data.text import encode_many, load_tokenizer
 from pipeline.data.vocab import VocabularyOptions, fit_vocabularies, publish
+
 
 def teacher_classes(teacher: str | None, tasks: list[Task]) -> dict[str, list[str]]:
     """The class lists of the tasks a teacher run shares with ``tasks`` (they become this data's)."""

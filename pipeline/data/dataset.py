@@ -16,7 +16,7 @@ from pipeline.data.limits import Limits
 from pipeline.data.manifest import read_records
 from pipeline.data.media import IMAGE, MediaSpec, decode_attachment
 from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Columns, Record
-from pipeline.data.text import TextEncoder
+from pipeline.data.text import TextTokenizer
 
 PRELOAD_CHUNK = 32  # samples per message from a preloading worker
 
@@ -38,7 +38,7 @@ class Featurizer:
     labels: LabelSpace | None = None
     read_media: bool = True
     mark_no_input: bool = False
-    _encoder: TextEncoder | None = field(default=None, init=False, repr=False, compare=False)  # made on first use
+    _encoder: TextTokenizer | None = field(default=None, init=False, repr=False, compare=False)  # made on first use
 
     def __call__(self, record: Record, archive: Archive) -> dict:
         return self.many([(record, archive)])[0]
@@ -48,7 +48,7 @@ class Featurizer:
         samples = [self._without_text(record, archive) for record, archive in items]
         readable = [record.text for (record, _), sample in zip(items, samples) if sample["error"] is None]
         if self._encoder is None:
-            self._encoder = TextEncoder(self.tokenizer, self.max_text_length)
+            self._encoder = TextTokenizer(self.tokenizer, self.max_text_length)
         ids = iter(self._encoder(readable))
         for sample in samples:
             sample["text_ids"] = torch.tensor(next(ids) if sample["error"] is None else [], dtype=torch.long)

@@ -54,7 +54,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 ENCODE_CHUNK = 1024  # texts per tokenizer call: its per-text results stay small
 
 
-class TextEncoder:
+class TextTokenizer:
     """Token ids of many texts, truncated to ``max_length`` on the tokenizer's truncation side (the default,
     right, keeps the start of a complaint): what ``tokenizer(texts, add_special_tokens=False, truncation=True,
     max_length=max_length)["input_ids"]`` gives.
@@ -93,5 +93,5 @@ class TextEncoder:
 
 
 def encode_many(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text (see :class:`TextEncoder`; build one to encode many batches)."""
-    return TextEncoder(tokenizer, max_length)(texts)
+    """Token ids of each text (see :class:`TextTokenizer`; build one to encode many batches)."""
+    return TextTokenizer(tokenizer, max_length)(texts)

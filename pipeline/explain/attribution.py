@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
-
 IG_STEPS = 16  # interpolation steps of integrated gradients
 IG_CHUNK = 128  # interpolated records per forward pass
 TEXT_METHOD = f"integrated gradients on the token embeddings ({IG_STEPS} steps, padding baseline)"

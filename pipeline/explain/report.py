@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.data.collate import batch_to_device
 from pipeline.data.media import IMAGE, error_text
-from pipeline.data.text import TextEncoder
+from pipeline.data.text import TextTokenizer
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import overlay, photo, save_png, video_frames
 from pipeline.explain.page import page
@@ -40,7 +40,7 @@ class ReportSummary:
         return self.seconds / max(self.records, 1)
 
 
-def text_pieces(encoder: TextEncoder, text: str, ids: list[int]) -> list[tuple[str, int | None]]:
+def text_pieces(encoder: TextTokenizer, text: str, ids: list[int]) -> list[tuple[str, int | None]]:
     """``text`` cut into pieces, each with the index of the token it is (None: text between or after them).
 
     Pieces come from the tokenizer's character offsets, so the reader sees the
@@ -85,7 +85,7 @@ class ReportWriter:
         shutil.rmtree(self.images, ignore_errors=True)  # an earlier report's pictures
         self.images.mkdir()
         self.explainer = Explainer(self.run.model)
-        self.encoder = TextEncoder(self.run.tokenizer, self.run.options.max_text_length)  # as the model read them
+        self.encoder = TextTokenizer(self.run.tokenizer, self.run.options.max_text_length)  # as the model read them
         self.device = next(self.run.model.parameters()).device
         self.records: list[dict] = []
 

@@ -19,7 +19,7 @@ from pipeline.inference.errors import OutputError, chunks_kept, stopped_line
 from pipeline.inference.plan import InferencePlan, PredictionJob
 
 if TYPE_CHECKING:
-    from pipeline.inference.predictor import ComplaintAnalyzer
+    from pipeline.inference.analyzer import ComplaintAnalyzer
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,3 @@ class DdpEngine(LocalEngine):
     def all_done(self) -> bool:
         self.trainer.strategy.barrier()  # every process's chunks and stats are written
         return self.trainer.is_global_zero
-
-
-def engine_for(plan: InferencePlan) -> Engine:
-    if plan.command.engine == "ray":
-        from pipeline.inference.ray_engine import RayEngine
-
-        return RayEngine(plan)
-    return DdpEngine(plan) if plan.command.devices > 1 else LocalEngine(plan)

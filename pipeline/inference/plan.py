@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.core.signals import StopRequests
 from pipeline.data.dataset import RecordStream
@@ -14,7 +14,7 @@ from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.inference.writers import ChunkStore
 
 if TYPE_CHECKING:  # torch comes with it: the plan is read before the model is loaded
-    from pipeline.inference.predictor import ComplaintAnalyzer
+    from pipeline.inference.analyzer import ComplaintAnalyzer
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ from pipeline.core.signals import StopRequests
 from pipeline.data.archive import Archive, open_archive
 from pipeline.data.dataset import BlockBuilder, RecordStream, numbered_blocks
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
+from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.inference.engines import Predicted
 from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stopped_line
 from pipeline.inference.plan import InferencePlan, PredictionJob
-from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.inference.writers import ChunkStore
 
 INSTALL = "--engine ray needs Ray Data: pip install 'ray[data]==2.60.0' (the project's [ray] extra)"
@@ -143,7 +143,7 @@ class Predictor:
     def __init__(self, checkpoint: str, options: AnalyzerOptions, evaluate: bool, output: str, block: int):
         import torch
 
-        from pipeline.inference.predictor import ComplaintAnalyzer
+        from pipeline.inference.analyzer import ComplaintAnalyzer
         from pipeline.models.trained_run import load_run
 
         if options.device == "cpu":

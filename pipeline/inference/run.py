@@ -19,11 +19,11 @@ from pipeline.data.manifest import read_records
 from pipeline.data.records import Columns
 from pipeline.explain.selection import LowestConfidence
 from pipeline.export.onnx import ExportError
+from pipeline.inference.analyzer import ComplaintAnalyzer, resolve_device
 from pipeline.inference.arguments import DEFAULT_WORKERS, TEXT_WORKERS, model_threads
-from pipeline.inference.engines import engine_for
+from pipeline.inference.engines import DdpEngine, Engine, LocalEngine
 from pipeline.inference.errors import FatalError
 from pipeline.inference.plan import InferencePlan, PredictionJob
-from pipeline.inference.predictor import ComplaintAnalyzer, resolve_device
 from pipeline.inference.summary import RowTally, print_summary, run_counts, run_meta, write_evaluation
 from pipeline.inference.writers import ChunkStore, columns_for, write_meta, write_output
 from pipeline.models.trained_run import load_run
@@ -108,6 +108,14 @@ def open_store(plan: InferencePlan, output: Path, ledger: dict, is_child: bool) 
     except OSError as e:
         raise FatalError(f"cannot write beside {output}: {e.strerror or e}") from None
     return store, plan.block
+
+
+def engine_for(plan: InferencePlan) -> Engine:
+    if plan.command.engine == "ray":
+        from pipeline.inference.ray_engine import RayEngine
+
+        return RayEngine(plan)
+    return DdpEngine(plan) if plan.command.devices > 1 else LocalEngine(plan)
 
 
 def predict_all(command: argparse.Namespace, output: Path, is_child: bool, started: float, stops: StopRequests) -> int:

@@ -1,7 +1,7 @@
 """How a trained network predicts: one forward pass per length group, the TF-IDF blend and the calibration.
 
 :class:`Predicting` is shared by the Lightning module that trains the network and by
-:class:`PredictionModel`, which a checkpoint loads into for inference without Lightning.
+:class:`TrainedNetwork`, which a checkpoint loads into for inference without Lightning.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Predicting:
         return {"batch": batch, "probs": probs, "fusion_weights": explain["fusion_weights"], "layout": explain["layout"]}
 
 
-class PredictionModel(Predicting, nn.Module):
+class TrainedNetwork(Predicting, nn.Module):
     """A trained network and its calibration, without Lightning; its state dict takes the checkpoint's
     ``model.*`` and ``calibration.*`` weights."""
 

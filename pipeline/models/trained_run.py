@@ -21,7 +21,7 @@ from pipeline.data.records import Columns
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
 from pipeline.models.data_facts import DataFacts
 from pipeline.models.network_options import NetworkOptions
-from pipeline.models.prediction import PredictionModel
+from pipeline.models.prediction import TrainedNetwork
 from pipeline.models.text_encoders import options_for_loading
 
 TRAINING_ONLY = "class_weight_"  # the loss's buffers: checkpoints hold them, prediction needs none
@@ -29,7 +29,7 @@ TRAINING_ONLY = "class_weight_"  # the loss's buffers: checkpoints hold them, pr
 
 @dataclass
 class LoadedRun:
-    model: PredictionModel
+    model: TrainedNetwork
     tokenizer: object
     labels: LabelSpace
     options: DataOptions  # the data options the run was trained with
@@ -108,7 +108,7 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     if facts.task_classes != labels.classes:
         raise CheckpointError(f"{run.labels_file} does not match the checkpoint's classes: wrong run folder?")
     try:
-        model = PredictionModel(network, facts)
+        model = TrainedNetwork(network, facts)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {ckpt_path} does not match this code's model options: {e}") from None
     weights = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(TRAINING_ONLY)}

@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from pipeline.core.atomic import write_atomic
 from pipeline.core.run_files import LABELS_FILE, CheckpointError, RunFolder
 from pipeline.data.archive import ArchiveError

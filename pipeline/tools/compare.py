@@ -66,7 +66,7 @@ def predicted_rows(source: str, inputs: list[str] | None, device: str, num_worke
         return read_output(Path(source))
     if not inputs:
         raise CompareError(f"{source} is a run: give the labelled archive both runs predict with --input")
-    from pipeline.inference.predictor import ComplaintAnalyzer
+    from pipeline.inference.analyzer import ComplaintAnalyzer
 
     analyzer = ComplaintAnalyzer.from_checkpoint(source, device=device)
     print(f"predicting {', '.join(inputs)} with {source} ...", file=sys.stderr, flush=True)

@@ -42,6 +42,16 @@ class Blend:
         return fit_text_linear(self.model.text_linear, train, val, self.options.text_linear_c, task_classes,
                                multilabel, loss)
 
+    def fit_on(self, datamodule, task_classes: dict[str, list[str]], multilabel: set[str],
+               loss: Callable[[dict, dict], torch.Tensor]) -> dict[str, float] | None:
+        """:meth:`fit` on the data module's training and validation texts."""
+        if not self.active:
+            return None
+        if not hasattr(datamodule, "text_tensors"):
+            raise TypeError("model.text_linear needs a data module with text_tensors() (ComplaintDataModule)")
+        return self.fit(datamodule.text_tensors("train"), datamodule.text_tensors("val"), task_classes, multilabel,
+                        loss)
+
     def network_alone(self) -> None:
         """During a fit: the network alone, until :meth:`choose`."""
         if self.active:

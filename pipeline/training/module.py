@@ -23,6 +23,7 @@ from pipeline.training.metrics import BlendMetrics
 from pipeline.training.model_options import ModelOptions
 from pipeline.training.optimization import optimizer_and_scheduler
 
+
 def check_options(options: ModelOptions, facts: DataFacts) -> None:
     """Errors that name the option, for what the groups cannot check alone."""
     if not facts.task_classes:
@@ -87,10 +88,7 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
             raise TypeError("model.teacher needs a data module that serves the teacher's logits (ComplaintDataModule)")
         if self.options.optimization.embeddings_from and "text" in self.model.modalities:
             self.init_embeddings(datamodule.tokenizer.get_vocab())
-        if self.blend.active:
-            if not hasattr(datamodule, "text_tensors"):
-                raise TypeError("model.text_linear needs a data module with text_tensors() (ComplaintDataModule)")
-            self.fit_text_linear(datamodule.text_tensors("train"), datamodule.text_tensors("val"))
+        self.blend.fit_on(datamodule, self.facts.task_classes, self.multilabel, self.loss)
 
     def init_embeddings(self, vocab: dict[str, int]) -> int:
         """Copy ``embeddings_from``'s input embeddings into the text encoder's table (see the class doc)."""

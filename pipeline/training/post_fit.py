@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -134,49 +134,79 @@ def complete_run_folder(run: Path, module: ComplaintClassifier, datamodule) -> N
         prepare_run_folder(run, module, datamodule)
 
 
+@dataclass
+class FitOutcome:
+    """A finished fit after its choices on validation: the blend, the fitted calibration, and per split its
+    metrics and its uncalibrated logits with the targets."""
+
+    best: str  # the best checkpoint ("" without one)
+    deep_weights: dict[str, float] | None
+    calibration: dict[str, dict]
+    metrics: dict[str, dict] = field(default_factory=dict)
+    outcomes: dict[str, tuple] = field(default_factory=dict)
+
+
+def choose_on_validation(trainer: pl.Trainer, module: ComplaintClassifier, datamodule) -> FitOutcome:
+    """The best checkpoint validated, the blend chosen and the calibration fitted on validation, both stored in
+    the best checkpoint."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    with quiet_checkpoint_restore():
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    deep_weights = module.choose_deep_weights()
+    logits, targets = split_logits(module, datamodule.val_dataloader())
+    fitted = module.calibration.fit(logits, targets)
+    if best and trainer.is_global_zero:
+        store_buffers(Path(best), module)
+    trainer.strategy.barrier()
+    return FitOutcome(best, deep_weights, fitted, {"val": stage_metrics(module, "val")}, {"val": (logits, targets)})
+
+
+def score_test(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, outcome: FitOutcome) -> None:
+    """The test split's metrics and logits, when there is one, into ``outcome``."""
+    if "test" not in datamodule.splits:
+        return
+    with quiet_checkpoint_restore():
+        trainer.test(module, datamodule=datamodule, ckpt_path=outcome.best or None, verbose=False)
+    outcome.metrics["test"] = stage_metrics(module, "test")
+    outcome.outcomes["test"] = split_logits(module, datamodule.test_dataloader())
+
+
+def run_info(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, outcome: FitOutcome, review: dict,
+             started: float | None) -> dict:
+    """What ``run.json`` holds: provenance, data, the choices after the fit and, after a distillation fit, the
+    student beside its teacher and the floor."""
+    score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    info = {
+        "command": sys.argv, "git_commit": git_commit(), "versions": package_versions(),
+        "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
+        "data_fingerprint": datamodule.fingerprint, "train_records": len(datamodule.splits["train"]),
+        "val_records": len(datamodule.splits["val"]), "best_checkpoint": outcome.best or None,
+        "deep_weight": outcome.deep_weights, "calibration": outcome.calibration, "review": review,
+        "best_score": float(score) if score is not None else None,
+        "epochs": trainer.current_epoch, "fit_seconds": round(time.time() - started, 1) if started else None,
+    }
+    teacher = module.options.distillation.teacher
+    if teacher:
+        scores = teacher_scores(teacher, datamodule, {s: o[1] for s, o in outcome.outcomes.items()},
+                                module.facts.task_classes, module.multilabel, str(module.device))
+        info["distillation"] = {"teacher": str(teacher), **comparison(outcome.metrics, scores)}
+    return info
+
+
 def finish_fit(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, run_dir: str | Path,
                review_precision: float = DEFAULT_PRECISION, started: float | None = None) -> dict | None:
     """Blend, calibration and review band of a finished fit, stored in its best checkpoint, with its reports in
     ``run_dir``. Returns what ``run.json`` holds, with ``metrics`` (None on the processes of a DDP fit but the
     first)."""
     run = Path(run_dir)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt = best or None
-    with quiet_checkpoint_restore():
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-    deep_weights = module.choose_deep_weights()
-    val_logits, val_targets = split_logits(module, datamodule.val_dataloader())
-    fitted = module.calibration.fit(val_logits, val_targets)
-    if best and trainer.is_global_zero:
-        store_buffers(Path(best), module)
-    trainer.strategy.barrier()
-    metrics = {"val": stage_metrics(module, "val")}
-    outcomes = {"val": (val_logits, val_targets)}
-    if "test" in datamodule.splits:
-        with quiet_checkpoint_restore():
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        metrics["test"] = stage_metrics(module, "test")
-        outcomes["test"] = split_logits(module, datamodule.test_dataloader())
+    outcome = choose_on_validation(trainer, module, datamodule)
+    score_test(trainer, module, datamodule, outcome)
     if not trainer.is_global_zero:
         return None
     complete_run_folder(run, module, datamodule)
-    review = calibration_outcomes(module, outcomes, fitted, metrics, review_precision, run)
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
-    info = {
-        "command": sys.argv, "git_commit": git_commit(), "versions": package_versions(),
-        "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
-        "data_fingerprint": datamodule.fingerprint, "train_records": len(datamodule.splits["train"]),
-        "val_records": len(datamodule.splits["val"]), "best_checkpoint": best or None, "deep_weight": deep_weights,
-        "calibration": fitted, "review": review, "best_score": float(score) if score is not None else None,
-        "epochs": trainer.current_epoch, "fit_seconds": round(time.time() - started, 1) if started else None,
-    }
-    teacher = module.options.distillation.teacher
-    if teacher:
-        scores = teacher_scores(teacher, datamodule, {s: o[1] for s, o in outcomes.items()},
-                                module.facts.task_classes, module.multilabel, str(module.device))
-        info["distillation"] = {"teacher": str(teacher), **comparison(metrics, scores)}
+    review = calibration_outcomes(module, outcome.outcomes, outcome.calibration, outcome.metrics, review_precision, run)
+    (run / "metrics.json").write_text(json.dumps(outcome.metrics, indent=2, ensure_ascii=False))
+    info = run_info(trainer, module, datamodule, outcome, review, started)
     (run / RUN_INFO).write_text(json.dumps(info, indent=2))
-    write_plots(run, metrics, module.facts.task_classes)
-    info["metrics"] = metrics
-    return info
+    write_plots(run, outcome.metrics, module.facts.task_classes)
+    return {**info, "metrics": outcome.metrics}

@@ -21,8 +21,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.core.atomic import atomic_file
-from pipeline.core.progress import Progress
 from pipeline.core.option_groups import take
+from pipeline.core.progress import Progress
 from pipeline.core.run_files import RunFolder, sha256
 from pipeline.data.archive import Archive
 from pipeline.data.augment import mask_token

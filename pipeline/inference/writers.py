@@ -16,13 +16,13 @@ import csv
 import json
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline.core.atomic import atomic_file, write_atomic
 from pipeline.inference.errors import OutputError
 
-FORMATS = (".jsonl", ".csv", ".parquet")
 CHUNK = re.compile(r"chunk-(\d{12})-(\d{12})\.jsonl$")
 PARQUET_ROWS = 2000
 
@@ -44,8 +44,8 @@ def read_meta(output: Path) -> dict:
 
 def output_format(path: Path) -> str:
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"--output {path}: the suffix must be one of {', '.join(FORMATS)}")
+    if suffix not in OUTPUTS:
+        raise ValueError(f"--output {path}: the suffix must be one of {', '.join(OUTPUTS)}")
     return suffix
 
 
@@ -133,26 +133,25 @@ def write_output(rows: Iterable[dict], path: Path, columns: list[str], multilabe
     """Write rows to ``path`` in the format its suffix names, atomically, streaming."""
     fmt = output_format(path)
     with atomic_file(path) as tmp:  # nothing half-written is left: the output appears whole or not at all
-        _write(rows, fmt, tmp, columns, multilabel)
+        OUTPUTS[fmt].write(rows, tmp, columns, multilabel)
 
 
-def _write(rows: Iterable[dict], fmt: str, tmp: Path, columns: list[str], multilabel: set[str]) -> None:
-    if fmt == ".jsonl":
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in rows:
-                stored = getattr(r, "line", None)
-                if stored is not None and list(r) == columns:
-                    f.write(stored)
-                else:
-                    f.write(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n")
-    elif fmt == ".csv":
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(columns)
-            for r in rows:
-                w.writerow([_cell(r.get(c)) for c in columns])
-    else:
-        _write_parquet(rows, tmp, columns, multilabel)
+def _write_jsonl(rows: Iterable[dict], tmp: Path, columns: list[str], multilabel: set[str]) -> None:
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            stored = getattr(r, "line", None)
+            if stored is not None and list(r) == columns:
+                f.write(stored)
+            else:
+                f.write(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n")
+
+
+def _write_csv(rows: Iterable[dict], tmp: Path, columns: list[str], multilabel: set[str]) -> None:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_cell(r.get(c)) for c in columns])
 
 
 def _write_parquet(rows: Iterable[dict], tmp: Path, columns: list[str], multilabel: set[str]) -> None:
@@ -198,14 +197,21 @@ def _write_parquet(rows: Iterable[dict], tmp: Path, columns: list[str], multilab
 
 def read_output(path: Path) -> list[dict]:
     """The rows of a finished output file, whatever its format (lists and dicts in CSV cells are JSON)."""
-    fmt = output_format(path)
-    if fmt == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if fmt == ".parquet":
-        import pyarrow.parquet as pq
+    return OUTPUTS[output_format(path)].read(path)
 
-        return pq.read_table(path).to_pylist()
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def _read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
@@ -219,3 +225,13 @@ def _csv_value(cell: str):
         except json.JSONDecodeError:
             return cell
     return cell
+
+
+class OutputFormat(NamedTuple):
+    write: Callable[[Iterable[dict], Path, list[str], set[str]], None]
+    read: Callable[[Path], list[dict]]
+
+
+# The prediction files by suffix, as the manifest readers (:data:`pipeline.data.manifest.ROW_READERS`) read them.
+OUTPUTS = {".jsonl": OutputFormat(_write_jsonl, _read_jsonl), ".csv": OutputFormat(_write_csv, _read_csv),
+           ".parquet": OutputFormat(_write_parquet, _read_parquet)}

@@ -29,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.inference.writers import FORMATS, read_output
+from pipeline.inference.writers import OUTPUTS, read_output
 from pipeline.tools.stats import RESAMPLES, SEED, answer_key, interval, mcnemar_exact, paired_bootstrap
 
 BETTER, WORSE, NEITHER = "B better", "B worse", "neither"
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def is_prediction_file(source: str) -> bool:
-    return Path(source).is_file() and Path(source).suffix.lower() in FORMATS
+    return Path(source).is_file() and Path(source).suffix.lower() in OUTPUTS
 
 
 def predicted_rows(source: str, inputs: list[str] | None, device: str, num_workers: int) -> list[dict]:

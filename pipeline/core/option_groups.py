@@ -9,6 +9,7 @@ and documents it from the one declaration.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +47,17 @@ def split_keys(groups: Iterable[type], keys: Mapping) -> list[object]:
     if unknown:
         raise TypeError(f"unknown option(s) {unknown}; the options are {sorted(known)}")
     return [take(g, keys) for g in groups]
+
+
+def did_you_mean(wrong: Iterable[str], known: Iterable[str]) -> list[str]:
+    """For each key of ``wrong`` that is not ``known``: "'x': did you mean 'y'?", where one is close."""
+    known = list(known)
+    hints = []
+    for key in wrong:
+        close = [] if key in known else difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"'{key}': did you mean '{close[0]}'?")
+    return hints
 
 
 def as_keys(*instances) -> dict:

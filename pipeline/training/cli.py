@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
+import inspect
 import os
 import re
 import signal
 import sys
 import time
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -17,12 +19,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pipeline.confidence.review import DEFAULT_PRECISION
 from pipeline.core.library_noise import silence_library_noise
-from pipeline.core.option_groups import take
+from pipeline.core.option_groups import did_you_mean, take
 from pipeline.core.run_files import CONFIG_FILE
 from pipeline.core.signals import exit_status
 from pipeline.data.datamodule import ComplaintDataModule
 from pipeline.models.network_options import NetworkOptions
 from pipeline.models.text_encoders import pretrained_folder
+from pipeline.training.model_options import ModelOptions
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.post_fit import finish_fit
 from pipeline.training.run_folder import RUN_DIR_ENV, prepare_run_folder, resolve_run_dir
@@ -36,18 +39,11 @@ class SuggestingParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None):
         names = re.findall(r"(?:Key|key) '([\w.]+)'|--([\w.]+)", message)
-        wrong = [a or b for a, b in names]
         try:
             known = list(self.get_defaults().keys())
         except Exception:
             known = []
-        hints = []
-        for key in wrong:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            if close:
-                hints.append(f"'{key}': did you mean '{close[0]}'?")
+        hints = did_you_mean([a or b for a, b in names], known)
         if hints:
             message = f"{message}\n{' '.join(hints)}"
         super().error(message, ex)
@@ -134,6 +130,25 @@ class ComplaintCLI(LightningCLI):
         if info is not None:
             print_summary(info, precision)
             print(f"run: {self.run_dir}")
+
+
+TOP_KEYS = ("seed_everything", "runs_root", "experiment", "review_precision")
+
+
+def config_keys() -> set[str]:
+    """The keys a ``train.py fit`` config may set (``model.lr``, ``data.limits.max_file_mb``, ``trainer.max_epochs``,
+    ...), from the same declarations its parser reads; the data module's links (``model.vocab_size``, ...) are not
+    among them."""
+    keys = set(TOP_KEYS)
+    for section, groups in (("model", ModelOptions.GROUPS), ("data", ComplaintDataModule.GROUPS)):
+        for group in groups:
+            for f in fields(group):
+                keys.add(f"{section}.{f.name}")
+                if is_dataclass(f.default):  # data.limits
+                    keys.update(f"{section}.{f.name}.{g.name}" for g in fields(f.default))
+    for section, cls in (("trainer", Trainer), ("early_stopping", EarlyStopping), ("checkpoint", ModelCheckpoint)):
+        keys.update(f"{section}.{name}" for name in inspect.signature(cls.__init__).parameters if name != "self")
+    return keys
 
 
 def print_summary(info: dict, precision: float) -> None:

@@ -1,0 +1,1 @@
+"""Optuna sweeps over train.py configs: python -m pipeline.sweep SWEEP.yaml."""

@@ -1,0 +1,107 @@
+"""What a sweep gives back: a table of its trials, the best trial (or, with two objectives, the Pareto front),
+``best.yaml`` that ``train.py`` reproduces, and Optuna's plots, all in the sweep folder."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from pipeline.sweep.spec import SweepSpec
+from pipeline.sweep.trial import BASE_SEED, trial_config
+
+BEST_FILE, TABLE_FILE = "best.yaml", "trials.json"
+SPEED_ALONE = "records_per_s_alone"  # the front's speed, measured again with the machine to itself
+
+
+def trial_row(t: FrozenTrial, alone: dict) -> dict:
+    scores = t.user_attrs.get("scores") or []
+    return {"trial": t.number, "state": t.state.name, "values": t.values, "params": t.params,
+            "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
+            "spread": round(statistics.pstdev(scores), 4) if len(scores) > 1 else None,
+            "epochs": len(t.intermediate_values), "folder": t.user_attrs.get("folder"),
+            "records_per_s_alone": alone.get(str(t.number))}
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial, or with two objectives the trials no other trial beats on both."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return list(study.best_trials) if len(study.directions) > 1 else [study.best_trial]
+
+
+def remeasure(study: optuna.Study, members: list[FrozenTrial]) -> None:
+    """The front's speed again, one member after the other, nothing else of the sweep running."""
+    from pipeline.sweep.speed import records_per_second
+
+    alone = dict(study.user_attrs.get(SPEED_ALONE, {}))
+    for t in members:
+        if str(t.number) not in alone and t.user_attrs.get("runs"):
+            alone[str(t.number)] = records_per_second(Path(t.user_attrs["runs"][0]))
+    study.set_user_attr(SPEED_ALONE, alone)
+
+
+def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    written = []
+    two = len(study.directions) > 1
+    wanted = [("history", lambda: plots.plot_optimization_history(
+        study, target=(lambda t: t.values[0]) if two else None, target_name="validation macro-F1"))]
+    if len(complete) > 1 and study.get_trials(deepcopy=False)[0].params:
+        wanted.append(("importances", lambda: plots.plot_param_importances(
+            study, target=(lambda t: t.values[0]) if two else None, target_name="validation macro-F1")))
+    if two:
+        wanted.append(("pareto_front", lambda: plots.plot_pareto_front(
+            study, target_names=["validation macro-F1", "records/s (sweeping)"])))
+    for name, draw in wanted:
+        try:
+            axes = draw()
+        except (ValueError, RuntimeError):  # too few trials for it yet
+            continue
+        path = folder / f"{name}.png"
+        axes.figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(axes.figure)
+        written.append(path)
+    return written
+
+
+def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool) -> list[str]:
+    """The report's files in ``folder`` and its lines; ``final``: the front's speed is measured again alone."""
+    members = front(study)
+    if final and spec.speed:
+        remeasure(study, members)
+    alone = study.user_attrs.get(SPEED_ALONE, {})
+    trials = study.get_trials(deepcopy=False)
+    (folder / TABLE_FILE).write_text(json.dumps([trial_row(t, alone) for t in trials], indent=1))
+    lines = [f"{'trial':>5}  {'state':8}  {'value(s)':22}  {'seconds':>7}  params"]
+    for t in trials:
+        row = trial_row(t, alone)
+        values = ", ".join(f"{v:.4f}" for v in t.values) if t.values else "-"
+        spread = f" sd {row['spread']}" if row["spread"] is not None else ""
+        lines.append(f"{t.number:>5}  {t.state.name:8}  {values + spread:22}  {row['seconds'] or '-':>7}  "
+                     f"{json.dumps(t.params)}  {row['folder'] or ''}")
+    if members:
+        best = members[0] if not spec.speed else max(members, key=lambda t: t.values[0])
+        (folder / BEST_FILE).write_text(yaml.safe_dump(trial_config(spec, best.params, BASE_SEED), sort_keys=False))
+        title = "Pareto front (validation macro-F1, records/s)" if spec.speed else "best"
+        lines.append(f"{title}: " + "; ".join(
+            f"trial {t.number} {', '.join(f'{v:.4f}' for v in t.values)}"
+            + (f" (alone: {alone[str(t.number)]} records/s)" if str(t.number) in alone else "")
+            for t in members))
+        lines.append(f"{BEST_FILE}: trial {best.number}: train.py fit "
+                     f"{' '.join('--config ' + c for c in spec.configs)} --config {folder / BEST_FILE}")
+    lines += [f"plot: {p}" for p in write_plots(study, folder)]
+    return lines

@@ -46,12 +46,9 @@ def remeasure(study: optuna.Study, members: list[FrozenTrial]) -> None:
 
 
 def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 

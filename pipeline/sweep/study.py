@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -26,16 +28,21 @@ def sweep_folder(spec: SweepSpec, runs_root: str | Path = "runs") -> Path:
 
 def open_storage(folder: Path, url: str | None):
     """A journal file in ``folder`` (safe for several processes of one machine), or the database at ``url``."""
+    quiet_optuna()
+    folder.mkdir(parents=True, exist_ok=True)
     if not url:
-        folder.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
     if not url.startswith(("postgresql://", "postgresql+", "sqlite://", "mysql")):
         raise SweepError(f"--storage {url}: expected a database URL such as postgresql://user@host/db")
-    try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=6 * HEARTBEAT_SECONDS,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
-    except Exception as e:  # the driver's errors arrive as many types
-        raise SweepError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]})") from None
+    for attempt in range(3):  # machines started together race to create the tables: the loser finds them
+        try:
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=6 * HEARTBEAT_SECONDS,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+        except Exception as e:  # the driver's errors arrive as many types
+            if "already exists" in str(e) and attempt < 2:
+                time.sleep(1 + attempt)
+                continue
+            raise SweepError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]})") from None
 
 
 def sampler_of(spec: SweepSpec) -> optuna.samplers.BaseSampler:
@@ -56,8 +63,13 @@ def pruner_of(spec: SweepSpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: SweepSpec, storage) -> optuna.Study:
+def quiet_optuna() -> None:
+    """Optuna's INFO lines and its notes on experimental features off: the sweep prints its own."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def open_study(spec: SweepSpec, storage) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions,
                                 sampler=sampler_of(spec), pruner=pruner_of(spec), load_if_exists=True)
     if study.directions != [optuna.study.StudyDirection.MAXIMIZE] * len(spec.directions):

@@ -18,6 +18,11 @@ BEST_FILE, TABLE_FILE = "best.yaml", "trials.json"
 SPEED_ALONE = "records_per_s_alone"  # the front's speed, measured again with the machine to itself
 
 
+def shown(values: list[float]) -> str:
+    """Validation macro-F1 to 4 places; records/s to 1."""
+    return ", ".join(f"{v:.4f}" if i == 0 else f"{v:.1f}" for i, v in enumerate(values))
+
+
 def trial_row(t: FrozenTrial, alone: dict) -> dict:
     scores = t.user_attrs.get("scores") or []
     return {"trial": t.number, "state": t.state.name, "values": t.values, "params": t.params,
@@ -86,7 +91,7 @@ def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool
     lines = [f"{'trial':>5}  {'state':8}  {'value(s)':22}  {'seconds':>7}  params"]
     for t in trials:
         row = trial_row(t, alone)
-        values = ", ".join(f"{v:.4f}" for v in t.values) if t.values else "-"
+        values = shown(t.values) if t.values else "-"
         spread = f" sd {row['spread']}" if row["spread"] is not None else ""
         lines.append(f"{t.number:>5}  {t.state.name:8}  {values + spread:22}  {row['seconds'] or '-':>7}  "
                      f"{json.dumps(t.params)}  {row['folder'] or ''}")
@@ -95,7 +100,7 @@ def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool
         (folder / BEST_FILE).write_text(yaml.safe_dump(trial_config(spec, best.params, BASE_SEED), sort_keys=False))
         title = "Pareto front (validation macro-F1, records/s)" if spec.speed else "best"
         lines.append(f"{title}: " + "; ".join(
-            f"trial {t.number} {', '.join(f'{v:.4f}' for v in t.values)}"
+            f"trial {t.number} {shown(t.values)}"
             + (f" (alone: {alone[str(t.number)]} records/s)" if str(t.number) in alone else "")
             for t in members))
         lines.append(f"{BEST_FILE}: trial {best.number}: train.py fit "

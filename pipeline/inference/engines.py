@@ -29,6 +29,13 @@ class Predicted:
     rank: int = 0
 
 
+def runtime_of(job: PredictionJob, device: str, threads: int | None) -> dict:
+    """An engine's facts for ``.meta.json``: where the model ran, on how many threads, with what."""
+    plan = job.plan
+    return {"engine": plan.command.engine, "backend": plan.command.backend, "device": device, "threads": threads,
+            "num_workers": plan.num_workers, "onnxruntime_providers": getattr(job.analyzer.model, "providers", None)}
+
+
 class Engine(Protocol):
     def start(self, analyzer: ComplaintAnalyzer, stops: StopRequests) -> None: ...
 
@@ -57,12 +64,6 @@ class LocalEngine:
     def close(self) -> None:
         pass
 
-    def runtime(self, job: PredictionJob) -> dict:
-        plan = job.plan
-        return {"engine": plan.command.engine, "backend": plan.command.backend, "device": plan.device,
-                "threads": plan.threads, "num_workers": plan.num_workers,
-                "onnxruntime_providers": getattr(job.analyzer.model, "providers", None)}
-
     def predict(self, job: PredictionJob) -> Predicted | None:
         import torch
 
@@ -77,7 +78,7 @@ class LocalEngine:
             return None
         stats = {"records": writer.records, "decode_seconds": writer.decode_seconds,
                  "model_seconds": writer.model_seconds}
-        return Predicted(stats, self.runtime(job))
+        return Predicted(stats, runtime_of(job, job.plan.device, job.plan.threads))
 
     def loader(self, job: PredictionJob, rank: int = 0, world_size: int = 1):
         from torch.utils.data import DataLoader

@@ -32,7 +32,7 @@ from pipeline.data.archive import Archive, open_archive
 from pipeline.data.dataset import BlockBuilder, RecordStream, numbered_blocks
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
 from pipeline.inference.defaults import AnalyzerOptions
-from pipeline.inference.engines import Predicted
+from pipeline.inference.engines import Predicted, runtime_of
 from pipeline.inference.errors import FatalError, OutputError, chunks_kept, stopped_line
 from pipeline.inference.plan import InferencePlan, PredictionJob
 from pipeline.inference.writers import ChunkStore
@@ -224,10 +224,7 @@ class RayEngine:
         if job.stops.signum is not None:
             print(stopped_line(job.stops.signum, job.store.records_written(), job.store.parts), file=sys.stderr)
             return None
-        command = job.plan.command
-        return Predicted(stats, {"engine": command.engine, "backend": command.backend, "device": runtime["device"],
-                                 "threads": runtime["threads_per_predictor"], "num_workers": job.plan.num_workers,
-                                 "onnxruntime_providers": getattr(job.analyzer.model, "providers", None),
+        return Predicted(stats, {**runtime_of(job, runtime["device"], runtime["threads_per_predictor"]),
                                  "ray": runtime})
 
     def run_blocks(self, job: PredictionJob) -> tuple[dict, dict]:

@@ -55,8 +55,8 @@ def start_workers(args: argparse.Namespace, folder: Path) -> list[subprocess.Pop
         command += ["--storage", args.storage]
     workers = []
     for i in range(args.jobs):
-        log = open(folder / f"worker-{i}.log", "a")
-        workers.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+        with open(folder / f"worker-{i}.log", "a") as log:  # the worker keeps its own copy of the file
+            workers.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     return workers
 
 

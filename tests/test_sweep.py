@@ -1,6 +1,7 @@
 """python -m pipeline.sweep: sweep files checked before any fit, trials that are ordinary runs, the report, stops."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from factory import ROOT
+from factory import ROOT, write_manifest
 from pipeline.sweep.__main__ import main as sweep
 from pipeline.sweep.trial import validation_score
 from pipeline.training.cli import ComplaintCLI
@@ -28,9 +29,9 @@ def fixed(tiny_demo, epochs: int = 2) -> dict:
 
 
 def sweep_file(tmp_path, tiny_demo, **given) -> str:
-    """A text-only sweep on the tiny demo archive, short fits."""
+    """A text-only sweep on the tiny demo archive, short fits (``given`` replaces any part)."""
     spec = {"name": "t", "configs": [str(ROOT / "configs" / "demo.yaml"), str(ROOT / "configs" / "text_only.yaml")],
-            "fixed": fixed(tiny_demo), "space": SPACE, "trials": 2, "pruner": {"kind": "none"}, **given}
+            "fixed": fixed(tiny_demo) if tiny_demo else {}, "space": SPACE, "trials": 2, "pruner": {"kind": "none"}, **given}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     return str(path)
@@ -49,17 +50,26 @@ def study_of(tmp_path, name="t") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
 
 
-@pytest.mark.parametrize("space, said", [
-    ({"model.lrr": {"float": [0.001, 0.01]}}, "'model.lrr': did you mean 'model.lr'?"),
-    ({"model.lr": {"normal": [0.0, 1.0]}}, "space.model.lr: give one of ['float', 'int', 'categorical']"),
-    ({"model.lr": {"float": [0.01, 0.001]}}, "space.model.lr: the range [0.01, 0.001] is empty"),
-    ({"model.text_hidden": {"int": [32, 64], "step": 0}}, "space.model.text_hidden: step must be positive"),
+@pytest.mark.parametrize("given, said", [
+    ({"space": {"model.lrr": {"float": [0.001, 0.01]}}}, "'model.lrr': did you mean 'model.lr'?"),
+    ({"space": {"model.lr": {"normal": [0.0, 1.0]}}}, "space.model.lr: give one of ['float', 'int', 'categorical']"),
+    ({"space": {"model.lr": {"float": [0.01, 0.001]}}}, "space.model.lr: the range [0.01, 0.001] is empty"),
+    ({"space": {"model.text_hidden": {"int": [32, 64], "step": 0}}}, "space.model.text_hidden: step must be positive"),
+    ({"first": [{"model.dropout": 0.1}]}, "first[0]: ['model.dropout'] not in the space"),
 ])
-def test_a_bad_sweep_file_is_one_line_before_any_fit(tiny_demo, tmp_path, capsys, space, said):
-    assert sweep([sweep_file(tmp_path, tiny_demo, space=space), "--runs-root", str(tmp_path / "runs")]) == 2
+def test_a_bad_sweep_file_is_one_line_before_any_fit(tiny_demo, tmp_path, capsys, given, said):
+    assert sweep([sweep_file(tmp_path, tiny_demo, **given), "--runs-root", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and said in err, err
     assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_keys_set_on_the_command_line_are_checked_as_the_files_are(tiny_demo, tmp_path, capsys):
+    path = sweep_file(tmp_path, tiny_demo)
+    assert sweep([path, "--set", "model.dropot=0.1", "--runs-root", str(tmp_path / "runs")]) == 2
+    assert "'model.dropot': did you mean 'model.dropout'?" in capsys.readouterr().err
+    assert sweep([path, "--set", "model.dropout", "--runs-root", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip() == "sweep: error: --set model.dropout: expected KEY=VALUE"
 
 
 def test_an_unknown_sampler_is_refused(tiny_demo, tmp_path, capsys):
@@ -68,33 +78,96 @@ def test_an_unknown_sampler_is_refused(tiny_demo, tmp_path, capsys):
     assert err == "sweep: error: sampler 'annealing': expected one of ['tpe', 'nsga2', 'random', 'grid']"
 
 
-def test_sigterm_fails_the_trial_cut_short_and_the_same_command_continues_with_two_jobs(tiny_demo, tmp_path):
-    """SIGTERM: exit 143, the trial in flight FAIL (never COMPLETE). Again, with two jobs: the study gets its
-    trials, each value is its run folder's validation figure, and best.yaml refits to the same figure."""
-    proc = run_sweep(sweep_file(tmp_path, tiny_demo, fixed=fixed(tiny_demo, epochs=200), trials=3), tmp_path)
-    checkpoint = tmp_path / "runs" / "sweeps" / "t" / "trial-000" / "checkpoints" / "last.ckpt"
+@pytest.fixture(scope="module")
+def keyword_archive(tmp_path_factory) -> dict:
+    """Texts whose topic is one keyword among filler words, a fifth of the labels shuffled: a TextCNN learns it in
+    an epoch at a good learning rate and not at all at a tiny one, so a median pruner has a trial to stop."""
+    import random
+
+    rng, root = random.Random(3), tmp_path_factory.mktemp("keywords")
+    filler = "the my a parcel order late store refund bank card app delivery phone account".split()
+    keywords = {"billing": "charged", "delivery": "courier", "access": "password"}
+
+    def records(n: int, split: str) -> list[dict]:
+        rows = []
+        for i in range(n):
+            topic = list(keywords)[i % 3]
+            words = rng.choices(filler, k=8)
+            words.insert(rng.randrange(9), keywords[topic])
+            rows.append({"id": f"{split}{i}", "text": " ".join(words),
+                         "topic": rng.choice(list(keywords)) if rng.random() < 0.2 else topic})
+        return rows
+
+    for split, n in (("train", 200), ("val", 60)):
+        write_manifest(root / split, records(n, split))
+    return {split: root / split for split in ("train", "val")}
+
+
+def keyword_sweep(tmp_path, archive, epochs: int) -> str:
+    """Six trials: four at good learning rates, then two at tiny ones (the pruner's to stop)."""
+    good, tiny = [0.005, 0.004, 0.006, 0.0045], [1e-6, 2e-6]
+    return sweep_file(tmp_path, None, fixed={
+        "data.train": str(archive["train"]), "data.val": str(archive["val"]), "data.test": None,
+        "data.num_workers": 0, "data.check_leakage": False, "data.batch_size": 8,
+        "data.tasks": [{"name": "topic", "column": "topic"}], "model.text_encoder": "textcnn",
+        "model.text_linear": False, "trainer.max_epochs": epochs},
+        space={"model.lr": {"float": [1e-6, 0.05], "log": True}, "model.text_hidden": {"int": [32, 64], "step": 32}},
+        first=[{"model.lr": lr, "model.text_hidden": 64} for lr in good + tiny], trials=6,
+        pruner={"kind": "median", "warmup_epochs": 1})
+
+
+def wait_for_an_epoch(proc, trial_dir: Path) -> None:
+    checkpoint = trial_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert checkpoint.exists(), proc.stderr.read()[-3000:] if proc.poll() is not None else "no epoch in 300 s"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err[-3000:]
-    assert err.strip().splitlines()[-1].startswith("sweep: stopped by SIGTERM")
-    assert [t.state for t in study_of(tmp_path).trials] == [optuna.trial.TrialState.FAIL]
 
-    again = run_sweep(sweep_file(tmp_path, tiny_demo, trials=3), tmp_path, "--jobs", "2")  # now short fits
+
+def test_a_killed_worker_and_a_stopped_sweep_lose_nothing_and_two_jobs_finish_with_pruning(keyword_archive,
+                                                                                          tmp_path):
+    """SIGKILL of a worker mid-trial leaves it RUNNING: the same command fails it and tries its parameters again.
+    SIGTERM of the sweep: exit 143, the trial in flight FAIL (never COMPLETE), tried again later. The same command
+    with two jobs then finishes the study: six trials done, the tiny learning rates pruned, each value its run
+    folder's validation figure, and best.yaml refits to the same figure."""
+    sweeps = tmp_path / "runs" / "sweeps" / "t"
+    path = keyword_sweep(tmp_path, keyword_archive, epochs=200)
+    proc = run_sweep(path, tmp_path)
+    wait_for_an_epoch(proc, sweeps / "trial-000")
+    [running] = study_of(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    os.kill(running.user_attrs["pid"], signal.SIGKILL)  # the worker, not the sweep command
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "worker(s) [0] stopped with an error" in err, err[-3000:]
+    assert study_of(tmp_path).trials[0].state == optuna.trial.TrialState.RUNNING  # nobody told the study
+
+    proc = run_sweep(path, tmp_path)
+    wait_for_an_epoch(proc, sweeps / "trial-001")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert "trial(s) [0] were left running by a worker that died: failed, and tried again" in out
+    assert err.strip().splitlines()[-1].startswith("sweep: stopped by SIGTERM")
+    study = study_of(tmp_path)
+    assert [t.state.name for t in study.trials[:2]] == ["FAIL", "FAIL"]
+    assert not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    again = run_sweep(keyword_sweep(tmp_path, keyword_archive, epochs=3), tmp_path, "--jobs", "2")  # short fits
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     study = study_of(tmp_path)
-    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
-    for t in study.trials[1:]:  # the objective is the run folder's validation figure, network alone
-        folder = tmp_path / "runs" / "sweeps" / "t" / f"trial-{t.number:03d}"
-        assert t.user_attrs["folder"] == str(folder)
-        assert t.value == validation_score(json.loads((folder / "metrics.json").read_text()), "network")
-    folder = tmp_path / "runs" / "sweeps" / "t"
-    assert {"best.yaml", "trials.json", "history.png"} <= {p.name for p in folder.iterdir()}
+    states = [t.state.name for t in study.trials]
+    assert states[:2] == ["FAIL", "FAIL"] and len(states) == 8, states
+    assert "PRUNED" in states and set(states[2:]) <= {"COMPLETE", "PRUNED"}, states
+    retried = {t.user_attrs.get("retry_of"): t.params for t in study.trials[2:] if "retry_of" in t.user_attrs}
+    assert retried == {0: study.trials[0].params, 1: study.trials[1].params}  # the killed and the stopped
+    for t in study.trials[2:]:
+        folder = sweeps / f"trial-{t.number:03d}"
+        assert t.user_attrs["folder"] == str(folder) and (folder / "config.yaml").is_file()  # pruned: kept
+        if t.state == optuna.trial.TrialState.COMPLETE:  # the run folder's validation figure, network alone
+            assert t.value == validation_score(json.loads((folder / "metrics.json").read_text()), "network")
+    assert {"best.yaml", "trials.json", "history.png"} <= {p.name for p in sweeps.iterdir()}
     assert f"best: trial {study.best_trial.number} {study.best_value:.4f}" in out
+    assert study.best_value < 1.0  # the shuffled labels: the refit below compares a figure, not a ceiling
 
     # train.py with the sweep's configs and best.yaml: the same validation figure (one thread, as a worker of 2)
     threads = torch.get_num_threads()
@@ -105,17 +178,41 @@ def test_sigterm_fails_the_trial_cut_short_and_the_same_command_continues_with_t
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv(RUN_DIR_ENV, str(refit))
             ComplaintCLI(args=["fit", *[x for c in spec["configs"] for x in ("--config", c)],
-                               "--config", str(folder / "best.yaml")])
+                               "--config", str(sweeps / "best.yaml")])
     finally:
         torch.set_num_threads(threads)
     assert validation_score(json.loads((refit / "metrics.json").read_text()), "network") == study.best_value
+
+
+def test_two_objectives_report_a_front_that_no_trial_beats(tiny_demo, tmp_path):
+    """Validation macro-F1 and records/s: the front in trials.json is exactly the trials no other trial beats on
+    both, each with its speed measured again alone."""
+    space = {"model.text_encoder": {"categorical": ["lstm", "textcnn"]}, "model.text_hidden": {"int": [32, 96],
+                                                                                               "step": 32}}
+    first = [{"model.text_encoder": e, "model.text_hidden": h} for e, h in
+             (("lstm", 96), ("textcnn", 32), ("lstm", 32), ("textcnn", 96))]
+    path = sweep_file(tmp_path, tiny_demo, fixed=fixed(tiny_demo, epochs=1), space=space, first=first, trials=4,
+                      objective={"speed": True})
+    proc = run_sweep(path, tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    rows = json.loads((tmp_path / "runs" / "sweeps" / "t" / "trials.json").read_text())
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 4
+    assert len({r["values"][1] for r in rows}) > 1  # the sizes differ in speed
+
+    def beaten(r) -> bool:
+        return any(all(a >= b for a, b in zip(o["values"], r["values"])) and o["values"] != r["values"] for o in rows)
+
+    assert {r["trial"] for r in rows if r["front"]} == {r["trial"] for r in rows if not beaten(r)}
+    assert all(r["records_per_s_alone"] > 0 for r in rows if r["front"])
+    assert "Pareto front (validation macro-F1, records/s)" in out and (tmp_path / "runs" / "sweeps" / "t" /
+                                                                         "pareto_front.png").is_file()
 
 
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL server on a free local port (Debian's postgresql; run as its user when we are root,
     since it refuses root)."""
-    import os
     import pwd
     import shutil
     import socket

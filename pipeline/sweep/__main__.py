@@ -23,6 +23,9 @@ POLL_SECONDS = 1.0
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipeline.sweep", description=__doc__.splitlines()[0])
     p.add_argument("sweep", help="the sweep file (YAML)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fixed key for every trial, over the sweep file's (model.teacher=RUN, data.train=DIR, ...)")
+    p.add_argument("--name", default=None, help="the study and its folder, instead of the sweep file's name")
     p.add_argument("--jobs", type=int, default=1, help="trials at once on this machine, each in its own process")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="a database shared by several machines (postgresql://user@host/db); default: a journal "
@@ -50,9 +53,11 @@ def progress(spec, study) -> tuple[str, tuple]:
 def start_workers(args: argparse.Namespace, folder: Path) -> list[subprocess.Popen]:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)  # never more threads than cores in all
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "pipeline.sweep", args.sweep, "--worker", "--runs-root", args.runs_root]
-    if args.storage:
-        command += ["--storage", args.storage]
+    command = [sys.executable, "-m", "pipeline.sweep", args.sweep, "--worker", "--runs-root", args.runs_root,
+               *[x for pair in args.set for x in ("--set", pair)]]
+    for option in ("storage", "name"):
+        if getattr(args, option):
+            command += [f"--{option}", getattr(args, option)]
     workers = []
     for i in range(args.jobs):
         with open(folder / f"worker-{i}.log", "a") as log:  # the worker keeps its own copy of the file
@@ -96,13 +101,13 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         print("sweep: --jobs must be at least 1", file=sys.stderr)
         return 2
-    from pipeline.sweep.spec import SweepError, load_spec
+    from pipeline.sweep.spec import SweepError, load_spec, overrides
     from pipeline.training.cli import config_keys
 
     try:
-        spec = load_spec(args.sweep, config_keys())
+        spec = load_spec(args.sweep, config_keys(), args.name, overrides(args.set))
         from pipeline.core.library_noise import silence_library_noise
-        from pipeline.sweep.study import open_storage, open_study, retry_dead_trials, sweep_folder
+        from pipeline.sweep.study import enqueue_first, open_storage, open_study, retry_dead_trials, sweep_folder
 
         silence_library_noise()
         folder = sweep_folder(spec, args.runs_root)
@@ -121,6 +126,7 @@ def main(argv=None) -> int:
     from pipeline.sweep.report import write_report
 
     if not args.report:
+        enqueue_first(study, spec)
         retried = retry_dead_trials(study)
         if retried:
             print(f"sweep: trial(s) {retried} were left running by a worker that died: failed, and tried again")

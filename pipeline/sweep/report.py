@@ -23,9 +23,10 @@ def shown(values: list[float]) -> str:
     return ", ".join(f"{v:.4f}" if i == 0 else f"{v:.1f}" for i, v in enumerate(values))
 
 
-def trial_row(t: FrozenTrial, alone: dict) -> dict:
+def trial_row(t: FrozenTrial, alone: dict, members: set[int]) -> dict:
     scores = t.user_attrs.get("scores") or []
-    return {"trial": t.number, "state": t.state.name, "values": t.values, "params": t.params,
+    return {"trial": t.number, "state": t.state.name, "values": t.values, "front": t.number in members,
+            "params": t.params,
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
             "spread": round(statistics.pstdev(scores), 4) if len(scores) > 1 else None,
             "epochs": len(t.intermediate_values), "folder": t.user_attrs.get("folder"),
@@ -86,11 +87,11 @@ def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool
     if final and spec.speed:
         remeasure(study, members)
     alone = study.user_attrs.get(SPEED_ALONE, {})
-    trials = study.get_trials(deepcopy=False)
-    (folder / TABLE_FILE).write_text(json.dumps([trial_row(t, alone) for t in trials], indent=1))
+    trials, numbers = study.get_trials(deepcopy=False), {t.number for t in members}
+    (folder / TABLE_FILE).write_text(json.dumps([trial_row(t, alone, numbers) for t in trials], indent=1))
     lines = [f"{'trial':>5}  {'state':8}  {'value(s)':22}  {'seconds':>7}  params"]
     for t in trials:
-        row = trial_row(t, alone)
+        row = trial_row(t, alone, numbers)
         values = shown(t.values) if t.values else "-"
         spread = f" sd {row['spread']}" if row["spread"] is not None else ""
         lines.append(f"{t.number:>5}  {t.state.name:8}  {values + spread:22}  {row['seconds'] or '-':>7}  "

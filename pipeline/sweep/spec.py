@@ -9,6 +9,7 @@ space:
   model.text_hidden: {int: [32, 128], step: 32}
   model.text_encoder: {categorical: [lstm, textcnn]}
 objective: {part: network, speed: false}   # validation macro-F1, mean over tasks: network alone or the blend
+first: [{model.lr: 0.003}]      # trials tried first (today's recipe, say): keys of the space
 seeds: 1
 trials: 20
 timeout_minutes: null
@@ -33,8 +34,8 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 PARTS = ("network", "blend")
 KINDS = ("float", "int", "categorical")
-FILE_KEYS = ("name", "configs", "fixed", "space", "objective", "seeds", "trials", "timeout_minutes", "sampler",
-             "pruner")
+FILE_KEYS = ("name", "configs", "fixed", "space", "first", "objective", "seeds", "trials", "timeout_minutes",
+             "sampler", "pruner")
 
 
 class SweepError(Exception):
@@ -73,6 +74,7 @@ class SweepSpec:
     configs: tuple[str, ...]
     dimensions: tuple[Dimension, ...]
     fixed: dict = field(default_factory=dict)
+    first: tuple[dict, ...] = ()  # parameters tried before the sampler's
     part: str = "network"  # the objective: the network alone, or the blend validation chose
     speed: bool = False  # a second objective: text-only records/s
     seeds: int = 1
@@ -123,8 +125,20 @@ def check_keys(keys: list[str], where: str, known: set[str]) -> None:
                          f"{'; ' + ' '.join(hints) if hints else ''}")
 
 
-def load_spec(path: str | Path, known_keys: set[str]) -> SweepSpec:
-    """The sweep file at ``path``, checked (``known_keys``: what ``train.py fit`` accepts)."""
+def overrides(pairs: list[str]) -> dict:
+    """``["model.teacher=runs/t", "trainer.max_epochs=4"]`` -> keys and their YAML values."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SweepError(f"--set {pair}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_spec(path: str | Path, known_keys: set[str], name: str | None = None, fixed: dict | None = None) -> SweepSpec:
+    """The sweep file at ``path``, checked (``known_keys``: what ``train.py fit`` accepts); ``name`` and ``fixed``
+    (keys set on the command line) replace the file's."""
     path = Path(path)
     try:
         given = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -138,11 +152,18 @@ def load_spec(path: str | Path, known_keys: set[str]) -> SweepSpec:
     if unknown:
         hints = did_you_mean(unknown, FILE_KEYS)
         raise SweepError(f"{path}: unknown entries {unknown}{'; ' + ' '.join(hints) if hints else ''}")
-    space, fixed = given.get("space") or {}, given.get("fixed") or {}
+    space, fixed = given.get("space") or {}, {**(given.get("fixed") or {}), **(fixed or {})}
     if not isinstance(space, dict) or not space:
         raise SweepError(f"{path}: space is empty: give at least one key to search")
     check_keys(list(space), "space", known_keys)
     check_keys(list(fixed), "fixed", known_keys)
+    first = given.get("first") or []
+    if not isinstance(first, list) or not all(isinstance(f, dict) for f in first):
+        raise SweepError(f"{path}: first: expected a list of {{key: value}} trials")
+    for i, trial in enumerate(first):
+        outside = [k for k in trial if k not in space]
+        if outside:
+            raise SweepError(f"first[{i}]: {outside} not in the space (the space's keys: {list(space)})")
     configs = tuple(str(c) for c in given.get("configs") or ())
     for config in configs:
         if not Path(config).is_file():
@@ -151,9 +172,9 @@ def load_spec(path: str | Path, known_keys: set[str]) -> SweepSpec:
     part, speed = objective.get("part", "network"), bool(objective.get("speed", False))
     pruner = given.get("pruner") or {}
     spec = SweepSpec(
-        name=str(given.get("name") or path.stem), configs=configs,
-        dimensions=tuple(dimension(k, v) for k, v in space.items()), fixed=dict(fixed), part=part, speed=speed,
-        seeds=int(given.get("seeds", 1)), trials=int(given.get("trials", 20)),
+        name=str(name or given.get("name") or path.stem), configs=configs,
+        dimensions=tuple(dimension(k, v) for k, v in space.items()), fixed=dict(fixed), first=tuple(first), part=part,
+        speed=speed, seeds=int(given.get("seeds", 1)), trials=int(given.get("trials", 20)),
         timeout_minutes=given.get("timeout_minutes"), sampler=str(given.get("sampler", "nsga2" if speed else "tpe")),
         pruner=str(pruner.get("kind", "median")), warmup_epochs=int(pruner.get("warmup_epochs", 1)))
     if spec.part not in PARTS:

@@ -78,6 +78,12 @@ def open_study(spec: SweepSpec, storage) -> optuna.Study:
     return study
 
 
+def enqueue_first(study: optuna.Study, spec: SweepSpec) -> None:
+    """The sweep file's ``first`` trials, once: the sampler's own come after them."""
+    for params in spec.first:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

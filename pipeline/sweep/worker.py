@@ -88,6 +88,7 @@ def work(spec: SweepSpec, study: optuna.Study, storage, folder: Path) -> int:
             continue
         except (SIGTERMException, KeyboardInterrupt):
             study.tell(trial, state=TrialState.FAIL)  # cut short: never COMPLETE with a partial value
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})  # the next start tries it again
             return exit_status(stopping[0] if stopping else signal.SIGTERM)
         except Exception:
             study.tell(trial, state=TrialState.FAIL)

@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -qq --no-compile -e '.[dev,ray,review,sweep]'
+	$(PY) -m pip install -qq --no-compile -e '.[dev,ray,review,sweep,serve]'
 	touch $(STAMP)
 
 # The Label Studio server, in a virtualenv of its own: it pins numpy, pyarrow and pytz, and brings 118

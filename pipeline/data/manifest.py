@@ -208,10 +208,7 @@ class ManifestReader:
                 rid = str(int(raw_id))
         else:
             rid = str(row.number)  # unique by construction: no need to remember it
-        parts = [_clean(fields.get(c)) for c in cols.text]
-        text = "\n\n".join(str(p).strip() for p in parts if p is not None and str(p).strip())
-        if cols.redact:
-            text = redact(text, cols.redact)[0]
+        text = record_text([_clean(fields.get(c)) for c in cols.text], cols)
         attachments = _attachment_list(fields.get(cols.attachments), cols.attachment_separator) if cols.attachments else []
         labels = {c: _label_value(fields.get(c)) for c in cols.labels}
         record = Record(rid, text, attachments, labels, source)
@@ -225,6 +222,19 @@ class ManifestReader:
         elif ids_from_column:
             mark_if_duplicate(record, seen)
         return record
+
+
+def record_text(parts: list, columns: Columns) -> str:
+    """A record's text from its text fields: joined with blank lines, personal data redacted as ``columns``
+    say."""
+    text = "\n\n".join(str(p).strip() for p in parts if p is not None and str(p).strip())
+    return redact(text, columns.redact)[0] if columns.redact else text
+
+
+def record_from_dict(item: dict, source: str, columns: Columns) -> Record:
+    """A record given as a dict (``id``, ``text``, ``attachments``: names), its text read as a manifest's is."""
+    return Record(str(item["id"]), record_text([item.get("text")], columns), list(item.get("attachments") or []),
+                  {}, source)
 
 
 def read_records(archive: Archive, columns: Columns) -> Iterator[Record]:

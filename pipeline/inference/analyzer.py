@@ -13,7 +13,8 @@ from pipeline.confidence.review import ReviewBand
 from pipeline.data.archive import FolderArchive
 from pipeline.data.collate import Collator, batch_to_device, for_transfer
 from pipeline.data.dataset import Featurizer, RecordStream, StreamingComplaintDataset
-from pipeline.data.records import Columns, Record, mark_if_duplicate
+from pipeline.data.manifest import record_from_dict
+from pipeline.data.records import Columns, mark_if_duplicate
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
 from pipeline.inference.defaults import BLOCK, AnalyzerOptions
 from pipeline.inference.onnx_backend import OnnxClassifier, cuda_provider_available
@@ -97,7 +98,8 @@ class ComplaintAnalyzer:
         elif isinstance(source, list) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
             stream = RecordStream([str(s) for s in source], columns or self.run.columns, self.run.media.limits)
         else:
-            stream = DictStream(source, FolderArchive.attachments_only(root, self.run.media.limits))
+            stream = DictStream(source, FolderArchive.attachments_only(root, self.run.media.limits),
+                                columns or self.run.columns)
         loader = DataLoader(self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers,
                             collate_fn=for_transfer)
         pending: dict[int, list[dict]] = {}
@@ -125,17 +127,17 @@ class ComplaintAnalyzer:
 
 
 class DictStream:
-    """``(archive, record)`` pairs from plain dicts; ids default to the position (1-based)."""
+    """``(archive, record)`` pairs from plain dicts, their text read as a manifest's (``columns``: redaction); ids
+    default to the position (1-based)."""
 
-    def __init__(self, items: Iterable[dict], archive: FolderArchive):
+    def __init__(self, items: Iterable[dict], archive: FolderArchive, columns: Columns):
         self.items = items
         self.archive = archive
+        self.columns = columns
 
     def __call__(self):
         seen = set()
         for n, item in enumerate(self.items, start=1):
-            rid = str(item.get("id", n))
-            atts = item.get("attachments") or []
-            record = Record(rid, str(item.get("text") or ""), list(atts), {}, f"records:item {n}")
+            record = record_from_dict({"id": n, **item}, f"records:item {n}", self.columns)
             mark_if_duplicate(record, seen)
             yield self.archive, record

@@ -17,8 +17,9 @@ from factory import bad_archive, make_demo_module, tiny_bert  # noqa: E402
 # files to two workers in collection order (--dist loadfile --no-loadscope-reorder): starting with these and
 # ending with the quick ones keeps either worker from finishing long before the other.
 SLOWEST_FIRST = ["test_ray_engine.py", "test_train_cli.py", "test_hardening.py", "test_infer.py", "test_distillation.py",
-                 "test_sweep.py", "test_bombs.py", "test_explain.py", "test_serve.py", "test_export.py", "test_calibration.py",
-                 "test_transformer.py", "test_multilabel.py", "test_review_queue.py", "test_real_exports.py"]
+                 "test_sweep.py", "test_bombs.py", "test_explain.py", "test_serve.py", "test_export.py",
+                 "test_calibration.py", "test_transformer.py", "test_multilabel.py", "test_review_queue.py",
+                 "test_real_exports.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -28,9 +28,11 @@ $(LABEL_STUDIO)/bin/label-studio:
 	$(PYTHON) -m venv $(LABEL_STUDIO)
 	$(LABEL_STUDIO)/bin/python -m pip install -qq --no-compile label-studio==1.23.2
 
-# Two pytest workers, each taking whole test files (their module fixtures, e.g. the Ray cluster, stay in one),
-# slowest first (tests/conftest.py orders them).
+# Lint and format (ruff, configured in pyproject.toml), then two pytest workers, each taking whole test files
+# (their module fixtures, e.g. the Ray cluster, stay in one), slowest first (tests/conftest.py orders them).
 test: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The review loop against a real Label Studio server (its first start migrates a fresh database: over a minute).

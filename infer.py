@@ -1,6 +1,6 @@
 """Batch inference over complaint archives.
 
-    python infer.py --checkpoint runs/demo/<run> --input data/demo/test --output predictions.jsonl
+python infer.py --checkpoint runs/demo/<run> --input data/demo/test --output predictions.jsonl
 """
 
 import sys

@@ -27,8 +27,14 @@ def main() -> None:
     args = parser.parse_args()
 
     dm = ComplaintDataModule.from_keys(
-        train=args.archive, tasks=[Task("category", "category")], batch_size=32, num_workers=args.workers,
-        image_size=args.image_size, video_frames=args.video_frames, val_fraction=0.01, sample_cache_mb=0,
+        train=args.archive,
+        tasks=[Task("category", "category")],
+        batch_size=32,
+        num_workers=args.workers,
+        image_size=args.image_size,
+        video_frames=args.video_frames,
+        val_fraction=0.01,
+        sample_cache_mb=0,
     )
     dm.setup("fit")
     records, archive, spec = dm.splits["train"], dm.archives["train"], dm.media
@@ -61,8 +67,10 @@ def main() -> None:
     print(f"DataLoader ({args.workers} workers, collated): {loader_rate:8.1f} records/s")
     print(f"ratio DataLoader / raw decode: {loader_rate / raw_rate:.2f}")
     per_sample = 1000 / len(records)
-    print(f"image augmentation: {augment_seconds * per_sample:.2f} ms per sample (decoding: "
-          f"{decode_seconds * per_sample:.2f} ms), {augment_seconds / decode_seconds:.2f}x decoding")
+    print(
+        f"image augmentation: {augment_seconds * per_sample:.2f} ms per sample (decoding: "
+        f"{decode_seconds * per_sample:.2f} ms), {augment_seconds / decode_seconds:.2f}x decoding"
+    )
 
 
 if __name__ == "__main__":

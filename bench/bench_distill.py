@@ -42,19 +42,40 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def xfincorp_rows(shared: Path) -> list[dict]:
     with open(shared / "xfincorp" / "x_fincorp.csv", newline="", encoding="utf-8") as f:
-        return [{"id": r["id"], "text": r["Complaint/ Opinion"], "complaint": r["Complaint Label"],
-                 "severity": r["Severity level"], "sentiment": r["Sentiment"]} for r in csv.DictReader(f)]
+        return [
+            {
+                "id": r["id"],
+                "text": r["Complaint/ Opinion"],
+                "complaint": r["Complaint Label"],
+                "severity": r["Severity level"],
+                "sentiment": r["Sentiment"],
+            }
+            for r in csv.DictReader(f)
+        ]
 
 
 # rows, the tasks (column names), the column the split is stratified on, the val and test fractions, and what the
 # teacher and the student add to README's commands (README gives the same): CFPB has 13 classes, 4 of them under 5
 # training records, and 1,076 narratives on which MiniLM is still learning after 3 epochs
 DATASETS = {
-    "xfincorp": dict(rows=xfincorp_rows, tasks=["complaint", "severity", "sentiment"], stratify="severity",
-                     val=0.10, test=0.20, teacher=[], student=[]),
-    "cfpb": dict(rows=cfpb_rows, tasks=["label"], stratify="label", val=0.15, test=0.15,
-                 teacher=["--model.balance_classes", "true", "--trainer.max_epochs", "6"],
-                 student=["--model.balance_classes", "true", "--model.distill_temperature", "1"]),
+    "xfincorp": dict(
+        rows=xfincorp_rows,
+        tasks=["complaint", "severity", "sentiment"],
+        stratify="severity",
+        val=0.10,
+        test=0.20,
+        teacher=[],
+        student=[],
+    ),
+    "cfpb": dict(
+        rows=cfpb_rows,
+        tasks=["label"],
+        stratify="label",
+        val=0.15,
+        test=0.15,
+        teacher=["--model.balance_classes", "true", "--trainer.max_epochs", "6"],
+        student=["--model.balance_classes", "true", "--model.distill_temperature", "1"],
+    ),
 }
 
 
@@ -81,26 +102,58 @@ def floor(splits: dict[str, list[dict]], task: str) -> float:
 
 def data_args(name: str, paths: dict[str, Path]) -> list[str]:
     tasks = json.dumps([{"name": t, "column": t} for t in DATASETS[name]["tasks"]])
-    return ["--data.train", str(paths["train"]), "--data.val", str(paths["val"]), "--data.test", str(paths["test"]),
-            "--data.tasks", tasks]
+    return [
+        "--data.train",
+        str(paths["train"]),
+        "--data.val",
+        str(paths["val"]),
+        "--data.test",
+        str(paths["test"]),
+        "--data.tasks",
+        tasks,
+    ]
 
 
 def teacher_args(name: str, pretrained: str) -> list[str]:
     """README's teacher command for the data set (without the data)."""
-    return ["--config", "configs/base.yaml", "--config", "configs/text_only.yaml", "--config", "configs/transformer.yaml",
-            "--model.text_pretrained", pretrained, "--model.text_linear", "false", *DATASETS[name]["teacher"]]
+    return [
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/text_only.yaml",
+        "--config",
+        "configs/transformer.yaml",
+        "--model.text_pretrained",
+        pretrained,
+        "--model.text_linear",
+        "false",
+        *DATASETS[name]["teacher"],
+    ]
 
 
 def student_args(name: str, teacher: Path) -> list[str]:
     """README's distillation command for the data set (without the data)."""
-    return ["--config", "configs/base.yaml", "--config", "configs/text_only.yaml", "--config", "configs/distill.yaml",
-            "--model.teacher", str(teacher), *DATASETS[name]["student"]]
+    return [
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/text_only.yaml",
+        "--config",
+        "configs/distill.yaml",
+        "--model.teacher",
+        str(teacher),
+        *DATASETS[name]["student"],
+    ]
 
 
 # lever: what changes from README's recipe (train.py arguments after it; a "configs/" argument replaces base.yaml)
 LEVERS = {
     "README's recipe": [],
-    "demo-sized student (demo.yaml: 64 dims, 64 tokens, own 4k tokenizer)": ["configs/demo.yaml", "--model.embeddings_from", "null"],
+    "demo-sized student (demo.yaml: 64 dims, 64 tokens, own 4k tokenizer)": [
+        "configs/demo.yaml",
+        "--model.embeddings_from",
+        "null",
+    ],
     "own tokenizer (20k, trained on the split), no embeddings_from": ["--model.embeddings_from", "null"],
     "64 tokens": ["--data.max_text_length", "64"],
     "no augmented copies": ["--data.distill_augment", "0"],
@@ -115,8 +168,13 @@ LEVERS = {
 def train_run(args: list[str], log: Path) -> Path:
     """The run folder of ``train.py fit ARGS`` (its output kept in ``log``)."""
     with open(log, "w") as out:
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", *args], stdout=out,
-                              stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), "fit", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
     lines = log.read_text().strip().splitlines()
     runs = [line[5:] for line in lines if line.startswith("run: ")]
     if done.returncode != 0 or not runs:
@@ -148,11 +206,21 @@ def teacher_run(name: str, paths: dict[str, Path], pretrained: str, out: Path, r
         run = Path(marker.read_text().strip())
         if (run / "metrics.json").is_file():
             config = yaml.safe_load((run / "config.yaml").read_text())
-            if (all((ROOT / config["data"][split]).resolve() == path.resolve() for split, path in paths.items())
-                    and holds_options(config, DATASETS[name]["teacher"])):
+            if all(
+                (ROOT / config["data"][split]).resolve() == path.resolve() for split, path in paths.items()
+            ) and holds_options(config, DATASETS[name]["teacher"]):
                 return run
-    run = train_run([*teacher_args(name, pretrained), *data_args(name, paths), "--runs_root", runs_root,
-                     "--experiment", f"{name}_teacher"], out / name / "teacher.log")
+    run = train_run(
+        [
+            *teacher_args(name, pretrained),
+            *data_args(name, paths),
+            "--runs_root",
+            runs_root,
+            "--experiment",
+            f"{name}_teacher",
+        ],
+        out / name / "teacher.log",
+    )
     marker.write_text(str(run))
     return run
 
@@ -167,29 +235,50 @@ def compare(name: str, shared: Path, out: Path, runs_root: str, pretrained: str,
     tasks = DATASETS[name]["tasks"]
     splits, paths = write_split(name, shared, out)
     floors = [floor(splits, t) for t in tasks]
-    print(f"{name}: {({k: len(v) for k, v in splits.items()})}, tasks {tasks}", flush=True)
-    print(f"{name} floor TF-IDF + LR: {statistics.mean(floors):.3f} ({', '.join(f'{x:.3f}' for x in floors)})", flush=True)
+    print(f"{name}: { ({k: len(v) for k, v in splits.items()}) }, tasks {tasks}", flush=True)
+    print(
+        f"{name} floor TF-IDF + LR: {statistics.mean(floors):.3f} ({', '.join(f'{x:.3f}' for x in floors)})", flush=True
+    )
     teacher = teacher_run(name, paths, pretrained, out, runs_root)
     teacher_f1 = test_scores(teacher, tasks)
-    print(f"{name} teacher {teacher}: {statistics.mean(teacher_f1):.3f} ({', '.join(f'{x:.3f}' for x in teacher_f1)})",
-          flush=True)
+    print(
+        f"{name} teacher {teacher}: {statistics.mean(teacher_f1):.3f} ({', '.join(f'{x:.3f}' for x in teacher_f1)})",
+        flush=True,
+    )
     students, means = [], []
     for seed in seeds:
-        run = train_run([*student_args(name, teacher), *data_args(name, paths), "--seed_everything", str(seed),
-                         "--runs_root", runs_root, "--experiment", f"{name}_student"], out / name / f"student{seed}.log")
+        run = train_run(
+            [
+                *student_args(name, teacher),
+                *data_args(name, paths),
+                "--seed_everything",
+                str(seed),
+                "--runs_root",
+                runs_root,
+                "--experiment",
+                f"{name}_student",
+            ],
+            out / name / f"student{seed}.log",
+        )
         network = test_scores(run, tasks, "network")
         means.append(statistics.mean(network))
         students.append(run)
         seconds = json.loads((run / "run.json").read_text())["fit_seconds"]
-        print(f"{name} student seed {seed}: network alone {means[-1]:.3f} ({', '.join(f'{x:.3f}' for x in network)}), "
-              f"blend {statistics.mean(test_scores(run, tasks)):.3f}, fit {seconds} s  ({run})", flush=True)
+        print(
+            f"{name} student seed {seed}: network alone {means[-1]:.3f} ({', '.join(f'{x:.3f}' for x in network)}), "
+            f"blend {statistics.mean(test_scores(run, tasks)):.3f}, fit {seconds} s  ({run})",
+            flush=True,
+        )
     teacher_mean, floor_mean = statistics.mean(teacher_f1), statistics.mean(floors)
     print(f"\n| {name} (test macro-F1, mean of {tasks}) | score | vs teacher | vs floor |")
     print("|---|---|---|---|")
     print(f"| TF-IDF + LR (floor) | {floor_mean:.3f} | {floor_mean - teacher_mean:+.3f} | |")
     print(f"| MiniLM teacher | {teacher_mean:.3f} | | {teacher_mean - floor_mean:+.3f} |")
-    print(f"| student, network alone, seeds {','.join(map(str, seeds))} | {mean_sd(means)} | "
-          f"{statistics.mean(means) - teacher_mean:+.3f} | {statistics.mean(means) - floor_mean:+.3f} |", flush=True)
+    print(
+        f"| student, network alone, seeds {','.join(map(str, seeds))} | {mean_sd(means)} | "
+        f"{statistics.mean(means) - teacher_mean:+.3f} | {statistics.mean(means) - floor_mean:+.3f} |",
+        flush=True,
+    )
     (out / name / "student.txt").write_text(str(students[0]))
 
 
@@ -200,12 +289,16 @@ def rates(name: str, shared: Path, out: Path) -> None:
     teacher, student = (Path((out / name / f"{who}.txt").read_text().strip()) for who in ("teacher", "student"))
     teacher_rate = infer_rate(teacher, paths["test"], out / name / "teacher_predictions.jsonl")
     student_rate = infer_rate(student, paths["test"], out / name / "student_predictions.jsonl")
-    print(f"{name} text-only infer.py records/s (test split x5): teacher {teacher_rate:.1f}, student {student_rate:.1f} "
-          f"({student_rate / teacher_rate:.1f}x)", flush=True)
+    print(
+        f"{name} text-only infer.py records/s (test split x5): teacher {teacher_rate:.1f}, student {student_rate:.1f} "
+        f"({student_rate / teacher_rate:.1f}x)",
+        flush=True,
+    )
 
 
-def ablation(name: str, shared: Path, out: Path, runs_root: str, pretrained: str, seeds: list[int],
-             levers: list[str]) -> None:
+def ablation(
+    name: str, shared: Path, out: Path, runs_root: str, pretrained: str, seeds: list[int], levers: list[str]
+) -> None:
     """Each lever against README's recipe on the same split and teacher, once per seed."""
     tasks = DATASETS[name]["tasks"]
     _, paths = write_split(name, shared, out)
@@ -219,13 +312,26 @@ def ablation(name: str, shared: Path, out: Path, runs_root: str, pretrained: str
             args[1], change = change[0], change[1:]
         means, seconds = [], []
         for seed in seeds:
-            run = train_run([*args, *data_args(name, paths), *change, "--seed_everything", str(seed),
-                             "--runs_root", runs_root, "--experiment", f"{name}_ablation"],
-                            out / name / f"ablation_{list(LEVERS).index(lever)}_{seed}.log")
+            run = train_run(
+                [
+                    *args,
+                    *data_args(name, paths),
+                    *change,
+                    "--seed_everything",
+                    str(seed),
+                    "--runs_root",
+                    runs_root,
+                    "--experiment",
+                    f"{name}_ablation",
+                ],
+                out / name / f"ablation_{list(LEVERS).index(lever)}_{seed}.log",
+            )
             means.append(statistics.mean(test_scores(run, tasks, "network")))
             seconds.append(json.loads((run / "run.json").read_text())["fit_seconds"])
-        print(f"| {lever} | {mean_sd(means)} | {', '.join(f'{x:.3f}' for x in means)} | "
-              f"{statistics.mean(seconds):.0f} |", flush=True)
+        print(
+            f"| {lever} | {mean_sd(means)} | {', '.join(f'{x:.3f}' for x in means)} | {statistics.mean(seconds):.0f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -238,8 +344,11 @@ def main() -> None:
     parser.add_argument("--runs_root", default=str(ROOT / "bench" / "out" / "runs"))
     parser.add_argument("--ablation", action="store_true", help="the levers instead of the comparison")
     parser.add_argument("--rates", action="store_true", help="only the records/s of teacher and student")
-    parser.add_argument("--levers", default=",".join(str(i) for i in range(len(LEVERS))),
-                        help="--ablation: which levers, by number (0: README's recipe)")
+    parser.add_argument(
+        "--levers",
+        default=",".join(str(i) for i in range(len(LEVERS))),
+        help="--ablation: which levers, by number (0: README's recipe)",
+    )
     args = parser.parse_args()
     seeds = [int(x) for x in args.seeds.split(",")]
     pretrained, shared, out = str(Path(args.pretrained).resolve()), Path(args.shared), Path(args.out).resolve()

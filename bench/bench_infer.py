@@ -61,8 +61,8 @@ import yaml
 
 from pipeline import ComplaintAnalyzer
 from pipeline.data.dataset import RecordStream
-from pipeline.inference.arguments import CORES, DEFAULT_WORKERS, model_threads
 from pipeline.inference.analyzer import BLOCK
+from pipeline.inference.arguments import CORES, DEFAULT_WORKERS, model_threads
 from pipeline.models.trained_run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,9 +97,22 @@ def text_archive(source: Path, n: int, out: Path) -> Path:
 def run_infer(checkpoint: str, archive: Path, output: Path, *options: str) -> tuple[dict, int]:
     """(infer.py's meta.json, peak RSS in bytes of its process tree)."""
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "infer.py"), "--checkpoint", checkpoint, "--input", str(archive), "--output",
-         str(output), "--overwrite", *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "--checkpoint",
+            checkpoint,
+            "--input",
+            str(archive),
+            "--output",
+            str(output),
+            "--overwrite",
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     parent, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -119,9 +132,23 @@ def timed_infer(checkpoint: str, archive: Path, output: Path, checkout: Path = R
     chunk) and records/s from there to the output complete."""
     parts = output.with_name(output.name + ".parts")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(checkout / "infer.py"), "--checkpoint", checkpoint, "--input",
-                             str(archive), "--output", str(output), "--overwrite"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=checkout)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(checkout / "infer.py"),
+            "--checkpoint",
+            checkpoint,
+            "--input",
+            str(archive),
+            "--output",
+            str(output),
+            "--overwrite",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=checkout,
+    )
     first = None
     while proc.poll() is None:
         if first is None and parts.is_dir() and any(p.name.startswith("chunk-") for p in parts.iterdir()):
@@ -141,26 +168,34 @@ def students(runs: list[str], archive: Path, tmp: Path, repeats: int, rounds: in
     results = {}
     for run in runs:
         threads = model_threads(0)  # every core: the model's ceiling (infer.py leaves one to its text reader)
-        results[run] = {"threads": threads,
-                        "model_only": model_only_rates(run, archive, threads, repeats, blocks=40,
-                                                       backends=("torch",))["torch"]}
+        results[run] = {
+            "threads": threads,
+            "model_only": model_only_rates(run, archive, threads, repeats, blocks=40, backends=("torch",))["torch"],
+        }
     checkouts = {"this checkout": ROOT, **({"main": main_checkout} if main_checkout else {})}
     for _ in range(rounds):
         for run in runs:
             for label, checkout in checkouts.items():
                 timed = timed_infer(run, archive, tmp / "students.jsonl", checkout)
-                print(f"  {run} {label}: {timed['records_per_s']:.1f} records/s, first record after "
-                      f"{timed['first_record_s']:.2f} s", flush=True)
+                print(
+                    f"  {run} {label}: {timed['records_per_s']:.1f} records/s, first record after "
+                    f"{timed['first_record_s']:.2f} s",
+                    flush=True,
+                )
                 best = results[run].get(label)
                 results[run][label] = timed if best is None or timed["records_per_s"] > best["records_per_s"] else best
     print(f"\ntext-only students on {archive} (model only on {model_threads(0)} threads, {CORES} cores):")
-    print("| student | model only, records/s | end to end, records/s | end to end / model only | start to first "
-          "record, s |" + (" main end to end, records/s | vs main |" if main_checkout else ""))
+    print(
+        "| student | model only, records/s | end to end, records/s | end to end / model only | start to first "
+        "record, s |" + (" main end to end, records/s | vs main |" if main_checkout else "")
+    )
     print("|---|---|---|---|---|" + ("---|---|" if main_checkout else ""))
     for run, r in results.items():
         e2e = r["this checkout"]
-        row = (f"| {run} | {r['model_only']:.0f} | {e2e['records_per_s']:.0f} | "
-               f"{e2e['records_per_s'] / r['model_only']:.2f} | {e2e['first_record_s']:.2f} |")
+        row = (
+            f"| {run} | {r['model_only']:.0f} | {e2e['records_per_s']:.0f} | "
+            f"{e2e['records_per_s'] / r['model_only']:.2f} | {e2e['first_record_s']:.2f} |"
+        )
         if main_checkout:
             main = r["main"]
             row += f" {main['records_per_s']:.0f} | {e2e['records_per_s'] / main['records_per_s']:.2f}x |"
@@ -178,31 +213,43 @@ def engines(checkpoints: dict[str, str], archives: dict[str, Path], tmp: Path, r
                 meta, _ = run_infer(checkpoints[name], archive, tmp / "engines.jsonl", "--engine", engine)
                 rate = meta["counts"]["records"] / (time.perf_counter() - start)
                 startup = meta["runtime"].get("ray", {}).get("startup_seconds")
-                print(f"  {name} {engine}: {rate:.1f} records/s" + (f", Ray up after {startup} s" if startup else ""),
-                      flush=True)
+                print(
+                    f"  {name} {engine}: {rate:.1f} records/s" + (f", Ray up after {startup} s" if startup else ""),
+                    flush=True,
+                )
                 best = results[name].get(engine)
                 if best is None or rate > best["records_per_s"]:
-                    results[name][engine] = {"records_per_s": rate, "records": meta["counts"]["records"],
-                                             "startup_s": startup}
+                    results[name][engine] = {
+                        "records_per_s": rate,
+                        "records": meta["counts"]["records"],
+                        "startup_s": startup,
+                    }
     print(f"\nlocal vs ray, whole runs, start-up included ({CORES} cores):")
     print("| archive | records | local, records/s | ray, records/s | ray / local | ray start-up, s |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         local, ray = r["local"], r["ray"]
-        print(f"| {name} | {local['records']} | {local['records_per_s']:.0f} | {ray['records_per_s']:.0f} | "
-              f"{ray['records_per_s'] / local['records_per_s']:.2f} | {ray['startup_s']:.1f} |")
+        print(
+            f"| {name} | {local['records']} | {local['records_per_s']:.0f} | {ray['records_per_s']:.0f} | "
+            f"{ray['records_per_s'] / local['records_per_s']:.2f} | {ray['startup_s']:.1f} |"
+        )
     print(json.dumps(results), file=sys.stderr)
 
 
-def model_only_rates(checkpoint: str, archive: Path, threads: int, repeats: int, blocks: int = 12,
-                     backends: tuple[str, ...] = BACKENDS) -> dict[str, float]:
+def model_only_rates(
+    checkpoint: str, archive: Path, threads: int, repeats: int, blocks: int = 12, backends: tuple[str, ...] = BACKENDS
+) -> dict[str, float]:
     """Median records/s per backend on the same pre-decoded blocks, backends interleaved."""
     torch.set_num_threads(threads)
-    analyzers = {b: ComplaintAnalyzer.from_checkpoint(checkpoint, device="cpu", backend=b, threads=threads)
-                 for b in backends}
+    analyzers = {
+        b: ComplaintAnalyzer.from_checkpoint(checkpoint, device="cpu", backend=b, threads=threads) for b in backends
+    }
     run = analyzers["torch"].run
-    cached = list(itertools.islice(iter(analyzers["torch"].dataset(RecordStream([str(archive)], run.columns,
-                                                                                  run.media.limits), BLOCK)), blocks))
+    cached = list(
+        itertools.islice(
+            iter(analyzers["torch"].dataset(RecordStream([str(archive)], run.columns, run.media.limits), BLOCK)), blocks
+        )
+    )
     records = sum(len(b["ids"]) for b in cached)
     rates = {b: [] for b in backends}
     with torch.inference_mode():
@@ -227,11 +274,16 @@ def macro_f1(meta: dict) -> dict[str, float]:
     return {task: round(r["f1_macro"], 4) for task, r in meta["evaluation"].items()}
 
 
-def bench_model(name: str, checkpoint: str, archive: Path, tmp: Path, repeats: int, rounds: int,
-                small: Path | None) -> dict:
+def bench_model(
+    name: str, checkpoint: str, archive: Path, tmp: Path, repeats: int, rounds: int, small: Path | None
+) -> dict:
     workers = DEFAULT_WORKERS if load_run(checkpoint).reads_media and name == "demo" else 0
     threads = model_threads(workers)
-    out = {"workers": workers, "threads": threads, "model_only": model_only_rates(checkpoint, archive, threads, repeats)}
+    out = {
+        "workers": workers,
+        "threads": threads,
+        "model_only": model_only_rates(checkpoint, archive, threads, repeats),
+    }
     out["end_to_end"] = {}
     for _ in range(rounds):  # configurations interleaved; the best round of each is kept
         for label, options in [("torch, as on main", MAIN_SETTINGS)] + [(b, ["--backend", b]) for b in BACKENDS]:
@@ -239,14 +291,20 @@ def bench_model(name: str, checkpoint: str, archive: Path, tmp: Path, repeats: i
             counts = meta["counts"]
             print(f"  {name} end to end, {label}: {counts['records_per_s']} records/s", flush=True)
             if counts["records_per_s"] > out["end_to_end"].get(label, {}).get("records_per_s", 0):
-                out["end_to_end"][label] = {"records_per_s": counts["records_per_s"], "peak_rss_mib": peak / 2**20,
-                                            "decode_s": counts["decode_seconds"], "model_s": counts["model_seconds"]}
+                out["end_to_end"][label] = {
+                    "records_per_s": counts["records_per_s"],
+                    "peak_rss_mib": peak / 2**20,
+                    "decode_s": counts["decode_seconds"],
+                    "model_s": counts["model_seconds"],
+                }
     if small is not None:  # memory must not grow with the archive
         out["peak_rss_small_mib"] = run_infer(checkpoint, small, tmp / f"{name}-small.jsonl")[1] / 2**20
     test = evaluation_archive(checkpoint)
     if test is not None:
-        out["macro_f1"] = {b: macro_f1(run_infer(checkpoint, test, tmp / f"{name}-test.jsonl", "--backend", b,
-                                                 "--evaluate")[0]) for b in BACKENDS}
+        out["macro_f1"] = {
+            b: macro_f1(run_infer(checkpoint, test, tmp / f"{name}-test.jsonl", "--backend", b, "--evaluate")[0])
+            for b in BACKENDS
+        }
     return out
 
 
@@ -259,11 +317,15 @@ def report(name: str, records: int, r: dict) -> None:
     print("  infer.py end to end:")
     base = e2e["torch, as on main"]["records_per_s"]
     for label, v in e2e.items():
-        print(f"    {label:17s} {v['records_per_s']:8.1f} records/s   x{v['records_per_s'] / base:.2f} main   "
-              f"peak RSS {v['peak_rss_mib']:6.0f} MiB   decoding {v['decode_s']:5.1f} s, model {v['model_s']:5.1f} s")
+        print(
+            f"    {label:17s} {v['records_per_s']:8.1f} records/s   x{v['records_per_s'] / base:.2f} main   "
+            f"peak RSS {v['peak_rss_mib']:6.0f} MiB   decoding {v['decode_s']:5.1f} s, model {v['model_s']:5.1f} s"
+        )
     if "peak_rss_small_mib" in r:
-        print(f"  peak RSS, eager, {records} / {records // 10} records: "
-              f"{e2e['torch']['peak_rss_mib'] / r['peak_rss_small_mib']:.3f}")
+        print(
+            f"  peak RSS, eager, {records} / {records // 10} records: "
+            f"{e2e['torch']['peak_rss_mib'] / r['peak_rss_small_mib']:.3f}"
+        )
     for b, f1 in r.get("macro_f1", {}).items():
         change = {t: round(100 * (v - r["macro_f1"]["torch"][t]), 2) for t, v in f1.items()}
         print(f"  test macro-F1 {b:17s} {f1}   change vs eager (points) {change}")
@@ -295,16 +357,23 @@ def main() -> None:
         parser.error("--checkpoint and --text-checkpoint are needed (or --students)")
     if args.engines:
         try:
-            archives = {"demo": demo_archive(Path(args.demo_source), args.demo_records, tmp / "demo"),
-                        "text-only": text_archive(Path(args.text_source), args.records, tmp / "text")}
+            archives = {
+                "demo": demo_archive(Path(args.demo_source), args.demo_records, tmp / "demo"),
+                "text-only": text_archive(Path(args.text_source), args.records, tmp / "text"),
+            }
             engines({"demo": args.checkpoint, "text-only": args.text_checkpoint}, archives, tmp, args.rounds)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
     try:
-        archives = {"demo": demo_archive(Path(args.demo_source), args.records, tmp / "demo"),
-                    "text-only": text_archive(Path(args.text_source), args.records, tmp / "text")}
-        small = {"demo": demo_archive(Path(args.demo_source), args.records // 10, tmp / "demo-small"), "text-only": None}
+        archives = {
+            "demo": demo_archive(Path(args.demo_source), args.records, tmp / "demo"),
+            "text-only": text_archive(Path(args.text_source), args.records, tmp / "text"),
+        }
+        small = {
+            "demo": demo_archive(Path(args.demo_source), args.records // 10, tmp / "demo-small"),
+            "text-only": None,
+        }
         checkpoints = {"demo": args.checkpoint, "text-only": args.text_checkpoint}
         results = {}
         for name, archive in archives.items():

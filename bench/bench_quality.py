@@ -57,8 +57,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def split_rows(rows: list[dict], label: str, seed: int = 0, val: float = 0.15,
-               test: float = 0.15) -> dict[str, list[dict]]:
+def split_rows(
+    rows: list[dict], label: str, seed: int = 0, val: float = 0.15, test: float = 0.15
+) -> dict[str, list[dict]]:
     groups = defaultdict(list)
     for r in rows:
         groups[r[label]].append(r)
@@ -70,8 +71,8 @@ def split_rows(rows: list[dict], label: str, seed: int = 0, val: float = 0.15,
         n = len(g)
         n_val, n_test = (round(n * val), round(n * test)) if n >= 7 else (0, 0)
         out["val"] += g[:n_val]
-        out["test"] += g[n_val:n_val + n_test]
-        out["train"] += g[n_val + n_test:]
+        out["test"] += g[n_val : n_val + n_test]
+        out["train"] += g[n_val + n_test :]
     return out
 
 
@@ -107,7 +108,9 @@ def tfidf_baseline(splits, analyzer: str, ngrams: tuple[int, int], label: str = 
 
 def train_run(args: list[str]) -> Path:
     """The run folder of ``train.py fit ARGS``."""
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", *args], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "fit", *args], capture_output=True, text=True, cwd=ROOT
+    )
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines or not lines[-1].startswith("run: "):
         raise RuntimeError(f"training failed:\n{out.stderr[-3000:]}")
@@ -121,9 +124,22 @@ def train(args: list[str]) -> dict:
 
 def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5) -> float:
     """infer.py's records/s (prediction phase) over ``archive`` read ``repeats`` times."""
-    done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(run), "--input",
-                           *[str(archive)] * repeats, "--output", str(out), "--overwrite"],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "--checkpoint",
+            str(run),
+            "--input",
+            *[str(archive)] * repeats,
+            "--output",
+            str(out),
+            "--overwrite",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"infer.py failed:\n{done.stderr[-3000:]}")
     return json.loads(out.with_name(out.name + ".meta.json").read_text())["counts"]["records_per_s"]
@@ -147,21 +163,79 @@ def waimai_rows(shared: Path) -> list[dict]:
 # pretrained comparison the teacher's and the student's options. waimai's budget is cut to fit an hour
 # of 2 CPU cores (one teacher epoch is 15 minutes there; each augmented copy adds 8,391 texts an epoch).
 DATASETS = {
-    "cfpb": dict(rows=cfpb_rows, analyzer="word", ngrams=(1, 2), model=[
-        "--data.max_text_length", "256", "--data.vocab_size", "20000", "--data.batch_size", "16",
-        "--model.embed_dim", "128", "--model.text_hidden", "128", "--model.text_linear", "true",
-        "--model.balance_classes", "true", "--model.dropout", "0.3", "--trainer.max_epochs", "25",
-        "--early_stopping.patience", "8",
-    ], teacher=["--trainer.max_epochs", "8", "--early_stopping.patience", "8"],
-        student=["--model.embeddings_from", "{pretrained}", "--trainer.max_epochs", "12", "--early_stopping.patience", "4"]),
-    "waimai": dict(rows=waimai_rows, analyzer="char", ngrams=(1, 3), model=[
-        "--data.max_text_length", "128", "--data.vocab_size", "8000", "--data.batch_size", "64",
-        "--model.embed_dim", "128", "--model.text_hidden", "128", "--model.text_linear", "true",
-        "--model.balance_classes", "true", "--trainer.max_epochs", "8", "--early_stopping.patience", "3",
-    ], teacher=["--trainer.max_epochs", "1", "--data.batch_size", "32"],
+    "cfpb": dict(
+        rows=cfpb_rows,
+        analyzer="word",
+        ngrams=(1, 2),
+        model=[
+            "--data.max_text_length",
+            "256",
+            "--data.vocab_size",
+            "20000",
+            "--data.batch_size",
+            "16",
+            "--model.embed_dim",
+            "128",
+            "--model.text_hidden",
+            "128",
+            "--model.text_linear",
+            "true",
+            "--model.balance_classes",
+            "true",
+            "--model.dropout",
+            "0.3",
+            "--trainer.max_epochs",
+            "25",
+            "--early_stopping.patience",
+            "8",
+        ],
+        teacher=["--trainer.max_epochs", "8", "--early_stopping.patience", "8"],
+        student=[
+            "--model.embeddings_from",
+            "{pretrained}",
+            "--trainer.max_epochs",
+            "12",
+            "--early_stopping.patience",
+            "4",
+        ],
+    ),
+    "waimai": dict(
+        rows=waimai_rows,
+        analyzer="char",
+        ngrams=(1, 3),
+        model=[
+            "--data.max_text_length",
+            "128",
+            "--data.vocab_size",
+            "8000",
+            "--data.batch_size",
+            "64",
+            "--model.embed_dim",
+            "128",
+            "--model.text_hidden",
+            "128",
+            "--model.text_linear",
+            "true",
+            "--model.balance_classes",
+            "true",
+            "--trainer.max_epochs",
+            "8",
+            "--early_stopping.patience",
+            "3",
+        ],
+        teacher=["--trainer.max_epochs", "1", "--data.batch_size", "32"],
         # the student keeps its own tokenizer: the English model's vocabulary maps Chinese to [UNK]
-        student=["--model.embeddings_from", "null", "--data.distill_augment", "1", "--trainer.max_epochs", "6",
-                 "--early_stopping.patience", "3"]),
+        student=[
+            "--model.embeddings_from",
+            "null",
+            "--data.distill_augment",
+            "1",
+            "--trainer.max_epochs",
+            "6",
+            "--early_stopping.patience",
+            "3",
+        ],
+    ),
 }
 
 
@@ -172,9 +246,23 @@ def split_archives(name: str, shared: Path, base: Path) -> tuple[dict, dict[str,
 
 def text_only_args(paths: dict[str, Path], runs_root: str, spec: dict) -> list[str]:
     """train.py arguments of a text-only run on the split's archives, with the data set's model options."""
-    return ["--config", "configs/demo.yaml", "--config", "configs/text_only.yaml",
-            "--data.train", str(paths["train"]), "--data.val", str(paths["val"]), "--data.test", str(paths["test"]),
-            "--data.tasks", '[{"name": "label", "column": "label"}]', "--runs_root", runs_root, *spec["model"]]
+    return [
+        "--config",
+        "configs/demo.yaml",
+        "--config",
+        "configs/text_only.yaml",
+        "--data.train",
+        str(paths["train"]),
+        "--data.val",
+        str(paths["val"]),
+        "--data.test",
+        str(paths["test"]),
+        "--data.tasks",
+        '[{"name": "label", "column": "label"}]',
+        "--runs_root",
+        runs_root,
+        *spec["model"],
+    ]
 
 
 def text_task(name: str, shared: Path, runs_root: str, seeds: list[int]) -> None:
@@ -185,15 +273,22 @@ def text_task(name: str, shared: Path, runs_root: str, seeds: list[int]) -> None
         sizes = {k: len(v) for k, v in splits.items()}
         baseline = tfidf_baseline(splits, spec["analyzer"], spec["ngrams"])
         for seed in seeds:
-            metrics = train([*text_only_args(paths, runs_root, spec), "--experiment", name,
-                             "--seed_everything", str(seed)])
+            metrics = train(
+                [*text_only_args(paths, runs_root, spec), "--experiment", name, "--seed_everything", str(seed)]
+            )
             scores.append(metrics["test"]["label"]["f1_macro"])
-            print(f"{name:8s} {sizes}  seed {seed}  test macro-F1: ours (text-only) {scores[-1]:.3f}  "
-                  f"TF-IDF+LR {baseline:.3f}  difference {scores[-1] - baseline:+.3f}", flush=True)
+            print(
+                f"{name:8s} {sizes}  seed {seed}  test macro-F1: ours (text-only) {scores[-1]:.3f}  "
+                f"TF-IDF+LR {baseline:.3f}  difference {scores[-1] - baseline:+.3f}",
+                flush=True,
+            )
     if len(scores) > 1:
         mean = statistics.mean(scores)
-        print(f"{name:8s} mean of {len(scores)} seeds: ours {mean:.3f} (sd {statistics.stdev(scores):.3f})  "
-              f"TF-IDF+LR {baseline:.3f}  difference {mean - baseline:+.3f}", flush=True)
+        print(
+            f"{name:8s} mean of {len(scores)} seeds: ours {mean:.3f} (sd {statistics.stdev(scores):.3f})  "
+            f"TF-IDF+LR {baseline:.3f}  difference {mean - baseline:+.3f}",
+            flush=True,
+        )
 
 
 def check_same_split(run: Path, paths: dict[str, Path]) -> None:
@@ -209,8 +304,9 @@ def check_same_split(run: Path, paths: dict[str, Path]) -> None:
             raise SystemExit(f"--teacher {run}: its {split} archive {data[split]} is not this bench's {split} split")
 
 
-def pretrained(name: str, shared: Path, runs_root: str, seeds: list[int], model_dir: str,
-               teacher: Path | None = None) -> None:
+def pretrained(
+    name: str, shared: Path, runs_root: str, seeds: list[int], model_dir: str, teacher: Path | None = None
+) -> None:
     spec = DATASETS[name]
     with tempfile.TemporaryDirectory() as tmp:
         splits, paths = split_archives(name, shared, Path(tmp))
@@ -220,28 +316,63 @@ def pretrained(name: str, shared: Path, runs_root: str, seeds: list[int], model_
         common = text_only_args(paths, runs_root, spec)
         bilstm = []
         for seed in seeds:
-            metrics = train([*common, "--model.text_linear", "false", "--experiment", f"{name}_bilstm",
-                             "--seed_everything", str(seed)])
+            metrics = train(
+                [
+                    *common,
+                    "--model.text_linear",
+                    "false",
+                    "--experiment",
+                    f"{name}_bilstm",
+                    "--seed_everything",
+                    str(seed),
+                ]
+            )
             bilstm.append(metrics["test"]["label"]["f1_macro"])
             print(f"{name} BiLSTM alone, seed {seed}: {bilstm[-1]:.3f}", flush=True)
         if teacher:
             check_same_split(teacher, paths)
         else:
-            teacher = train_run([*common, "--config", "configs/transformer.yaml", "--model.text_pretrained", model_dir,
-                                 "--model.text_linear", "false", *spec["teacher"], "--experiment", f"{name}_teacher"])
+            teacher = train_run(
+                [
+                    *common,
+                    "--config",
+                    "configs/transformer.yaml",
+                    "--model.text_pretrained",
+                    model_dir,
+                    "--model.text_linear",
+                    "false",
+                    *spec["teacher"],
+                    "--experiment",
+                    f"{name}_teacher",
+                ]
+            )
         teacher_f1 = json.loads((teacher / "metrics.json").read_text())["test"]["label"]["f1_macro"]
         print(f"{name} transformer (teacher {teacher}): {teacher_f1:.3f}", flush=True)
         network, blend, students = [], [], []
         for seed in seeds:
-            run = train_run([*common, "--config", "configs/distill.yaml", "--model.teacher", str(teacher),
-                             *[a.format(pretrained=model_dir) for a in spec["student"]],
-                             "--experiment", f"{name}_student", "--seed_everything", str(seed)])
+            run = train_run(
+                [
+                    *common,
+                    "--config",
+                    "configs/distill.yaml",
+                    "--model.teacher",
+                    str(teacher),
+                    *[a.format(pretrained=model_dir) for a in spec["student"]],
+                    "--experiment",
+                    f"{name}_student",
+                    "--seed_everything",
+                    str(seed),
+                ]
+            )
             test = json.loads((run / "metrics.json").read_text())["test"]["label"]
             network.append(test["network"]["f1_macro"])
             blend.append(test["f1_macro"])
             students.append(run)
-            print(f"{name} distilled, seed {seed}: network {network[-1]:.3f}, blend {blend[-1]:.3f} "
-                  f"(deep_weight {test['deep_weight']})", flush=True)
+            print(
+                f"{name} distilled, seed {seed}: network {network[-1]:.3f}, blend {blend[-1]:.3f} "
+                f"(deep_weight {test['deep_weight']})",
+                flush=True,
+            )
         teacher_rate = infer_rate(teacher, paths["test"], Path(tmp) / "teacher.jsonl")
         student_rate = infer_rate(students[0], paths["test"], Path(tmp) / "student.jsonl")
 
@@ -258,16 +389,35 @@ def pretrained(name: str, shared: Path, runs_root: str, seeds: list[int], model_
     print(f"| transformer (teacher) | {cells([teacher_f1])} |")
     print(f"| distilled BiLSTM, network alone | {cells(network)} |")
     print(f"| distilled BiLSTM + TF-IDF blend | {cells(blend)} |")
-    print(f"text-only infer.py on CPU: teacher {teacher_rate:.1f} records/s, student {student_rate:.1f} records/s "
-          f"({student_rate / teacher_rate:.1f}x)", flush=True)
+    print(
+        f"text-only infer.py on CPU: teacher {teacher_rate:.1f} records/s, student {student_rate:.1f} records/s "
+        f"({student_rate / teacher_rate:.1f}x)",
+        flush=True,
+    )
 
 
 def review_on_test(run: Path, archive: Path, precision: float, out: Path) -> dict[str, dict]:
     """Per task, infer.py's review band on a labelled archive: its threshold and validation coverage, and the
     share of the archive auto-decided and their precision."""
-    done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(run), "--input", str(archive),
-                           "--output", str(out), "--overwrite", "--evaluate", "--review-precision", str(precision)],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "--checkpoint",
+            str(run),
+            "--input",
+            str(archive),
+            "--output",
+            str(out),
+            "--overwrite",
+            "--evaluate",
+            "--review-precision",
+            str(precision),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"infer.py failed:\n{done.stderr[-3000:]}")
     meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
@@ -278,23 +428,40 @@ def review_on_test(run: Path, archive: Path, precision: float, out: Path) -> dic
         labelled = [r for r in rows if r.get(f"{task}_true") is not None and r[task] is not None]
         auto = [r for r in labelled if threshold is not None and r[f"{task}_confidence"] >= threshold]
         right = sum(r[task] == r[f"{task}_true"] for r in auto)
-        result[task] = {"threshold": threshold, "val_coverage": band["validation"]["coverage"],
-                        "coverage": len(auto) / len(labelled), "precision": right / len(auto) if auto else None}
+        result[task] = {
+            "threshold": threshold,
+            "val_coverage": band["validation"]["coverage"],
+            "coverage": len(auto) / len(labelled),
+            "precision": right / len(auto) if auto else None,
+        }
     return result
 
 
 def calibration(shared: Path, runs_root: str, precision: float, reuse: dict[str, Path]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         splits, paths = split_archives("cfpb", shared, Path(tmp))
-        runs = {"demo": (reuse.get("demo"), ROOT / "data" / "demo" / "test", ["--config", "configs/demo.yaml"]),
-                "cfpb": (reuse.get("cfpb"), paths["test"], text_only_args(paths, runs_root, DATASETS["cfpb"]))}
-        print(f"| data | task | val ECE raw -> calibrated | test ECE raw -> calibrated | test NLL raw -> calibrated "
-              f"| review threshold (P {precision:g}) | auto-decided val / test | test precision of auto-decided |")
+        runs = {
+            "demo": (reuse.get("demo"), ROOT / "data" / "demo" / "test", ["--config", "configs/demo.yaml"]),
+            "cfpb": (reuse.get("cfpb"), paths["test"], text_only_args(paths, runs_root, DATASETS["cfpb"])),
+        }
+        print(
+            f"| data | task | val ECE raw -> calibrated | test ECE raw -> calibrated | test NLL raw -> calibrated "
+            f"| review threshold (P {precision:g}) | auto-decided val / test | test precision of auto-decided |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for name, (run, test, args) in runs.items():
             if run is None:
-                run = train_run([*args, "--runs_root", runs_root, "--experiment", f"calibration_{name}",
-                                 "--review_precision", str(precision)])
+                run = train_run(
+                    [
+                        *args,
+                        "--runs_root",
+                        runs_root,
+                        "--experiment",
+                        f"calibration_{name}",
+                        "--review_precision",
+                        str(precision),
+                    ]
+                )
             elif name == "cfpb":
                 check_same_split(run, paths)
             metrics = json.loads((run / "metrics.json").read_text())
@@ -302,15 +469,23 @@ def calibration(shared: Path, runs_root: str, precision: float, reuse: dict[str,
                 val, tst = metrics["val"][task]["calibration"], metrics["test"][task]["calibration"]
                 threshold = "none" if r["threshold"] is None else f"{r['threshold']:.3f}"
                 hit = "-" if r["precision"] is None else f"{r['precision']:.3f}"
-                print(f"| {name} | {task} | {val['ece_before']:.3f} -> {val['ece_after']:.3f} | "
-                      f"{tst['ece_before']:.3f} -> {tst['ece_after']:.3f} | {tst['nll_before']:.3f} -> {tst['nll_after']:.3f} "
-                      f"| {threshold} | {r['val_coverage']:.1%} / {r['coverage']:.1%} | {hit} |", flush=True)
+                print(
+                    f"| {name} | {task} | {val['ece_before']:.3f} -> {val['ece_after']:.3f} | "
+                    f"{tst['ece_before']:.3f} -> {tst['ece_after']:.3f} | "
+                    f"{tst['nll_before']:.3f} -> {tst['nll_after']:.3f} "
+                    f"| {threshold} | {r['val_coverage']:.1%} / {r['coverage']:.1%} | {hit} |",
+                    flush=True,
+                )
             print(f"run {name}: {run}", flush=True)
 
 
 def ablation(runs_root: str) -> None:
-    variants = {"attention fusion": [], "concat fusion": ["configs/concat_fusion.yaml"],
-                "text only": ["configs/text_only.yaml"], "image only": ["configs/image_only.yaml"]}
+    variants = {
+        "attention fusion": [],
+        "concat fusion": ["configs/concat_fusion.yaml"],
+        "text only": ["configs/text_only.yaml"],
+        "image only": ["configs/image_only.yaml"],
+    }
     print("| variant | split | category | sentiment | severity |")
     print("|---|---|---|---|---|")
     for name, configs in variants.items():
@@ -331,8 +506,11 @@ def demo_floor(task: str) -> float:
         with open(ROOT / "data" / "demo" / split / "complaints.jsonl", encoding="utf-8") as f:
             rows = [json.loads(line) for line in f]
         # the model's splits: records with no text and no attachment are left out (no evidence)
-        splits[split] = [{"text": r["text"], "label": r[task]} for r in rows
-                         if (r["text"].strip() or r.get("attachments")) and r.get(task)]
+        splits[split] = [
+            {"text": r["text"], "label": r[task]}
+            for r in rows
+            if (r["text"].strip() or r.get("attachments")) and r.get(task)
+        ]
     return tfidf_baseline(splits, "char", (1, 3))
 
 
@@ -345,9 +523,22 @@ def augment(runs_root: str, seeds: list[int]) -> None:
     for on in (False, True):
         means = []
         for seed in seeds:
-            run = train_run(["--config", "configs/demo.yaml", "--config", "configs/image_only.yaml",
-                             "--data.image_augment", str(on).lower(), "--seed_everything", str(seed),
-                             "--runs_root", runs_root, "--experiment", "augment"])
+            run = train_run(
+                [
+                    "--config",
+                    "configs/demo.yaml",
+                    "--config",
+                    "configs/image_only.yaml",
+                    "--data.image_augment",
+                    str(on).lower(),
+                    "--seed_everything",
+                    str(seed),
+                    "--runs_root",
+                    runs_root,
+                    "--experiment",
+                    "augment",
+                ]
+            )
             test = json.loads((run / "metrics.json").read_text())["test"]
             scores = [test[t]["f1_macro"] for t in ("category", "sentiment", "severity")]
             means.append(statistics.mean(scores))
@@ -365,11 +556,23 @@ def main() -> None:
     parser.add_argument("--seeds", default="42", help="training seeds for the text-only runs, e.g. 1,2,3")
     parser.add_argument("--pretrained", help="local Hugging Face model folder for --only pretrained")
     parser.add_argument("--datasets", default="cfpb,waimai", help="data sets of --only pretrained")
-    parser.add_argument("--teacher", action="append", default=[], metavar="NAME=RUN",
-                        help="reuse a teacher run trained on this split for data set NAME (repeatable)")
-    parser.add_argument("--review-precision", type=float, default=0.9, help="review band precision of --only calibration")
-    parser.add_argument("--reuse", action="append", default=[], metavar="NAME=RUN",
-                        help="--only calibration: report on a run trained earlier (demo or cfpb) instead of training")
+    parser.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        metavar="NAME=RUN",
+        help="reuse a teacher run trained on this split for data set NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--review-precision", type=float, default=0.9, help="review band precision of --only calibration"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="NAME=RUN",
+        help="--only calibration: report on a run trained earlier (demo or cfpb) instead of training",
+    )
     args = parser.parse_args()
     parts = args.only.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -381,15 +584,25 @@ def main() -> None:
         if name in parts:
             text_task(name, Path(args.shared), args.runs_root, seeds)
     if "calibration" in parts:
-        calibration(Path(args.shared), args.runs_root, args.review_precision,
-                    {name: Path(run).resolve() for name, run in (r.split("=", 1) for r in args.reuse)})
+        calibration(
+            Path(args.shared),
+            args.runs_root,
+            args.review_precision,
+            {name: Path(run).resolve() for name, run in (r.split("=", 1) for r in args.reuse)},
+        )
     if "pretrained" in parts:
         if not args.pretrained:
             parser.error("--only pretrained needs --pretrained PATH (e.g. from ../shared/tools/get_minilm.sh)")
         teachers = dict(t.split("=", 1) for t in args.teacher)
         for name in args.datasets.split(","):
-            pretrained(name, Path(args.shared), args.runs_root, seeds, str(Path(args.pretrained).resolve()),
-                       Path(teachers[name]).resolve() if name in teachers else None)
+            pretrained(
+                name,
+                Path(args.shared),
+                args.runs_root,
+                seeds,
+                str(Path(args.pretrained).resolve()),
+                Path(teachers[name]).resolve() if name in teachers else None,
+            )
 
 
 if __name__ == "__main__":

@@ -44,9 +44,20 @@ def simulated_export(tasks: list[dict], truth: dict[str, dict]) -> list[dict]:
     for n, task in enumerate(tasks, 1):
         labels = truth[task["data"]["complaint_id"]]
         result = [dict(r, value={"choices": [labels[r["from_name"]]]}) for r in task["predictions"][0]["result"]]
-        exported.append(dict(task, id=n, annotations=[{"completed_by": {"id": 1, "email": "simulated@review"},
-                                                          "result": result, "was_cancelled": False,
-                                                          "created_at": "2026-12-01T12:00:00Z"}]))
+        exported.append(
+            dict(
+                task,
+                id=n,
+                annotations=[
+                    {
+                        "completed_by": {"id": 1, "email": "simulated@review"},
+                        "result": result,
+                        "was_cancelled": False,
+                        "created_at": "2026-12-01T12:00:00Z",
+                    }
+                ],
+            )
+        )
     return exported
 
 
@@ -70,8 +81,19 @@ def main() -> None:
     reviewed = args.out / "reviewed"
     print(run("-m", "pipeline.review_queue", "import", export, "--output", reviewed, "--overwrite").strip())
     new_run = train(args.out, "--data.reviewed", f"[{reviewed}]")
-    print(run("-m", "pipeline.compare", old_run, new_run, "--input", ROOT / "data" / "demo" / "test",
-              "--output", args.out / "compare", ok=tuple(EXIT.values())))  # its verdict is its exit status
+    print(
+        run(
+            "-m",
+            "pipeline.compare",
+            old_run,
+            new_run,
+            "--input",
+            ROOT / "data" / "demo" / "test",
+            "--output",
+            args.out / "compare",
+            ok=tuple(EXIT.values()),
+        )
+    )  # its verdict is its exit status
 
 
 if __name__ == "__main__":

@@ -43,8 +43,15 @@ def held_back(archive: Path, n: int, photos: bool) -> list[dict]:
         if not photos and not (r.get("text") or "").strip():
             continue  # text only: a record without text is not one
         names = (r.get("attachments") or []) if photos else []
-        out.append({"id": str(r["id"]), "text": r.get("text") or "", "attachments": [
-            {"name": a, "data": base64.b64encode((archive / a).read_bytes()).decode()} for a in names]})
+        out.append(
+            {
+                "id": str(r["id"]),
+                "text": r.get("text") or "",
+                "attachments": [
+                    {"name": a, "data": base64.b64encode((archive / a).read_bytes()).decode()} for a in names
+                ],
+            }
+        )
     return out
 
 
@@ -60,9 +67,25 @@ def infer_rate(run: str, archive: Path, records: list[dict], photos: bool, folde
             shutil.copyfile(archive / name, copy / name)
         lines.append(json.dumps({"id": r["id"], "text": r["text"], "attachments": names}, ensure_ascii=False))
     (copy / "complaints.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, "infer.py", "--checkpoint", run, "--input", str(copy), "--output",
-                           str(folder / "rows.jsonl"), "--device", "cpu", "--overwrite"], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "infer.py",
+            "--checkpoint",
+            run,
+            "--input",
+            str(copy),
+            "--output",
+            str(folder / "rows.jsonl"),
+            "--device",
+            "cpu",
+            "--overwrite",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     line = next(x for x in done.stdout.splitlines() if x.startswith("records ") and "records/s" in x)
     return float(line.split("|")[1].split()[0])
 
@@ -70,9 +93,13 @@ def infer_rate(run: str, archive: Path, records: list[dict], photos: bool, folde
 class Server:
     def __init__(self, run: str, *options: str, port: int = 8731):
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.serve", run, "--port", str(port), "--device",
-                                      "cpu", *options], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.serve", run, "--port", str(port), "--device", "cpu", *options],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         ready = self.proc.stdout.readline()
         if not ready.startswith("serving "):
             raise RuntimeError(f"the server did not start: {ready}")
@@ -111,17 +138,33 @@ async def load(url: str, clients: int, seconds: float, requests: list) -> dict:
     elapsed = time.perf_counter() - started
     ms = sorted(x * 1000 for x in latencies)
     pick = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
-    return {"clients": clients, "records_per_s": len(latencies) / elapsed, "p50": pick(0.50), "p95": pick(0.95),
-            "p99": pick(0.99), "server_errors": sum(c >= 500 for c in codes), "failed_good": failed_good}
+    return {
+        "clients": clients,
+        "records_per_s": len(latencies) / elapsed,
+        "p50": pick(0.50),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "server_errors": sum(c >= 500 for c in codes),
+        "failed_good": failed_good,
+    }
 
 
 def bad_requests() -> list[tuple[str, dict]]:
-    return [("bad", {"content": b'{"text": ', "headers": {"content-type": "application/json"}}),
-            ("bad", {"json": {"text": "t", "attachments": [{"name": "a.jpg", "data": "@@"}]}}),
-            ("bad", {"json": {"id": "x"}}),
-            ("bad", {"content": b"hello", "headers": {"content-type": "text/plain"}}),
-            ("bad", {"json": {"text": "see file", "attachments": [{"name": "n.txt",
-                                                                   "data": base64.b64encode(b"not a photo").decode()}]}})]
+    return [
+        ("bad", {"content": b'{"text": ', "headers": {"content-type": "application/json"}}),
+        ("bad", {"json": {"text": "t", "attachments": [{"name": "a.jpg", "data": "@@"}]}}),
+        ("bad", {"json": {"id": "x"}}),
+        ("bad", {"content": b"hello", "headers": {"content-type": "text/plain"}}),
+        (
+            "bad",
+            {
+                "json": {
+                    "text": "see file",
+                    "attachments": [{"name": "n.txt", "data": base64.b64encode(b"not a photo").decode()}],
+                }
+            },
+        ),
+    ]
 
 
 def main() -> None:
@@ -145,9 +188,15 @@ def main() -> None:
     print(f"{len(records)} records of {archive}, {kind}; infer.py: {rate:.1f} records/s")
     clients = [int(c) for c in args.clients.split(",")]
     results = {}
-    modes = {"batch size 1": ["--max-batch-size", "1"],
-             f"dynamic (up to {args.max_batch_size}, {args.batch_timeout * 1000:g} ms)":
-                 ["--max-batch-size", str(args.max_batch_size), "--batch-timeout", str(args.batch_timeout)]}
+    modes = {
+        "batch size 1": ["--max-batch-size", "1"],
+        f"dynamic (up to {args.max_batch_size}, {args.batch_timeout * 1000:g} ms)": [
+            "--max-batch-size",
+            str(args.max_batch_size),
+            "--batch-timeout",
+            str(args.batch_timeout),
+        ],
+    }
     print(f"{'mode':34} {'clients':>7} {'records/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
     for mode, options in modes.items():
         server = Server(args.run, *options)
@@ -155,20 +204,26 @@ def main() -> None:
             asyncio.run(load(server.url, 4, 3, good))  # warm up
             for c in clients:
                 r = results[mode, c] = asyncio.run(load(server.url, c, args.seconds, good))
-                print(f"{mode:34} {c:>7} {r['records_per_s']:>9.1f} {r['p50']:>7.1f} {r['p95']:>7.1f} "
-                      f"{r['p99']:>7.1f}", flush=True)
+                print(
+                    f"{mode:34} {c:>7} {r['records_per_s']:>9.1f} {r['p50']:>7.1f} {r['p95']:>7.1f} {r['p99']:>7.1f}",
+                    flush=True,
+                )
         finally:
             server.stop()
     one, dynamic = modes
     top = max(clients)
     at = 32 if 32 in clients else top
-    print(f"dynamic batching / batch size 1 at {at} clients: "
-          f"{results[dynamic, at]['records_per_s'] / results[one, at]['records_per_s']:.2f}x")
+    print(
+        f"dynamic batching / batch size 1 at {at} clients: "
+        f"{results[dynamic, at]['records_per_s'] / results[one, at]['records_per_s']:.2f}x"
+    )
     within = [r for (m, _), r in results.items() if m == dynamic and r["p99"] < P99_TARGET_MS]
     if within:
         best = max(within, key=lambda r: r["records_per_s"])
-        print(f"highest load with p99 under {P99_TARGET_MS} ms: {best['clients']} clients, "
-              f"{best['records_per_s']:.1f} records/s = {best['records_per_s'] / rate:.2f}x infer.py's")
+        print(
+            f"highest load with p99 under {P99_TARGET_MS} ms: {best['clients']} clients, "
+            f"{best['records_per_s']:.1f} records/s = {best['records_per_s'] / rate:.2f}x infer.py's"
+        )
     else:
         print(f"no load kept p99 under {P99_TARGET_MS} ms")
     if args.soak_minutes > 0:
@@ -181,9 +236,11 @@ def main() -> None:
             end = server.rss_mb()
         finally:
             server.stop()
-        print(f"soak: {args.soak_minutes:g} min, 8 clients, one request in ten bad: {r['records_per_s']:.1f} good "
-              f"records/s, p99 {r['p99']:.1f} ms, {r['server_errors']} 5xx, {r['failed_good']} good requests failed; "
-              f"RSS {start:.0f} MB -> {end:.0f} MB ({end - start:+.0f} MB)")
+        print(
+            f"soak: {args.soak_minutes:g} min, 8 clients, one request in ten bad: {r['records_per_s']:.1f} good "
+            f"records/s, p99 {r['p99']:.1f} ms, {r['server_errors']} 5xx, {r['failed_good']} good requests failed; "
+            f"RSS {start:.0f} MB -> {end:.0f} MB ({end - start:+.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

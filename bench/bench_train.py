@@ -46,7 +46,9 @@ def main() -> None:
     cfg = yaml.safe_load(open(args.config))
     torch.manual_seed(0)
     dm = datamodule(cfg)
-    model = ComplaintClassifier.from_keys(vocab_size=dm.vocab_size, task_classes=dm.task_classes, pad_id=dm.pad_id, **cfg["model"])
+    model = ComplaintClassifier.from_keys(
+        vocab_size=dm.vocab_size, task_classes=dm.task_classes, pad_id=dm.pad_id, **cfg["model"]
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
 
@@ -68,8 +70,10 @@ def main() -> None:
         total += n
     real = total / (time.perf_counter() - start)
 
-    print(f"{len(dm.splits['train'])} training records, batch {dm.batch_size}, {dm.num_workers} workers, "
-          f"{torch.get_num_threads()} torch threads, {args.epochs} epochs")
+    print(
+        f"{len(dm.splits['train'])} training records, batch {dm.batch_size}, {dm.num_workers} workers, "
+        f"{torch.get_num_threads()} torch threads, {args.epochs} epochs"
+    )
     print(f"model only (pre-collated):     {model_only:8.1f} samples/s")
     print(f"real DataModule: preload {preload:.2f} s, per epoch {', '.join(f'{r:.0f}' for r in per_epoch)} samples/s")
     print(f"real DataModule, preload and all epochs: {real:8.1f} samples/s")

@@ -30,41 +30,69 @@ from PIL import Image, ImageDraw
 
 CATEGORIES = {
     "delivery": (
-        ["my parcel arrived {n} days late", "the courier left the package in the rain",
-         "tracking says delivered but nothing came", "the delivery driver never showed up"],
+        [
+            "my parcel arrived {n} days late",
+            "the courier left the package in the rain",
+            "tracking says delivered but nothing came",
+            "the delivery driver never showed up",
+        ],
         ["快递晚到了{n}天", "快递员把包裹放在雨里", "物流显示已签收但没收到", "送货员一直没来"],
     ),
     "product_defect": (
-        ["the device stopped working after {n} days", "the blender makes a grinding noise",
-         "the screen flickers all the time", "the battery drains within an hour"],
+        [
+            "the device stopped working after {n} days",
+            "the blender makes a grinding noise",
+            "the screen flickers all the time",
+            "the battery drains within an hour",
+        ],
         ["用了{n}天就坏了", "搅拌机有异响", "屏幕一直闪烁", "电池一小时就没电"],
     ),
     "billing": (
-        ["I was charged twice for one order", "there is an unknown fee of {n} dollars on my invoice",
-         "my card was billed the wrong amount", "the subscription renewed without my consent"],
+        [
+            "I was charged twice for one order",
+            "there is an unknown fee of {n} dollars on my invoice",
+            "my card was billed the wrong amount",
+            "the subscription renewed without my consent",
+        ],
         ["一个订单扣了两次钱", "账单上有{n}元不明费用", "信用卡被多扣款", "会员自动续费没经过同意"],
     ),
     "customer_service": (
-        ["the agent hung up on me", "nobody answers the support line",
-         "the staff were rude on chat", "I waited {n} minutes on hold"],
+        [
+            "the agent hung up on me",
+            "nobody answers the support line",
+            "the staff were rude on chat",
+            "I waited {n} minutes on hold",
+        ],
         ["客服直接挂我电话", "客服电话一直没人接", "在线客服态度很差", "排队等了{n}分钟"],
     ),
     "refund": (
-        ["I still have not received my refund", "the refund was rejected without reason",
-         "they promised my money back {n} days ago", "the return was approved but no refund was issued"],
+        [
+            "I still have not received my refund",
+            "the refund was rejected without reason",
+            "they promised my money back {n} days ago",
+            "the return was approved but no refund was issued",
+        ],
         ["退款到现在还没到账", "退款申请被无理拒绝", "说好的退钱{n}天了还没有", "退货已通过但没有退款"],
     ),
 }
 SENTIMENTS = {
-    "negative": (["This is unacceptable and I am furious.", "Worst experience ever.", "I am extremely disappointed."],
-                 ["太气人了，非常失望。", "再也不会买了！", "体验太差了。"]),
-    "neutral": (["Please look into this.", "I would like this resolved.", "Kindly check the order."],
-                ["请尽快处理。", "希望能解决这个问题。", "麻烦核实一下订单。"]),
-    "positive": (["Otherwise I like your products, thanks.", "Your team is usually great.", "Thanks for your help so far."],
-                 ["平时服务还不错，谢谢。", "总体还是满意的。", "谢谢你们的帮助。"]),
+    "negative": (
+        ["This is unacceptable and I am furious.", "Worst experience ever.", "I am extremely disappointed."],
+        ["太气人了，非常失望。", "再也不会买了！", "体验太差了。"],
+    ),
+    "neutral": (
+        ["Please look into this.", "I would like this resolved.", "Kindly check the order."],
+        ["请尽快处理。", "希望能解决这个问题。", "麻烦核实一下订单。"],
+    ),
+    "positive": (
+        ["Otherwise I like your products, thanks.", "Your team is usually great.", "Thanks for your help so far."],
+        ["平时服务还不错，谢谢。", "总体还是满意的。", "谢谢你们的帮助。"],
+    ),
 }
-URGENT = (["It is urgent, I need this fixed immediately.", "ASAP please, this is an emergency."],
-          ["非常紧急，请马上处理！", "急！今天必须解决。"])
+URGENT = (
+    ["It is urgent, I need this fixed immediately.", "ASAP please, this is an emergency."],
+    ["非常紧急，请马上处理！", "急！今天必须解决。"],
+)
 CALM = (["No rush, whenever you can.", "When you have time."], ["不着急，有空再处理。", "方便的时候处理就好。"])
 SEVERITIES = ["low", "medium", "high"]
 PHOTO_SIZE, VIDEO_SIZE, VIDEO_FRAMES, VIDEO_FPS = 112, 64, 12, 6
@@ -90,8 +118,14 @@ def complaint_text(rng: random.Random, category: str, sentiment: str, urgent: bo
     return " ".join([order] + parts)
 
 
-def draw_product(rng: random.Random, size: int, damage: int, angle: float = 0.0, shift=(0, 0),
-                 mark: tuple[float, float, float, float] | None = None) -> Image.Image:
+def draw_product(
+    rng: random.Random,
+    size: int,
+    damage: int,
+    angle: float = 0.0,
+    shift=(0, 0),
+    mark: tuple[float, float, float, float] | None = None,
+) -> Image.Image:
     """A product on a background; damage 1 = a few thin cracks, 2 = many thick cracks and dents.
 
     ``mark``, a box ``(left, top, right, bottom)``, adds one damage mark inside

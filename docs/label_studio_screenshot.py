@@ -28,8 +28,12 @@ def session_cookie(url: str, email: str, password: str) -> str:
     s = requests.Session()
     page = s.get(f"{url}/user/login/", timeout=30)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    s.post(f"{url}/user/login/", data={"email": email, "password": password, "csrfmiddlewaretoken": token},
-           headers={"Referer": f"{url}/user/login/"}, timeout=30)
+    s.post(
+        f"{url}/user/login/",
+        data={"email": email, "password": password, "csrfmiddlewaretoken": token},
+        headers={"Referer": f"{url}/user/login/"},
+        timeout=30,
+    )
     if "sessionid" not in s.cookies:
         sys.exit(f"login to {url} as {email} failed")
     return s.cookies["sessionid"]
@@ -48,9 +52,20 @@ class Browser:
             os.dup2(high[1], 4)
 
         self.proc = subprocess.Popen(
-            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-             f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
-            pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=wire)
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-pipe",
+                f"--window-size={WIDTH},{HEIGHT}",
+                "about:blank",
+            ],
+            pass_fds=(3, 4),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=wire,
+        )
         os.close(to_chrome)
         os.close(from_chrome)
         self.pending, self.next_id = b"", 0
@@ -84,8 +99,9 @@ def main(url: str, email: str, password: str, project: str, task: str, out: str)
         session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         browser.send("Network.enable", session)
         browser.send("Network.setCookie", session, name="sessionid", value=cookie, url=url)
-        browser.send("Emulation.setDeviceMetricsOverride", session, width=WIDTH, height=HEIGHT,
-                     deviceScaleFactor=1, mobile=False)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride", session, width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False
+        )
         browser.send("Page.navigate", session, url=f"{url}/projects/{project}/data?tab=0&task={task}")
         deadline = time.time() + 60
         drawn = "document.querySelectorAll('input[type=checkbox], input[type=radio]').length"

@@ -16,10 +16,23 @@ from factory import bad_archive, make_demo_module, tiny_bert  # noqa: E402
 # processes would crowd the Ray cluster's, after the other heavy ones. `make test` gives whole
 # files to two workers in collection order (--dist loadfile --no-loadscope-reorder): starting with these and
 # ending with the quick ones keeps either worker from finishing long before the other.
-SLOWEST_FIRST = ["test_ray_engine.py", "test_train_cli.py", "test_hardening.py", "test_infer.py", "test_distillation.py",
-                 "test_sweep.py", "test_bombs.py", "test_explain.py", "test_serve.py", "test_export.py",
-                 "test_calibration.py", "test_transformer.py", "test_multilabel.py", "test_review_queue.py",
-                 "test_real_exports.py"]
+SLOWEST_FIRST = [
+    "test_ray_engine.py",
+    "test_train_cli.py",
+    "test_hardening.py",
+    "test_infer.py",
+    "test_distillation.py",
+    "test_sweep.py",
+    "test_bombs.py",
+    "test_explain.py",
+    "test_serve.py",
+    "test_export.py",
+    "test_calibration.py",
+    "test_transformer.py",
+    "test_multilabel.py",
+    "test_review_queue.py",
+    "test_real_exports.py",
+]
 
 
 def pytest_collection_modifyitems(items):
@@ -63,12 +76,27 @@ def trained_run(tiny_demo, tmp_path_factory):
     from pipeline.training.cli import ComplaintCLI
 
     root = Path(__file__).parents[1]
-    cli = ComplaintCLI(args=[
-        "fit", "--config", str(root / "configs" / "demo.yaml"),
-        "--data.train", str(tiny_demo["train"]), "--data.val", str(tiny_demo["val"]), "--data.test", "null",
-        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-        "--runs_root", str(tmp_path_factory.mktemp("runs")),
-    ])
+    cli = ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(root / "configs" / "demo.yaml"),
+            "--data.train",
+            str(tiny_demo["train"]),
+            "--data.val",
+            str(tiny_demo["val"]),
+            "--data.test",
+            "null",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--runs_root",
+            str(tmp_path_factory.mktemp("runs")),
+        ]
+    )
     return cli.run_dir
 
 
@@ -79,9 +107,24 @@ def demo_text_run(tmp_path_factory):
     from pipeline.training.cli import ComplaintCLI
 
     root = Path(__file__).parents[1]
-    cli = ComplaintCLI(args=[
-        "fit", "--config", str(root / "configs" / "demo.yaml"), "--config", str(root / "configs" / "text_only.yaml"),
-        *[x for split in ("train", "val", "test") for x in (f"--data.{split}", str(root / "data" / "demo" / split))],
-        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--runs_root", str(tmp_path_factory.mktemp("runs")),
-    ])
+    cli = ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(root / "configs" / "demo.yaml"),
+            "--config",
+            str(root / "configs" / "text_only.yaml"),
+            *[
+                x
+                for split in ("train", "val", "test")
+                for x in (f"--data.{split}", str(root / "data" / "demo" / split))
+            ],
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--runs_root",
+            str(tmp_path_factory.mktemp("runs")),
+        ]
+    )
     return cli.run_dir

@@ -35,12 +35,19 @@ def infer(*args) -> int:
 
 
 def infer_process(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, **kw)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        **kw,
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in open(path, encoding="utf-8")]
+
 
 def image_bytes(fmt: str = "JPEG", size=(40, 30), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
     im = Image.new(mode, size, color)
@@ -49,8 +56,9 @@ def image_bytes(fmt: str = "JPEG", size=(40, 30), mode: str = "RGB", color=(200,
     return buf.getvalue()
 
 
-def video_bytes(fmt: str = "mp4", codec: str = "libx264", frames: int = 12, fps: int = 6, size: int = 32,
-                gop: int | None = None) -> bytes:
+def video_bytes(
+    fmt: str = "mp4", codec: str = "libx264", frames: int = 12, fps: int = 6, size: int = 32, gop: int | None = None
+) -> bytes:
     """A clip whose frame t is uniformly gray at level 10 * t (mod 250): frames are identifiable."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=fmt) as out:
@@ -92,8 +100,9 @@ def write_manifest(root: Path, records: list[dict], fmt: str = "jsonl") -> Path:
     return path
 
 
-def pack(folder: Path, kind: str, extra_members: dict[str, bytes] | None = None,
-         links: dict[str, str] | None = None) -> Path:
+def pack(
+    folder: Path, kind: str, extra_members: dict[str, bytes] | None = None, links: dict[str, str] | None = None
+) -> Path:
     """Pack ``folder`` as .zip or .tar.gz; add raw ``extra_members`` (unsafe names allowed) and symlinks."""
     extra_members, links = extra_members or {}, links or {}
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
@@ -129,8 +138,13 @@ def big_archive(root: Path, n: int) -> Path:
     """``n`` short complaints ``r0``.. ``r{n-1}``, every other one with the same small photo."""
     (root / "media").mkdir(parents=True)
     (root / "media" / "p.jpg").write_bytes(image_bytes(size=(64, 64)))
-    write_manifest(root, [{"id": f"r{i}", "text": f"complaint {i} 快递 late parcel", "attachments": ["media/p.jpg"] * (i % 2)}
-                          for i in range(n)])
+    write_manifest(
+        root,
+        [
+            {"id": f"r{i}", "text": f"complaint {i} 快递 late parcel", "attachments": ["media/p.jpg"] * (i % 2)}
+            for i in range(n)
+        ],
+    )
     return root
 
 
@@ -214,13 +228,31 @@ def tiny_bert(folder: Path, texts: list[str], seed: int = 0) -> Path:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                        sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials, show_progress=False)
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
+    )
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder

@@ -14,16 +14,19 @@ def tree(path):
     return sorted(str(p) for p in path.rglob("*"))
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("media/a.jpg", "media/a.jpg"),
-    ("./media//a.jpg", "media/a.jpg"),
-    ("media\\a.jpg", "media/a.jpg"),
-    ("../a.jpg", None),
-    ("media/../../a.jpg", None),
-    ("/etc/passwd", None),
-    ("C:/windows/a.jpg", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("media/a.jpg", "media/a.jpg"),
+        ("./media//a.jpg", "media/a.jpg"),
+        ("media\\a.jpg", "media/a.jpg"),
+        ("../a.jpg", None),
+        ("media/../../a.jpg", None),
+        ("/etc/passwd", None),
+        ("C:/windows/a.jpg", None),
+        ("", None),
+    ],
+)
 def test_safe_member_name(name, expected):
     assert safe_member_name(name) == expected
 

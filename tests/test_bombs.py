@@ -28,16 +28,23 @@ BOMBS = {"bomb_grey": "media/grey.png", "bomb_rgba": "media/rgba.png"}
 # Runs a command and writes its peak memory. A launcher, because a child's own figure would start at the
 # size of the process that forked it (Linux keeps the parent's high-water mark across exec): this small
 # process is the parent the command is forked from, not the test process.
-LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(p.pid, 0); "
-            "open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(status))")
+LAUNCHER = (
+    "import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(p.pid, 0); "
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(status))"
+)
 
 
 def run_measured(args: list, tmp_path: Path) -> tuple[int, str, str, float]:
     """Run a command in a child process: exit status, stdout, stderr and its peak resident memory in MiB."""
     out, err, peak = tmp_path / "stdout", tmp_path / "stderr", tmp_path / "peak"
     with open(out, "w") as o, open(err, "w") as e:
-        status = subprocess.run([sys.executable, "-c", LAUNCHER, peak, sys.executable, *map(str, args)], stdout=o,
-                                stderr=e, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode
+        status = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, peak, sys.executable, *map(str, args)],
+            stdout=o,
+            stderr=e,
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        ).returncode
     return status, out.read_text(), err.read_text(), int(peak.read_text()) / 1024  # Linux: KiB
 
 
@@ -51,11 +58,24 @@ def archives(tmp_path_factory) -> dict[str, Path]:
         root = out[name] = tmp_path_factory.mktemp(name) / "archive"
         (root / "media").mkdir(parents=True)
         (root / "media" / "ok.jpg").write_bytes(image_bytes(size=(48, 48)))
-        records = [{"id": f"r{i}", "text": ("parcel late courier" if i % 2 else "refund money back") + f" {i}",
-                    "attachments": ["media/ok.jpg"], "label": "delivery" if i % 2 else "refund"} for i in range(12)]
-        records += [{"id": rid, "text": "see the photo, refund please",
-                     "attachments": [path if name == "bombs" else "media/ok.jpg"], "label": "refund"}
-                    for rid, path in BOMBS.items()]
+        records = [
+            {
+                "id": f"r{i}",
+                "text": ("parcel late courier" if i % 2 else "refund money back") + f" {i}",
+                "attachments": ["media/ok.jpg"],
+                "label": "delivery" if i % 2 else "refund",
+            }
+            for i in range(12)
+        ]
+        records += [
+            {
+                "id": rid,
+                "text": "see the photo, refund please",
+                "attachments": [path if name == "bombs" else "media/ok.jpg"],
+                "label": "refund",
+            }
+            for rid, path in BOMBS.items()
+        ]
         write_manifest(root, records)
     bombs = out["bombs"]
     (bombs / "media" / "grey.png").write_bytes(png_bomb(40_000))
@@ -70,8 +90,9 @@ def measured(command: list, archives: dict[str, Path], tmp_path: Path) -> tuple[
     results = {}
     for name, archive in archives.items():
         (tmp_path / name).mkdir()
-        args = [archive if a == "ARCHIVE" else tmp_path / name / a[4:] if str(a).startswith("OUT/") else a
-                for a in command]
+        args = [
+            archive if a == "ARCHIVE" else tmp_path / name / a[4:] if str(a).startswith("OUT/") else a for a in command
+        ]
         results[name] = run_measured(args, tmp_path / name)
         assert results[name][0] == 0, results[name][2][-3000:]
     growth = results["bombs"][3] - results["clean"][3]
@@ -83,11 +104,30 @@ def measured(command: list, archives: dict[str, Path], tmp_path: Path) -> tuple[
 @pytest.fixture(scope="module")
 def bomb_training(archives, tmp_path_factory):
     """``train.py`` on the archives with photos, in child processes: (stdout, stderr, run) of the bombs'."""
-    _, out, err, _ = measured([
-        "train.py", "fit", "--config", ROOT / "configs" / "demo.yaml",
-        "--data.train", "ARCHIVE", "--data.val", "ARCHIVE", "--data.test", "null",
-        "--data.tasks", '[{"name": "label", "column": "label"}]', "--data.num_workers", "0",
-        "--trainer.max_epochs", "1", "--runs_root", "OUT/runs"], archives, tmp_path_factory.mktemp("training"))
+    _, out, err, _ = measured(
+        [
+            "train.py",
+            "fit",
+            "--config",
+            ROOT / "configs" / "demo.yaml",
+            "--data.train",
+            "ARCHIVE",
+            "--data.val",
+            "ARCHIVE",
+            "--data.test",
+            "null",
+            "--data.tasks",
+            '[{"name": "label", "column": "label"}]',
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--runs_root",
+            "OUT/runs",
+        ],
+        archives,
+        tmp_path_factory.mktemp("training"),
+    )
     run = re.search(r"^run: (.+)$", out, re.M)
     return out, err, Path(run.group(1)) if run else None
 
@@ -112,8 +152,23 @@ def test_training_refuses_bombs_and_keeps_their_records(bomb_training):
 
 
 def test_inference_and_its_explanations_refuse_bombs_row_by_row(bomb_training, archives, tmp_path):
-    measured(["infer.py", "--checkpoint", bomb_training[2], "--input", "ARCHIVE", "--output", "OUT/predictions.jsonl",
-              "--explain", "OUT/report", "--explain-limit", "0"], archives, tmp_path)
+    measured(
+        [
+            "infer.py",
+            "--checkpoint",
+            bomb_training[2],
+            "--input",
+            "ARCHIVE",
+            "--output",
+            "OUT/predictions.jsonl",
+            "--explain",
+            "OUT/report",
+            "--explain-limit",
+            "0",
+        ],
+        archives,
+        tmp_path,
+    )
     output = tmp_path / "bombs" / "predictions.jsonl"
     rows = {r["id"]: r for r in read_jsonl(output)}
     assert len(rows) == 14
@@ -140,7 +195,7 @@ def gps_image(fmt: str) -> bytes:
 def exif_after_image_data(png: bytes) -> bytes:
     """The same PNG with its eXIf chunk moved behind the image data (where Pillow finds it only by decoding)."""
     raw = png_exif_chunk(png)
-    chunk = png[png.index(b"eXIf") - 4:png.index(b"eXIf") + 8 + len(raw)]
+    chunk = png[png.index(b"eXIf") - 4 : png.index(b"eXIf") + 8 + len(raw)]
     without = png.replace(chunk, b"")
     end = without.index(b"IEND") - 4
     return without[:end] + chunk + without[end:]
@@ -153,8 +208,13 @@ def test_gps_is_found_in_jpeg_and_png_exif(tmp_path):
     png = gps_image("PNG")
     moved = exif_after_image_data(png)
     assert moved.index(b"eXIf") > moved.index(b"IDAT") and png.index(b"eXIf") < png.index(b"IDAT")
-    photos = {"gps.jpg": gps_image("JPEG"), "gps.png": png, "late.png": moved,
-              "plain.png": image_bytes("PNG"), "plain.jpg": image_bytes()}
+    photos = {
+        "gps.jpg": gps_image("JPEG"),
+        "gps.png": png,
+        "late.png": moved,
+        "plain.png": image_bytes("PNG"),
+        "plain.jpg": image_bytes(),
+    }
     for name, data in photos.items():
         assert has_gps(data, Limits()) == name.startswith(("gps", "late")), name
     root = tmp_path / "archive"
@@ -181,14 +241,19 @@ def test_a_gps_tagged_bomb_is_not_decoded_for_its_exif():
 
 def test_no_code_opens_an_image_but_the_guarded_opener():
     """Pillow's own pixel guard is off (the project's limit applies), so only ``open_image`` may open one."""
-    openers = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "pipeline").rglob("*.py")
-               for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-               if re.search(r"Image\.open\(|\.getexif\(|ImageFile\.", line)]
+    openers = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in (ROOT / "pipeline").rglob("*.py")
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"Image\.open\(|\.getexif\(|ImageFile\.", line)
+    ]
     from pipeline.data import media
 
     media_lines = Path(media.__file__).read_text(encoding="utf-8").splitlines()
     opener = next(n for n, line in enumerate(media_lines, 1) if line.startswith("def open_image"))
     allowed = {f"pipeline/data/media.py:{opener + k}" for k in range(12)} | {
-        f"pipeline/data/exif.py:{n}" for n, line in enumerate(
-            (ROOT / "pipeline/data/exif.py").read_text().splitlines(), 1) if "im.getexif()" in line}
+        f"pipeline/data/exif.py:{n}"
+        for n, line in enumerate((ROOT / "pipeline/data/exif.py").read_text().splitlines(), 1)
+        if "im.getexif()" in line
+    }
     assert openers and set(openers) <= allowed, openers

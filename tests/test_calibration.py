@@ -95,11 +95,11 @@ def test_training_calibrates_on_validation_and_stores_it_in_the_checkpoint(demo_
     metrics = json.loads((demo_text_run / "metrics.json").read_text())
     run = json.loads((demo_text_run / "run.json").read_text())
     for split in ("val", "test"):
-        for task, values in metrics[split].items():
+        for values in metrics[split].values():
             c = values["calibration"]  # every record with evidence (a few demo records have none)
             assert 85 <= c["decisions"] <= 90 and {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(c)
     assert metrics["val"]["category"]["calibration"]["decisions"] == run["val_records"]
-    for task, values in metrics["val"].items():  # the fit minimises (softened) NLL on validation
+    for values in metrics["val"].values():  # the fit minimises (softened) NLL on validation
         assert values["calibration"]["nll_after"] <= values["calibration"]["nll_before"] + 1e-3
     assert (demo_text_run / "reliability.png").stat().st_size > 10_000
     ckpt = torch.load(run["best_checkpoint"], weights_only=True)
@@ -112,8 +112,10 @@ def test_training_calibrates_on_validation_and_stores_it_in_the_checkpoint(demo_
 
 def test_infer_is_calibrated_by_default_and_uncalibrated_on_request(demo_text_run, tmp_path):
     assert infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "c.jsonl") == 0
-    assert infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "u.jsonl",
-                 "--uncalibrated") == 0
+    assert (
+        infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "u.jsonl", "--uncalibrated")
+        == 0
+    )
     calibrated, raw = read_jsonl(tmp_path / "c.jsonl"), read_jsonl(tmp_path / "u.jsonl")
     t = json.loads((demo_text_run / "run.json").read_text())["calibration"]["category"]["temperature"]
     assert sum(u["category"] is None for u in raw) < 20  # photo-only complaints give a text-only model no input
@@ -124,8 +126,20 @@ def test_infer_is_calibrated_by_default_and_uncalibrated_on_request(demo_text_ru
         logp = torch.tensor(list(u["category_probs"].values())).clamp(min=1e-6).log()
         expected = torch.softmax(logp / t, dim=-1)  # the raw logits up to a constant, rescaled
         assert list(c["category_probs"].values()) == pytest.approx(expected.tolist(), abs=2e-3)
-    assert infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "o.jsonl",
-                 "--uncalibrated", "--backend", "onnxruntime") == 2
+    assert (
+        infer(
+            "--checkpoint",
+            demo_text_run,
+            "--input",
+            DEMO_TEST,
+            "--output",
+            tmp_path / "o.jsonl",
+            "--uncalibrated",
+            "--backend",
+            "onnxruntime",
+        )
+        == 2
+    )
 
 
 def test_rows_say_which_need_review_and_why(demo_text_run, tmp_path, capsys):
@@ -154,8 +168,19 @@ def test_rows_say_which_need_review_and_why(demo_text_run, tmp_path, capsys):
         assert coverage[task] == round(above / 90, 4)
     assert coverage["sentiment"] > 0.5  # the TF-IDF regression gets sentiment right: most of it is auto-decided
 
-    assert infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "strict.jsonl",
-                 "--review-precision", "0.99") == 0
+    assert (
+        infer(
+            "--checkpoint",
+            demo_text_run,
+            "--input",
+            DEMO_TEST,
+            "--output",
+            tmp_path / "strict.jsonl",
+            "--review-precision",
+            "0.99",
+        )
+        == 0
+    )
     strict = json.loads((tmp_path / "strict.jsonl.meta.json").read_text())["review"]["tasks"]
     assert all(strict[t]["coverage"] <= coverage[t] for t in coverage)
     assert any(strict[t]["coverage"] < coverage[t] for t in coverage)
@@ -181,7 +206,9 @@ def test_a_run_from_before_calibration_still_predicts_raw(demo_text_run, tmp_pat
     torch.save(ckpt, ckpt_path)
     assert infer("--checkpoint", ckpt_path, "--input", DEMO_TEST, "--output", tmp_path / "p.jsonl") == 0
     assert "holds no calibration" in capsys.readouterr().err
-    assert infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "u.jsonl",
-                 "--uncalibrated") == 0
+    assert (
+        infer("--checkpoint", demo_text_run, "--input", DEMO_TEST, "--output", tmp_path / "u.jsonl", "--uncalibrated")
+        == 0
+    )
     old_rows, raw = read_jsonl(tmp_path / "p.jsonl"), read_jsonl(tmp_path / "u.jsonl")
     assert [r["category_probs"] for r in old_rows] == [r["category_probs"] for r in raw]

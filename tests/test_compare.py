@@ -10,9 +10,9 @@ from scipy.stats import binom
 from sklearn.metrics import f1_score
 
 from factory import ROOT, infer
+from pipeline.models.trained_run import load_run
 from pipeline.tools.compare import main as compare
 from pipeline.tools.stats import interval, mcnemar_exact, paired_bootstrap
-from pipeline.models.trained_run import load_run
 
 DEMO_TEST = ROOT / "data" / "demo" / "test"
 
@@ -23,7 +23,7 @@ def test_mcnemar_is_the_exact_binomial_on_a_hand_made_table():
     assert mcnemar_exact(3, 12) == pytest.approx(expected, rel=1e-12)
     assert mcnemar_exact(12, 3) == pytest.approx(expected, rel=1e-12)
     assert mcnemar_exact(7, 7) == 1.0 and mcnemar_exact(0, 0) == 1.0
-    assert mcnemar_exact(0, 8) == pytest.approx(2 * 0.5 ** 8)
+    assert mcnemar_exact(0, 8) == pytest.approx(2 * 0.5**8)
 
 
 def test_bootstrap_scores_match_scikit_learn_and_pair_the_resamples():
@@ -52,7 +52,7 @@ def test_identical_runs_are_neither(demo_text_run, tmp_path, capsys):
     assert compare([str(demo_text_run), str(demo_text_run), "--input", str(DEMO_TEST), "--output", str(out)]) == 3
     result = json.loads((out / "compare.json").read_text())
     assert result["verdict"] == "neither" and result["records"] == 90
-    for task, r in result["tasks"].items():
+    for r in result["tasks"].values():
         assert r["mcnemar"]["p_value"] == 1.0 and r["agreement"] == 1.0
         low, high = r["f1_macro"]["difference_ci"]
         assert low <= 0 <= high
@@ -96,7 +96,10 @@ def test_prediction_files_compare_like_the_runs(demo_text_run, tmp_path, capsys)
         assert infer("--checkpoint", run, "--input", DEMO_TEST, "--output", tmp_path / name, "--evaluate") == 0
         files.append(str(tmp_path / name))
     assert compare([*files, "--output", str(tmp_path / "from_files")]) == 1
-    assert compare([str(demo_text_run), str(weak), "--input", str(DEMO_TEST), "--output", str(tmp_path / "from_runs")]) == 1
+    assert (
+        compare([str(demo_text_run), str(weak), "--input", str(DEMO_TEST), "--output", str(tmp_path / "from_runs")])
+        == 1
+    )
     from_files = json.loads((tmp_path / "from_files" / "compare.json").read_text())["tasks"]
     from_runs = json.loads((tmp_path / "from_runs" / "compare.json").read_text())["tasks"]
     for task in from_runs:

@@ -47,10 +47,15 @@ def test_bad_archive_every_record_kept_with_its_reason(bad, tokenizer, kind):
 
 def sample(n_text, n_img, n_vid, label=None):
     s = {
-        "id": "x", "source": "s", "error": None, "warnings": [],
+        "id": "x",
+        "source": "s",
+        "error": None,
+        "warnings": [],
         "text_ids": torch.arange(1, n_text + 1),
-        "images": [torch.full((3, 8, 8), 7, dtype=torch.uint8)] * n_img, "image_paths": [],
-        "videos": [torch.full((2, 3, 8, 8), 9, dtype=torch.uint8)] * n_vid, "video_paths": [],
+        "images": [torch.full((3, 8, 8), 7, dtype=torch.uint8)] * n_img,
+        "image_paths": [],
+        "videos": [torch.full((2, 3, 8, 8), 9, dtype=torch.uint8)] * n_vid,
+        "video_paths": [],
     }
     if label is not None:
         s["labels"] = {"cat": torch.tensor(label)}
@@ -82,16 +87,21 @@ def test_collate_for_a_model_without_media_holds_no_pixels():
 
 
 def test_block_tokenized_in_one_call_equals_record_by_record(tokenizer):
-    records = [Record("a", "broken screen refund", [], {}, "s"), Record("b", "", [], {}, "s"),
-               Record("c", "快递 complaint " * 40, [], {}, "s"), Record("d", "x", [], {}, "s", error="bad row")]
+    records = [
+        Record("a", "broken screen refund", [], {}, "s"),
+        Record("b", "", [], {}, "s"),
+        Record("c", "快递 complaint " * 40, [], {}, "s"),
+        Record("d", "x", [], {}, "s", error="bad row"),
+    ]
     calls = []
 
     def counted(texts, **options):
         calls.append(texts)
         return tokenizer(texts, **options)
 
-    featurize = Featurizer(counted, MediaSpec(image_size=16, video_frames=2), max_text_length=16, read_media=False,
-                           mark_no_input=True)
+    featurize = Featurizer(
+        counted, MediaSpec(image_size=16, video_frames=2), max_text_length=16, read_media=False, mark_no_input=True
+    )
     block = featurize.many([(r, None) for r in records])
     assert calls == [["broken screen refund", "快递 complaint " * 40]]  # the readable texts, in one call
     alone = [featurize(r, None) for r in records]
@@ -110,8 +120,9 @@ def test_a_record_that_breaks_its_block_fails_alone(tokenizer):
             return super()._without_text(record, archive)
 
     featurize = Breaks(tokenizer, MediaSpec(image_size=16, video_frames=2), read_media=False)
-    stream = StreamingComplaintDataset(lambda: ((None, r) for r in records), featurize,
-                                       Collator(image_size=16, video_frames=2, media=False), block=8)
+    stream = StreamingComplaintDataset(
+        lambda: ((None, r) for r in records), featurize, Collator(image_size=16, video_frames=2, media=False), block=8
+    )
     (batch,) = list(stream)
     assert batch["ids"] == ["0", "1", "2", "3", "4"]
     assert batch["errors"][3] == "unexpected error: RuntimeError: boom"
@@ -133,8 +144,12 @@ def make_archive(root, n=24, labels=("a", "b", "c")):
     (root / "media" / "p.jpg").write_bytes(image_bytes(size=(20, 20)))
     (root / "media" / "v.mp4").write_bytes(video_bytes(frames=4, size=16))
     rows = [
-        {"id": f"r{i}", "text": f"complaint number {i} 快递", "cat": labels[i % len(labels)],
-         "attachments": ["media/p.jpg"] * (i % 3) + ["media/v.mp4"] * (i % 2)}
+        {
+            "id": f"r{i}",
+            "text": f"complaint number {i} 快递",
+            "cat": labels[i % len(labels)],
+            "attachments": ["media/p.jpg"] * (i % 3) + ["media/v.mp4"] * (i % 2),
+        }
         for i in range(n)
     ]
     write_manifest(root, rows)
@@ -143,8 +158,16 @@ def make_archive(root, n=24, labels=("a", "b", "c")):
 
 def test_datamodule_split_batches_and_vocab_cache(tmp_path):
     arch = make_archive(tmp_path / "arch")
-    kwargs = dict(train=str(arch), tasks=[Task("cat", "cat")], batch_size=4, num_workers=0, image_size=16,
-                  video_frames=2, vocab_size=200, cache_dir=str(tmp_path / "cache"))
+    kwargs = dict(
+        train=str(arch),
+        tasks=[Task("cat", "cat")],
+        batch_size=4,
+        num_workers=0,
+        image_size=16,
+        video_frames=2,
+        vocab_size=200,
+        cache_dir=str(tmp_path / "cache"),
+    )
     dm = ComplaintDataModule.from_keys(**kwargs)
     assert dm.task_classes == {"cat": ["a", "b", "c"]} and dm.vocab_size > 2
     dm.setup("fit")
@@ -155,14 +178,17 @@ def test_datamodule_split_batches_and_vocab_cache(tmp_path):
     again = ComplaintDataModule.from_keys(**kwargs)
     assert again.vocab_size == dm.vocab_size and again.artifacts_dir == dm.artifacts_dir
     dm.export_vocabularies(tmp_path / "run")
-    assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").is_file() and (tmp_path / "run" / "labels.json").is_file()
+    assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").is_file() and (
+        tmp_path / "run" / "labels.json"
+    ).is_file()
 
 
 def test_datamodule_unknown_validation_label(tmp_path):
     train = make_archive(tmp_path / "train", labels=("a", "b"))
     val = make_archive(tmp_path / "val", labels=("a", "zzz"))
-    dm = ComplaintDataModule.from_keys(train=str(train), val=str(val), tasks=[Task("cat", "cat")], num_workers=0,
-                             cache_dir=str(tmp_path / "c"))
+    dm = ComplaintDataModule.from_keys(
+        train=str(train), val=str(val), tasks=[Task("cat", "cat")], num_workers=0, cache_dir=str(tmp_path / "c")
+    )
     with pytest.raises(ValueError, match=r"unknown \['zzz'\]"):
         dm.setup("fit")
 
@@ -171,7 +197,9 @@ def test_unusable_training_records_are_reported(tmp_path):
     arch = make_archive(tmp_path / "arch")
     with open(arch / "complaints.jsonl", "a") as f:
         f.write("{broken\n")
-    dm = ComplaintDataModule.from_keys(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, cache_dir=str(tmp_path / "c"))
+    dm = ComplaintDataModule.from_keys(
+        train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, cache_dir=str(tmp_path / "c")
+    )
     with pytest.warns(UserWarning, match=r"1 unusable record\(s\).*line 25: malformed JSON"):
         dm.setup("fit")
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 24
@@ -181,8 +209,15 @@ def test_preload_keeps_exact_samples_within_budget(tmp_path):
     from pipeline.data.dataset import ComplaintDataset
 
     arch = make_archive(tmp_path / "arch")
-    dm = ComplaintDataModule.from_keys(train=str(arch), tasks=[Task("cat", "cat")], num_workers=0, image_size=16,
-                             video_frames=2, cache_dir=str(tmp_path / "c"), sample_cache_mb=64)
+    dm = ComplaintDataModule.from_keys(
+        train=str(arch),
+        tasks=[Task("cat", "cat")],
+        num_workers=0,
+        image_size=16,
+        video_frames=2,
+        cache_dir=str(tmp_path / "c"),
+        sample_cache_mb=64,
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     ds = dm.datasets["train"]
@@ -213,9 +248,14 @@ def test_a_worker_sends_small_tensors_inline_and_they_come_back_as_they_were():
 
     from pipeline.data.collate import INLINE_BYTES, batch_to_device, for_transfer
 
-    built = {"text_ids": torch.arange(12).view(3, 4), "image_mask": torch.tensor([[True], [False], [True]]),
-             "images": torch.full((3, 1, 3, 400, 400), 7, dtype=torch.uint8),
-             "labels": {"t": torch.tensor([0, -100, 2])}, "ids": ["a", "b", "c"], "block": 5}
+    built = {
+        "text_ids": torch.arange(12).view(3, 4),
+        "image_mask": torch.tensor([[True], [False], [True]]),
+        "images": torch.full((3, 1, 3, 400, 400), 7, dtype=torch.uint8),
+        "labels": {"t": torch.tensor([0, -100, 2])},
+        "ids": ["a", "b", "c"],
+        "block": 5,
+    }
     assert built["images"].nbytes >= INLINE_BYTES > built["text_ids"].nbytes
     received = next(iter(DataLoader(OneBuiltBatch(built), batch_size=None, num_workers=1, collate_fn=for_transfer)))
     assert isinstance(received["text_ids"], np.ndarray) and isinstance(received["labels"]["t"], np.ndarray)

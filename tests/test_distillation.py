@@ -25,24 +25,41 @@ ROOT = Path(__file__).parents[1]
 
 # -- loss --
 
+
 def lit(alpha: float, temperature: float = 2.0, multilabel=(), loss: str = "kl") -> ComplaintClassifier:
     torch.manual_seed(0)
-    return ComplaintClassifier.from_keys(vocab_size=40, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
-                               multilabel_tasks=list(multilabel), modalities=["text"], text_linear=False,
-                               embed_dim=8, text_hidden=8, fusion_dim=8, fusion_heads=2, modality_dropout=0.0,
-                               teacher="some/run", distill_alpha=alpha, distill_temperature=temperature,
-                               distill_loss=loss).eval()
+    return ComplaintClassifier.from_keys(
+        vocab_size=40,
+        task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
+        multilabel_tasks=list(multilabel),
+        modalities=["text"],
+        text_linear=False,
+        embed_dim=8,
+        text_hidden=8,
+        fusion_dim=8,
+        fusion_heads=2,
+        modality_dropout=0.0,
+        teacher="some/run",
+        distill_alpha=alpha,
+        distill_temperature=temperature,
+        distill_loss=loss,
+    ).eval()
 
 
 def distill_batch(multilabel: bool) -> dict:
     g = torch.Generator().manual_seed(1)
     return {
-        "text_ids": torch.randint(1, 40, (4, 6), generator=g), "text_lengths": torch.tensor([6, 4, 3, 5]),
-        "images": torch.zeros(4, 1, 3, 8, 8, dtype=torch.uint8), "image_mask": torch.zeros(4, 1, dtype=torch.bool),
-        "videos": torch.zeros(4, 1, 1, 3, 8, 8, dtype=torch.uint8), "video_mask": torch.zeros(4, 1, dtype=torch.bool),
+        "text_ids": torch.randint(1, 40, (4, 6), generator=g),
+        "text_lengths": torch.tensor([6, 4, 3, 5]),
+        "images": torch.zeros(4, 1, 3, 8, 8, dtype=torch.uint8),
+        "image_mask": torch.zeros(4, 1, dtype=torch.bool),
+        "videos": torch.zeros(4, 1, 1, 3, 8, 8, dtype=torch.uint8),
+        "video_mask": torch.zeros(4, 1, dtype=torch.bool),
         "ids": ["1", "2", "3", "4"],
-        "labels": {"cat": torch.tensor([0, 2, -100, 1]),
-                   "tags": torch.tensor([[1.0, 0], [0, 1], [-1, -1], [1, 1]]) if multilabel else torch.tensor([1, 0, 1, -100])},
+        "labels": {
+            "cat": torch.tensor([0, 2, -100, 1]),
+            "tags": torch.tensor([[1.0, 0], [0, 1], [-1, -1], [1, 1]]) if multilabel else torch.tensor([1, 0, 1, -100]),
+        },
         "teacher_logits": {"cat": torch.randn(4, 3, generator=g) * 3, "tags": torch.randn(4, 2, generator=g) * 3},
     }
 
@@ -92,7 +109,9 @@ def test_mse_loss_is_the_mean_squared_difference_of_the_logits(multilabel):
     tasks = ["tags"] if multilabel else []
     with torch.no_grad():
         logits = lit(0.0, multilabel=tasks).forward_head(lit(0.0, multilabel=tasks).forward_features(b)[0])
-        by_hand = sum(((b["teacher_logits"][t].double() - logits[t].double()) ** 2).mean().item() for t in ("cat", "tags"))
+        by_hand = sum(
+            ((b["teacher_logits"][t].double() - logits[t].double()) ** 2).mean().item() for t in ("cat", "tags")
+        )
         for T in (1.0, 4.0):  # the temperature plays no part
             assert lit(0.0, T, tasks, loss="mse").training_loss(b).item() == pytest.approx(by_hand, rel=1e-5)
         b["teacher_logits"] = {t: logits[t].clone() for t in ("cat", "tags")}
@@ -103,13 +122,18 @@ def test_mse_loss_is_the_mean_squared_difference_of_the_logits(multilabel):
 
 # -- augmentation --
 
+
 def test_augmentation_is_deterministic_per_seed_and_the_same_for_every_mask_token():
     text = "the courier left my parcel in the rain and 包裹 全 湿 了 so I want a refund now " * 3
     record = Record("r1", text, ["media/a.jpg"], {"category": "delivery"}, "test:line 1")
     copies = [augmented_copy(record, k, seed=7, mask_token="[MASK]") for k in range(1, 30)]
     assert copies == [augmented_copy(record, k, seed=7, mask_token="[MASK]") for k in range(1, 30)]
-    assert [c.text for c in copies] != [augmented_copy(record, k, seed=8, mask_token="[MASK]").text for k in range(1, 30)]
-    assert all(c.labels == {} and c.attachments == ["media/a.jpg"] and c.id == f"r1~{k}" for k, c in enumerate(copies, 1))
+    assert [c.text for c in copies] != [
+        augmented_copy(record, k, seed=8, mask_token="[MASK]").text for k in range(1, 30)
+    ]
+    assert all(
+        c.labels == {} and c.attachments == ["media/a.jpg"] and c.id == f"r1~{k}" for k, c in enumerate(copies, 1)
+    )
     other = [augmented_copy(record, k, seed=7, mask_token="[UNK]").text for k in range(1, 30)]
     assert [t.replace("[UNK]", "[MASK]") for t in other] == [c.text for c in copies]
     units = UNIT.findall(text)
@@ -128,14 +152,21 @@ def test_distillation_set_is_deterministic_per_distill_seed(tiny_demo, trained_r
 
     def texts(seed: int, training_seed: int = 1) -> list[str]:
         monkeypatch.setenv("PL_GLOBAL_SEED", str(training_seed))
-        dm = ComplaintDataModule.from_keys(train=str(tiny_demo["train"]), val=str(tiny_demo["val"]), num_workers=0,
-                                 tasks=[Task("category", "category")], teacher=str(trained_run),
-                                 unlabeled=[str(tiny_demo["test"])], distill_augment=2, distill_seed=seed)
+        dm = ComplaintDataModule.from_keys(
+            train=str(tiny_demo["train"]),
+            val=str(tiny_demo["val"]),
+            num_workers=0,
+            tasks=[Task("category", "category")],
+            teacher=str(trained_run),
+            unlabeled=[str(tiny_demo["test"])],
+            distill_augment=2,
+            distill_seed=seed,
+        )
         records, archives = dm.distillation_set("[UNK]")
         with_text = sum(bool(r.text) for r in dm.splits["train"] + dm.splits["unlabeled0"])
         assert len(records) == len(dm.splits["train"]) + len(dm.splits["unlabeled0"]) + 2 * with_text
         assert archives[-1] is dm.archives["unlabeled0"] and archives[0] is dm.archives["train"]
-        assert all(not r.labels for r in records[len(dm.splits["train"]):])
+        assert all(not r.labels for r in records[len(dm.splits["train"]) :])
         return [r.text for r in records]
 
     assert texts(3) == texts(3)
@@ -144,6 +175,7 @@ def test_distillation_set_is_deterministic_per_distill_seed(tiny_demo, trained_r
 
 
 # -- teacher logits --
+
 
 def fit(args: list[str]) -> ComplaintCLI:
     return ComplaintCLI(args=["fit", *args])
@@ -159,11 +191,30 @@ def test_teacher_logits_are_computed_once_and_cached_in_the_run(tiny_demo, train
         return original(self, records, *args, **kwargs)
 
     monkeypatch.setattr(Teacher, "logits", counted)
-    args = ["--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "distill.yaml"),
-            "--model.teacher", str(trained_run), "--data.train", str(tiny_demo["train"]),
-            "--data.val", str(tiny_demo["val"]), "--data.test", "null", "--data.num_workers", "0",
-            "--data.distill_augment", "1", "--trainer.limit_train_batches", "2", "--runs_root", str(tmp_path),
-            "--experiment", "student"]
+    args = [
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--config",
+        str(ROOT / "configs" / "distill.yaml"),
+        "--model.teacher",
+        str(trained_run),
+        "--data.train",
+        str(tiny_demo["train"]),
+        "--data.val",
+        str(tiny_demo["val"]),
+        "--data.test",
+        "null",
+        "--data.num_workers",
+        "0",
+        "--data.distill_augment",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--runs_root",
+        str(tmp_path),
+        "--experiment",
+        "student",
+    ]
     c = fit([*args, "--trainer.max_epochs", "2"])
     assert len(calls) == 1 and c.trainer.current_epoch == 2
     cache = c.run_dir / "teacher_logits.pt"
@@ -184,11 +235,13 @@ def test_teacher_logits_are_computed_once_and_cached_in_the_run(tiny_demo, train
     assert resumed.run_dir == c.run_dir and len(calls) == 1 and resumed.trainer.current_epoch == 3
     again = fit([*args, "--trainer.max_epochs", "1"])
     assert again.run_dir != c.run_dir and len(calls) == 1
-    assert torch.equal(torch.load(again.run_dir / "teacher_logits.pt", weights_only=True)["logits"]["severity"],
-                       saved["severity"])
+    assert torch.equal(
+        torch.load(again.run_dir / "teacher_logits.pt", weights_only=True)["logits"]["severity"], saved["severity"]
+    )
 
 
 # -- embeddings_from --
+
 
 def test_embeddings_from_copies_the_rows_of_shared_tokens(tiny_bert_dir):
     source_vocab, matrix = pretrained_input_embeddings(tiny_bert_dir)
@@ -198,8 +251,13 @@ def test_embeddings_from_copies_the_rows_of_shared_tokens(tiny_bert_dir):
     shared = [t for t in own if t in source_vocab]
 
     torch.manual_seed(0)
-    model = ComplaintClassifier.from_keys(vocab_size=len(own), task_classes={"c": ["a", "b"]}, modalities=["text"],
-                                embed_dim=16, embeddings_from=str(tiny_bert_dir))
+    model = ComplaintClassifier.from_keys(
+        vocab_size=len(own),
+        task_classes={"c": ["a", "b"]},
+        modalities=["text"],
+        embed_dim=16,
+        embeddings_from=str(tiny_bert_dir),
+    )
     embedding = model.model.text_encoder.embedding
     before = embedding.weight.detach().clone()
     assert model.init_embeddings(own) == len(shared)
@@ -229,25 +287,81 @@ def test_project_embeddings_is_pca_scaled_to_unit_variance():
 
 
 def test_embeddings_from_brings_its_tokenizer_through_train_py(tiny_demo, tiny_bert_dir, tmp_path, caplog):
-    c = fit(["--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
-             "--model.embeddings_from", str(tiny_bert_dir), "--model.embed_dim", "32", "--data.train", str(tiny_demo["train"]),
-             "--data.val", str(tiny_demo["val"]), "--data.test", "null", "--data.num_workers", "0",
-             "--trainer.fast_dev_run", "true", "--runs_root", str(tmp_path)])
+    c = fit(
+        [
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--config",
+            str(ROOT / "configs" / "text_only.yaml"),
+            "--model.embeddings_from",
+            str(tiny_bert_dir),
+            "--model.embed_dim",
+            "32",
+            "--data.train",
+            str(tiny_demo["train"]),
+            "--data.val",
+            str(tiny_demo["val"]),
+            "--data.test",
+            "null",
+            "--data.num_workers",
+            "0",
+            "--trainer.fast_dev_run",
+            "true",
+            "--runs_root",
+            str(tmp_path),
+        ]
+    )
     vocab = load_tokenizer(tiny_bert_dir).get_vocab()
     assert load_tokenizer(c.run_dir / "tokenizer").get_vocab() == vocab
     assert f"embeddings_from: {len(vocab)} of {len(vocab)} token rows" in caplog.text
 
 
 def test_student_of_a_transformer_reads_its_tokens_and_the_summary_sets_it_beside_teacher_and_floor(
-        tiny_demo, tiny_bert_dir, tmp_path, caplog, capsys):
-    data = ["--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
-            "--data.train", str(tiny_demo["train"]), "--data.val", str(tiny_demo["val"]), "--data.test", str(tiny_demo["test"]),
-            "--data.num_workers", "0", "--trainer.max_epochs", "1", "--runs_root", str(tmp_path)]
-    teacher = fit([*data, "--config", str(ROOT / "configs" / "transformer.yaml"), "--model.text_pretrained",
-                   str(tiny_bert_dir), "--model.text_linear", "false"]).run_dir
+    tiny_demo, tiny_bert_dir, tmp_path, caplog, capsys
+):
+    data = [
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--config",
+        str(ROOT / "configs" / "text_only.yaml"),
+        "--data.train",
+        str(tiny_demo["train"]),
+        "--data.val",
+        str(tiny_demo["val"]),
+        "--data.test",
+        str(tiny_demo["test"]),
+        "--data.num_workers",
+        "0",
+        "--trainer.max_epochs",
+        "1",
+        "--runs_root",
+        str(tmp_path),
+    ]
+    teacher = fit(
+        [
+            *data,
+            "--config",
+            str(ROOT / "configs" / "transformer.yaml"),
+            "--model.text_pretrained",
+            str(tiny_bert_dir),
+            "--model.text_linear",
+            "false",
+        ]
+    ).run_dir
     capsys.readouterr()
-    student = fit([*data, "--config", str(ROOT / "configs" / "distill.yaml"), "--model.teacher", str(teacher),
-                   "--model.embed_dim", "32", "--data.distill_augment", "1"])  # embeddings_from: teacher
+    student = fit(
+        [
+            *data,
+            "--config",
+            str(ROOT / "configs" / "distill.yaml"),
+            "--model.teacher",
+            str(teacher),
+            "--model.embed_dim",
+            "32",
+            "--data.distill_augment",
+            "1",
+        ]
+    )  # embeddings_from: teacher
     vocab = load_tokenizer(tiny_bert_dir).get_vocab()
     assert load_tokenizer(student.run_dir / "tokenizer").get_vocab() == vocab
     assert f"embeddings_from: {len(vocab)} of {len(vocab)} token rows from {tiny_bert_dir}" in caplog.text
@@ -261,18 +375,33 @@ def test_student_of_a_transformer_reads_its_tokens_and_the_summary_sets_it_besid
             # the teacher's score on the student's records is its own run's (calibration keeps the argmax)
             assert row["teacher"] == pytest.approx(teacher_metrics[split][task]["f1_macro"], abs=1e-4)
             assert (row["student_network"], row["student"], row["floor"]) == (
-                mine["network"]["f1_macro"], mine["f1_macro"], mine["tfidf"]["f1_macro"])
+                mine["network"]["f1_macro"],
+                mine["f1_macro"],
+                mine["tfidf"]["f1_macro"],
+            )
     out = capsys.readouterr().out
     assert f"distillation from {teacher}" in out
     r = info["test"]["mean"]
-    assert (f"test mean: student network {r['student_network']:.3f} ({r['student_network'] - r['teacher']:+.3f} vs "
-            f"teacher), student blend {r['student']:.3f}, teacher {r['teacher']:.3f}, floor (TF-IDF) {r['floor']:.3f}") in out
+    assert (
+        f"test mean: student network {r['student_network']:.3f} ({r['student_network'] - r['teacher']:+.3f} vs "
+        f"teacher), student blend {r['student']:.3f}, teacher {r['teacher']:.3f}, floor (TF-IDF) {r['floor']:.3f}"
+    ) in out
 
 
 def test_embeddings_from_teacher_needs_a_teacher(tiny_demo, tmp_path):
     with pytest.raises(ValueError, match="embeddings_from=teacher: set model.teacher"):
-        fit(["--config", str(ROOT / "configs" / "demo.yaml"), "--model.embeddings_from", "teacher",
-             "--data.train", str(tiny_demo["train"]), "--runs_root", str(tmp_path)])
+        fit(
+            [
+                "--config",
+                str(ROOT / "configs" / "demo.yaml"),
+                "--model.embeddings_from",
+                "teacher",
+                "--data.train",
+                str(tiny_demo["train"]),
+                "--runs_root",
+                str(tmp_path),
+            ]
+        )
 
 
 # -- a student learns from its teacher --
@@ -289,7 +418,8 @@ def topic_records(n: int, topics: list[str], seed: int, prefix: str, labelled: b
     out = []
     for i in range(n):
         topic = topics[i % len(topics)]
-        text = f"{rng.choice(['hello', 'hi', 'dear team'])} {rng.choice(TOPICS[topic])} {rng.choice(['thanks', 'please help', ''])}"
+        greeting, closing = rng.choice(["hello", "hi", "dear team"]), rng.choice(["thanks", "please help", ""])
+        text = f"{greeting} {rng.choice(TOPICS[topic])} {closing}"
         out.append({"id": f"{prefix}{i}", "text": text, **({"topic": topic} if labelled else {})})
     return out
 
@@ -305,15 +435,54 @@ def test_student_learns_from_unlabelled_records_a_class_its_labels_never_showed(
     }.items():
         write_manifest(tmp_path / name, records)
         archives[name] = str(tmp_path / name)
-    common = ["--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
-              "--data.tasks", '[{"name": "topic", "column": "topic"}]', "--data.val", archives["val"],
-              "--data.test", "null", "--data.num_workers", "0", "--data.batch_size", "16",
-              "--model.embed_dim", "32", "--model.text_hidden", "32", "--model.fusion_dim", "32",
-              "--model.text_linear", "false", "--trainer.max_epochs", "12", "--runs_root", str(tmp_path / "runs")]
+    common = [
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--config",
+        str(ROOT / "configs" / "text_only.yaml"),
+        "--data.tasks",
+        '[{"name": "topic", "column": "topic"}]',
+        "--data.val",
+        archives["val"],
+        "--data.test",
+        "null",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "16",
+        "--model.embed_dim",
+        "32",
+        "--model.text_hidden",
+        "32",
+        "--model.fusion_dim",
+        "32",
+        "--model.text_linear",
+        "false",
+        "--trainer.max_epochs",
+        "12",
+        "--runs_root",
+        str(tmp_path / "runs"),
+    ]
     teacher = fit([*common, "--data.train", archives["teacher_train"], "--experiment", "teacher"]).run_dir
-    student = fit([*common, "--config", str(ROOT / "configs" / "distill.yaml"), "--model.teacher", str(teacher),
-                   "--data.train", archives["student_train"], "--data.unlabeled", f'["{archives["unlabelled"]}"]',
-                   "--data.distill_augment", "0", "--model.distill_alpha", "0.5", "--experiment", "student"]).run_dir
+    student = fit(
+        [
+            *common,
+            "--config",
+            str(ROOT / "configs" / "distill.yaml"),
+            "--model.teacher",
+            str(teacher),
+            "--data.train",
+            archives["student_train"],
+            "--data.unlabeled",
+            f'["{archives["unlabelled"]}"]',
+            "--data.distill_augment",
+            "0",
+            "--model.distill_alpha",
+            "0.5",
+            "--experiment",
+            "student",
+        ]
+    ).run_dir
     assert json.loads((student / "labels.json").read_text())["classes"]["topic"] == ["billing", "delivery", "refund"]
     rows = list(ComplaintAnalyzer.from_checkpoint(student).predict(archives["test"]))
     assert sum(r["topic"] == "refund" for r in rows) >= 0.9 * len(rows)

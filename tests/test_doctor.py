@@ -42,7 +42,9 @@ def test_broken_archive_reports_every_problem_with_ids(bad, capsys, tmp_path):
 
 
 def test_duplicates_and_malformed_lines(tmp_path, capsys):
-    (tmp_path / "complaints.jsonl").write_text('{"id": "1", "text": "a"}\n{oops\n{"id": "1", "text": "b"}\n{"id": "2", "text": ""}\n')
+    (tmp_path / "complaints.jsonl").write_text(
+        '{"id": "1", "text": "a"}\n{oops\n{"id": "1", "text": "b"}\n{"id": "2", "text": ""}\n'
+    )
     code, out, _ = run(capsys, tmp_path, "--json")
     report = json.loads(out)
     assert code == 0 and report["records"] == 4 and report["usable_records"] == 1  # "2" has no evidence

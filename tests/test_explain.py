@@ -24,34 +24,58 @@ from pipeline.explain.selection import LowestConfidence
 from pipeline.inference.analyzer import ComplaintAnalyzer
 from pipeline.training.module import ComplaintClassifier
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.fail("the report test needs Debian's chromium (apt-get install chromium); .ci/run installs it")
-    return subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=120, check=True)
+    return subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 def random_batch(B=3, N=2, V=1, T=2, S=64, L=6, vocab=40, seed=0) -> dict:
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor([L, L - 2, 0][:B])
     ids = torch.randint(2, vocab, (B, L), generator=g) * (torch.arange(L) < lengths.unsqueeze(1))
-    return {"text_ids": ids, "text_lengths": lengths,
-            "images": torch.randint(0, 256, (B, N, 3, S, S), dtype=torch.uint8, generator=g),
-            "image_mask": torch.tensor([[True, True], [True, False], [False, False]][:B]),
-            "videos": torch.randint(0, 256, (B, V, T, 3, S, S), dtype=torch.uint8, generator=g),
-            "video_mask": torch.tensor([[True], [False], [True]][:B])}
+    return {
+        "text_ids": ids,
+        "text_lengths": lengths,
+        "images": torch.randint(0, 256, (B, N, 3, S, S), dtype=torch.uint8, generator=g),
+        "image_mask": torch.tensor([[True, True], [True, False], [False, False]][:B]),
+        "videos": torch.randint(0, 256, (B, V, T, 3, S, S), dtype=torch.uint8, generator=g),
+        "video_mask": torch.tensor([[True], [False], [True]][:B]),
+    }
 
 
 def classifier(**kw) -> ComplaintClassifier:
     torch.manual_seed(0)
-    options = dict(vocab_size=40, task_classes={"kind": ["a", "b", "c"], "level": ["low", "high"]},
-                   embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2, text_linear=False)
+    options = dict(
+        vocab_size=40,
+        task_classes={"kind": ["a", "b", "c"], "level": ["low", "high"]},
+        embed_dim=16,
+        text_hidden=16,
+        image_dim=16,
+        fusion_dim=16,
+        fusion_heads=2,
+        text_linear=False,
+    )
     return ComplaintClassifier.from_keys(**{**options, **kw}).eval()
 
 
@@ -87,8 +111,12 @@ def test_picture_maps_are_grad_cam_for_pooled_backbones(backbone):
     net = model.model
     logits = lambda images: net.forward_head(net.forward_features({**batch, "images": images})[0])["kind"]  # noqa: E731
     target = torch.tensor([r["kind"]["target"] for r in explained])
-    expected = LayerGradCam(logits, net.image_encoder.last_conv_block).attribute(
-        batch["images"], target=target, relu_attributions=True).squeeze(1).detach()
+    expected = (
+        LayerGradCam(logits, net.image_encoder.last_conv_block)
+        .attribute(batch["images"], target=target, relu_attributions=True)
+        .squeeze(1)
+        .detach()
+    )
     got = [cam for r in explained for cam in r["kind"]["images"]]
     assert len(got) == int(batch["image_mask"].sum()) == 3
     for cam, want in zip(got, expected):
@@ -130,8 +158,21 @@ def test_lowest_confidence_keeps_the_least_confident_in_order():
 def test_report_opens_in_chromium_with_a_card_per_record(trained_run, tmp_path):
     """infer.py --explain on the demo test archive, rendered by headless Chromium."""
     out, report, limit = tmp_path / "pred.jsonl", tmp_path / "report", 12
-    assert infer("--checkpoint", trained_run, "--input", ROOT / "data/demo/test", "--output", out,
-                 "--explain", report, "--explain-limit", limit) == 0
+    assert (
+        infer(
+            "--checkpoint",
+            trained_run,
+            "--input",
+            ROOT / "data/demo/test",
+            "--output",
+            out,
+            "--explain",
+            report,
+            "--explain-limit",
+            limit,
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     tasks = ["category", "sentiment", "severity"]
     predicted = [n for n, row in enumerate(rows) if row["status"] != "error"]  # no_input rows have no prediction
@@ -161,8 +202,12 @@ def test_report_of_a_bad_archive_has_every_record_with_a_prediction(trained_run,
     from factory import bad_with_record_problems
 
     archive, out, report = bad_with_record_problems(tmp_path / "bad"), tmp_path / "pred.jsonl", tmp_path / "report"
-    assert infer("--checkpoint", trained_run, "--input", archive, "--output", out, "--explain", report,
-                 "--explain-limit", 0) == 0
+    assert (
+        infer(
+            "--checkpoint", trained_run, "--input", archive, "--output", out, "--explain", report, "--explain-limit", 0
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     shown = [r for r in rows if r["status"] != "error"]
     html = (report / "index.html").read_text(encoding="utf-8")
@@ -204,18 +249,45 @@ def marked_run(tmp_path_factory):
             (root / split / name).write_bytes(buf.getvalue())
             if marked:
                 boxes[rid] = box
-            lines.append(json.dumps({"id": rid, "text": "", "attachments": [name], "damage": "damaged" if marked else "clean"}))
+            lines.append(
+                json.dumps({"id": rid, "text": "", "attachments": [name], "damage": "damaged" if marked else "clean"})
+            )
         (root / split / "complaints.jsonl").write_text("\n".join(lines) + "\n")
     from pipeline.training.cli import ComplaintCLI
 
-    cli = ComplaintCLI(args=[
-        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--seed_everything", "0",
-        "--data.train", str(root / "train"), "--data.val", str(root / "val"), "--data.test", "null",
-        "--data.tasks", '[{"name": "damage", "column": "damage"}]', "--data.image_size", str(size),
-        "--data.num_workers", "0", "--model.modalities", "[image]", "--model.text_linear", "false",
-        "--model.modality_dropout", "0", "--trainer.max_epochs", "4", "--trainer.accelerator", "cpu",
-        "--runs_root", str(root / "runs"),
-    ])
+    cli = ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--seed_everything",
+            "0",
+            "--data.train",
+            str(root / "train"),
+            "--data.val",
+            str(root / "val"),
+            "--data.test",
+            "null",
+            "--data.tasks",
+            '[{"name": "damage", "column": "damage"}]',
+            "--data.image_size",
+            str(size),
+            "--data.num_workers",
+            "0",
+            "--model.modalities",
+            "[image]",
+            "--model.text_linear",
+            "false",
+            "--model.modality_dropout",
+            "0",
+            "--trainer.max_epochs",
+            "4",
+            "--trainer.accelerator",
+            "cpu",
+            "--runs_root",
+            str(root / "runs"),
+        ]
+    )
     return cli.run_dir, root / "test", boxes, size
 
 
@@ -238,7 +310,7 @@ def test_grad_cam_marks_the_damage(marked_run, tmp_path):
         heat = heatmap(part["images"][0], picture.size)
         top = heat * (heat >= np.quantile(heat, 0.9))
         left, upper, right, lower = (v * picture.size[0] / size for v in boxes[rid])
-        ys, xs = np.mgrid[:heat.shape[0], :heat.shape[1]] + 0.5
+        ys, xs = np.mgrid[: heat.shape[0], : heat.shape[1]] + 0.5
         inside += float((top * ((xs >= left) & (xs <= right) & (ys >= upper) & (ys <= lower))).sum())
         total += float(top.sum())
     print(f"top-decile heat inside the mark: {inside / total:.3f}")
@@ -248,4 +320,3 @@ def test_grad_cam_marks_the_damage(marked_run, tmp_path):
     assert summary.records == 4 and summary.index.is_file()
     for png in (tmp_path / "report" / "img").glob("*.png"):
         assert not Image.open(png).getexif()  # nothing of the originals' EXIF is carried
-

@@ -28,12 +28,30 @@ ROOT = Path(__file__).parents[1]
 
 
 def fit(tiny, runs: Path, *extra) -> Path:
-    return ComplaintCLI(args=[
-        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
-        "--data.train", str(tiny["train"]), "--data.val", str(tiny["val"]), "--data.test", "null",
-        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-        "--runs_root", str(runs), *extra,
-    ]).run_dir
+    return ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--config",
+            str(ROOT / "configs" / "text_only.yaml"),
+            "--data.train",
+            str(tiny["train"]),
+            "--data.val",
+            str(tiny["val"]),
+            "--data.test",
+            "null",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--runs_root",
+            str(runs),
+            *extra,
+        ]
+    ).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +61,14 @@ def runs(trained_run, tiny_demo, tiny_bert_dir, tmp_path_factory):
     return {
         "multimodal": shutil.copytree(trained_run, base / "multimodal"),
         "text_only": fit(tiny_demo, base),
-        "transformer": fit(tiny_demo, base, "--config", str(ROOT / "configs" / "transformer.yaml"),
-                           "--model.text_pretrained", str(tiny_bert_dir)),
+        "transformer": fit(
+            tiny_demo,
+            base,
+            "--config",
+            str(ROOT / "configs" / "transformer.yaml"),
+            "--model.text_pretrained",
+            str(tiny_bert_dir),
+        ),
     }
 
 
@@ -53,8 +77,23 @@ def rows(path: Path) -> list[dict]:
 
 
 def infer(run, archive, out, *extra) -> list[dict]:
-    assert infer_main(["--checkpoint", str(run), "--input", str(archive), "--output", str(out), "--overwrite",
-                       "--num-workers", "0", *map(str, extra)]) == 0
+    assert (
+        infer_main(
+            [
+                "--checkpoint",
+                str(run),
+                "--input",
+                str(archive),
+                "--output",
+                str(out),
+                "--overwrite",
+                "--num-workers",
+                "0",
+                *map(str, extra),
+            ]
+        )
+        == 0
+    )
     return rows(out)
 
 
@@ -78,9 +117,15 @@ def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count
     assert export_main([str(run)]) == 0
     info = json.loads((run / "export" / "export.json").read_text())
     expected_inputs = ["text_ids", "text_lengths"] + (
-        ["images", "image_mask", "videos", "video_mask"] if kind == "multimodal" else [])
+        ["images", "image_mask", "videos", "video_mask"] if kind == "multimodal" else []
+    )
     assert [i["name"] for i in info["inputs"]] == expected_inputs
-    assert [o["name"] for o in info["outputs"]] == ["probs_category", "probs_sentiment", "probs_severity", "fusion_weights"]
+    assert [o["name"] for o in info["outputs"]] == [
+        "probs_category",
+        "probs_sentiment",
+        "probs_severity",
+        "fusion_weights",
+    ]
     assert info["checkpoint_sha256"] == load_run(run).checkpoint_sha256
     loaded = load_run(run)
     forward = ExportedForward(loaded.model)
@@ -128,7 +173,9 @@ def test_int8_export_is_quantised_and_close_to_eager(runs, tiny_demo, tmp_path):
     assert {"DynamicQuantizeLSTM", "MatMulInteger"} & {node.op_type for node in graph.graph.node}
     eager = infer(run, tiny_demo["test"], tmp_path / "eager.jsonl", "--backend", "torch")
     int8 = infer(run, tiny_demo["test"], tmp_path / "int8.jsonl", "--backend", "onnxruntime-int8")
-    differences = [abs(a["severity_probs"][c] - b["severity_probs"][c]) for a, b in zip(eager, int8) for c in a["severity_probs"]]
+    differences = [
+        abs(a["severity_probs"][c] - b["severity_probs"][c]) for a, b in zip(eager, int8) for c in a["severity_probs"]
+    ]
     assert 0 < max(differences) < 0.05  # really another graph, and still close
 
 
@@ -156,8 +203,20 @@ def test_a_part_that_cannot_be_exported_is_named(runs, monkeypatch, tmp_path, ti
     with pytest.raises(ExportError, match=r"^cannot export image encoder \(ImageEncoder\)"):
         export_run(loaded, tmp_path / "export")
     assert not (tmp_path / "export").exists()  # nothing half-written
-    code = infer_main(["--checkpoint", str(run), "--input", str(tiny_demo["test"]), "--output",
-                       str(tmp_path / "p.jsonl"), "--backend", "onnxruntime", "--num-workers", "0"])
+    code = infer_main(
+        [
+            "--checkpoint",
+            str(run),
+            "--input",
+            str(tiny_demo["test"]),
+            "--output",
+            str(tmp_path / "p.jsonl"),
+            "--backend",
+            "onnxruntime",
+            "--num-workers",
+            "0",
+        ]
+    )
     assert code == 2 and "cannot export image encoder" in capsys.readouterr().err
 
 
@@ -165,7 +224,7 @@ def test_a_graph_that_fixed_a_shape_at_export_is_refused(runs, monkeypatch, tmp_
     real = LSTMTextEncoder.forward
 
     def fixed_length(self, ids, lengths):  # int() of a tensor: tracing keeps the example's value
-        return real(self, ids[:, :int(lengths.max())], lengths)
+        return real(self, ids[:, : int(lengths.max())], lengths)
 
     monkeypatch.setattr(LSTMTextEncoder, "forward", fixed_length)
     with pytest.raises(ExportError, match="shape was fixed|differs from the model|fails on a batch of sizes"):
@@ -205,13 +264,27 @@ def test_length_groups_give_the_whole_batch_results_in_its_order(runs, tiny_demo
 
 
 def test_onnxruntime_backend_refuses_several_processes(runs, tiny_demo, tmp_path, capsys):
-    code = infer_main(["--checkpoint", str(runs["text_only"]), "--input", str(tiny_demo["test"]), "--output",
-                       str(tmp_path / "p.jsonl"), "--backend", "onnxruntime", "--devices", "2"])
+    code = infer_main(
+        [
+            "--checkpoint",
+            str(runs["text_only"]),
+            "--input",
+            str(tiny_demo["test"]),
+            "--output",
+            str(tmp_path / "p.jsonl"),
+            "--backend",
+            "onnxruntime",
+            "--devices",
+            "2",
+        ]
+    )
     assert code == 2 and "--backend torch" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(torch.cuda.is_available() or "CUDAExecutionProvider" in ort.get_available_providers(),
-                    reason="the messages of a machine without a GPU")
+@pytest.mark.skipif(
+    torch.cuda.is_available() or "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="the messages of a machine without a GPU",
+)
 def test_cuda_without_a_gpu_is_one_line_for_torch_and_the_cpu_for_onnxruntime(runs, tiny_demo, tmp_path, capsys):
     args = ["--checkpoint", str(runs["text_only"]), "--input", str(tiny_demo["test"]), "--device", "cuda"]
     assert infer_main([*args, "--output", str(tmp_path / "a.jsonl")]) == 2

@@ -30,9 +30,12 @@ from pipeline.data.text import train_tokenizer
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 CASE_SECONDS = 10  # a case that takes longer is a hang
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("FUZZ_RANDOM"),
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not os.environ.get("FUZZ_RANDOM"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 SPEC = MediaSpec(image_size=32, video_frames=2)
 SECRET = b"secret bytes outside the archive"
 
@@ -66,15 +69,22 @@ def text_lines(data: bytes) -> list[str]:
     return list(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=None))
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 line_contents = st.one_of(
     st.binary(max_size=200),  # anything, invalid UTF-8 included
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.fixed_dictionaries({"id": st.text(max_size=10) | st.integers() | st.none(), "text": st.text() | json_values,
-                           "attachments": st.lists(st.text(max_size=20), max_size=3) | st.text(max_size=30)},
-                          optional={"category": json_values}).map(lambda d: json.dumps(d).encode()),
+    st.fixed_dictionaries(
+        {
+            "id": st.text(max_size=10) | st.integers() | st.none(),
+            "text": st.text() | json_values,
+            "attachments": st.lists(st.text(max_size=20), max_size=3) | st.text(max_size=30),
+        },
+        optional={"category": json_values},
+    ).map(lambda d: json.dumps(d).encode()),
 )
 
 
@@ -93,13 +103,17 @@ def test_jsonl_manifest_gives_a_record_per_line(tmp_path_factory, lines, newline
         assert record.error or isinstance(record.text, str) and "\udcff" not in record.text
 
 
-csv_fields = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(['"', '""', ",", "\n", "\r\n", "a\nb", " "])
+csv_fields = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
+    ['"', '""', ",", "\n", "\r\n", "a\nb", " "]
+)
 
 
 @FUZZ
-@given(rows=st.lists(st.tuples(csv_fields, csv_fields), max_size=15),
-       quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]),
-       huge=st.sampled_from([0, 0, 0, 3_000_000]))
+@given(
+    rows=st.lists(st.tuples(csv_fields, csv_fields), max_size=15),
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]),
+    huge=st.sampled_from([0, 0, 0, 3_000_000]),
+)
 def test_csv_manifest_keeps_every_row_through_quoting_and_newlines(tmp_path_factory, rows, quoting, huge):
     folder = tmp_path_factory.mktemp("csv")
     buf = io.StringIO(newline="")
@@ -128,13 +142,28 @@ def test_manifest_of_random_bytes_fails_only_in_the_typed_way(tmp_path_factory, 
 
 
 def valid_attachments() -> list[bytes]:
-    return [image_bytes("JPEG", size=(48, 32)), image_bytes("PNG", size=(20, 30)), image_bytes("WEBP", size=(24, 24)),
-            image_bytes("GIF", size=(16, 16)), image_bytes("BMP", size=(8, 8)), video_bytes(frames=6, size=32)]
+    return [
+        image_bytes("JPEG", size=(48, 32)),
+        image_bytes("PNG", size=(20, 30)),
+        image_bytes("WEBP", size=(24, 24)),
+        image_bytes("GIF", size=(16, 16)),
+        image_bytes("BMP", size=(8, 8)),
+        video_bytes(frames=6, size=32),
+    ]
 
 
 VALID = valid_attachments()
-MAGIC = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP", b"\x00\x00\x00\x18ftypisom",
-         b"\x1a\x45\xdf\xa3", b"RIFF\x00\x00\x00\x00AVI ", b"BM", b"II*\x00"]
+MAGIC = [
+    b"\xff\xd8\xff\xe0",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"RIFF\x00\x00\x00\x00WEBP",
+    b"\x00\x00\x00\x18ftypisom",
+    b"\x1a\x45\xdf\xa3",
+    b"RIFF\x00\x00\x00\x00AVI ",
+    b"BM",
+    b"II*\x00",
+]
 
 
 def decodes_or_says_why(data: bytes) -> None:
@@ -156,21 +185,37 @@ def test_random_bytes_never_crash_the_decoders(data):
 @given(which=st.integers(0, len(VALID) - 1), cut=st.floats(0, 1))
 def test_truncated_files_never_crash_the_decoders(which, cut):
     data = VALID[which]
-    decodes_or_says_why(data[:int(len(data) * cut)])
+    decodes_or_says_why(data[: int(len(data) * cut)])
 
 
 @FUZZ
-@given(magic=st.sampled_from(MAGIC), rest=st.binary(max_size=3000), which=st.integers(0, len(VALID) - 1),
-       keep=st.booleans())
+@given(
+    magic=st.sampled_from(MAGIC),
+    rest=st.binary(max_size=3000),
+    which=st.integers(0, len(VALID) - 1),
+    keep=st.booleans(),
+)
 def test_valid_headers_with_random_bodies_never_crash_the_decoders(magic, rest, which, keep):
-    body = VALID[which][len(magic):len(magic) + len(rest)] if keep else rest
+    body = VALID[which][len(magic) : len(magic) + len(rest)] if keep else rest
     decodes_or_says_why(magic + bytes(a ^ b for a, b in zip(body, rest)))
 
 
 member_names = st.one_of(
     st.text(min_size=1, max_size=40),
-    st.sampled_from(["../secret.bin", "../../secret.bin", "/etc/passwd", "/tmp/secret.bin", "a/../../secret.bin",
-                     "media/../../secret.bin", "C:/secret.bin", "..\\secret.bin", "media/\x00.jpg", "./media/ok.jpg"]),
+    st.sampled_from(
+        [
+            "../secret.bin",
+            "../../secret.bin",
+            "/etc/passwd",
+            "/tmp/secret.bin",
+            "a/../../secret.bin",
+            "media/../../secret.bin",
+            "C:/secret.bin",
+            "..\\secret.bin",
+            "media/\x00.jpg",
+            "./media/ok.jpg",
+        ]
+    ),
     st.text(st.characters(codec="utf-8"), min_size=200, max_size=300),
     st.lists(st.sampled_from(["..", ".", "media", "快递", "a b", ""]), min_size=1, max_size=6).map("/".join),
 )
@@ -182,7 +227,9 @@ def test_member_names_never_reach_outside_the_archive(tmp_path_factory, names, k
     root = tmp_path_factory.mktemp("names")
     (root / "secret.bin").write_bytes(SECRET)
     photo = image_bytes(size=(8, 8))
-    manifest = "".join(json.dumps({"id": f"c{n}", "text": "x", "attachments": [name]}) + "\n" for n, name in enumerate(names))
+    manifest = "".join(
+        json.dumps({"id": f"c{n}", "text": "x", "attachments": [name]}) + "\n" for n, name in enumerate(names)
+    )
     path = root / f"archive.{kind}"
     try:
         if kind == "zip":
@@ -218,4 +265,3 @@ def test_member_names_never_reach_outside_the_archive(tmp_path_factory, names, k
         if problems and ".." in name.replace("\\", "/").split("/"):
             assert problems[0].startswith(OUTSIDE_ARCHIVE)
     assert sorted(p.name for p in root.iterdir()) == before  # nothing written beside the archive
-

@@ -1,4 +1,5 @@
-"""Service-grade behaviour: stop signals, one run per output, faults on the output side, bad text bytes, quiet output."""
+"""Service-grade behaviour: stop signals, one run per output, faults on the output side, bad text bytes, quiet
+output."""
 
 import errno
 import json
@@ -21,8 +22,8 @@ from pipeline.data.records import Columns
 from pipeline.inference import run as inference_run
 from pipeline.inference.evaluate import Evaluation
 from pipeline.inference.writers import ChunkStore
-from pipeline.tools.doctor import scan
 from pipeline.models.trained_run import load_run
+from pipeline.tools.doctor import scan
 from pipeline.training.sigterm_checkpoint import CheckpointOnSigterm
 
 
@@ -48,8 +49,13 @@ def test_stop_signal_then_resume_is_exact(trained_run, tmp_path, signum, status)
     archive, out = big_archive(tmp_path / "big", 400), tmp_path / "pred.jsonl"
     parts = out.with_name(out.name + ".parts")
     args = ["--checkpoint", trained_run, "--input", archive, "--output", out, "--batch-size", "4", "--num-workers", "1"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), *map(str, args)], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "infer.py"), *map(str, args)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_for(lambda: len(list(parts.glob("chunk-*"))) >= 10)
     proc.send_signal(signum)
     stderr = proc.communicate(timeout=120)[1]
@@ -66,13 +72,32 @@ def test_stop_signal_then_resume_is_exact(trained_run, tmp_path, signum, status)
 
 def test_train_saves_last_checkpoint_on_sigterm_and_resumes(tiny_demo, tmp_path):
     runs = tmp_path / "runs"
-    fit = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "demo.yaml"),
-           "--data.train", str(tiny_demo["train"]), "--data.val", str(tiny_demo["val"]), "--data.test", "null",
-           "--data.num_workers", "0", "--runs_root", str(runs)]
+    fit = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--data.train",
+        str(tiny_demo["train"]),
+        "--data.val",
+        str(tiny_demo["val"]),
+        "--data.test",
+        "null",
+        "--data.num_workers",
+        "0",
+        "--runs_root",
+        str(runs),
+    ]
     stdout = tmp_path / "stdout.txt"  # a file, not a pipe: the progress bar could fill a pipe nobody reads yet
     with open(stdout, "w") as out:
-        proc = subprocess.Popen(fit + ["--trainer.max_epochs", "500", "--early_stopping.patience", "500"], cwd=ROOT,
-                                text=True, stdout=out, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            fit + ["--trainer.max_epochs", "500", "--early_stopping.patience", "500"],
+            cwd=ROOT,
+            text=True,
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
     last = runs / "demo"
     checkpoint = lambda: next(last.glob("*/checkpoints/last.ckpt"), None)  # noqa: E731
     wait_for(lambda: checkpoint() is not None or proc.poll() is not None)
@@ -88,8 +113,13 @@ def test_train_saves_last_checkpoint_on_sigterm_and_resumes(tiny_demo, tmp_path)
     assert saved["global_step"] >= first["global_step"]  # the latest end of an epoch
 
     epochs = saved["epoch"] + 2
-    resumed = subprocess.run(fit + ["--trainer.max_epochs", str(epochs), "--ckpt_path", "last"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        fit + ["--trainer.max_epochs", str(epochs), "--ckpt_path", "last"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Restoring states from the checkpoint path at {checkpoint()}" in resumed.stdout + resumed.stderr
     assert load_whole(checkpoint())["global_step"] == epochs * steps_per_epoch  # none lost or repeated
@@ -102,40 +132,69 @@ def assert_no_library_warnings(printed: str) -> None:
 
 
 # The shapes of every line a normal train.py fit prints: the project's own lines, and the progress bar's.
-FIT_LINES = [re.compile(p) for p in (
-    r"data\.\w+: ",  # what reading the splits found (left out, leaks, rare classes, attachments)
-    r"text_linear( \w+)?: ",  # the TF-IDF regression's choice of C
-    r"val \S+: macro-F1 \d\.\d{3}  accuracy ",  # the summary, per task
-    r"    calibration: ECE ",
-    r"run: ",
-    r"(Epoch \d+/\d+|Sanity Checking|Validation|Testing)\b.*━",  # the progress bar, as a file receives it
-    r" +[\w/]+:( [\d.]+)? *$",  # the progress bar's metrics, one a line
-    r" +[\d.]+ *$",
-    r"\s*$",
-)]
+FIT_LINES = [
+    re.compile(p)
+    for p in (
+        r"data\.\w+: ",  # what reading the splits found (left out, leaks, rare classes, attachments)
+        r"text_linear( \w+)?: ",  # the TF-IDF regression's choice of C
+        r"val \S+: macro-F1 \d\.\d{3}  accuracy ",  # the summary, per task
+        r"    calibration: ECE ",
+        r"run: ",
+        r"(Epoch \d+/\d+|Sanity Checking|Validation|Testing)\b.*━",  # the progress bar, as a file receives it
+        r" +[\w/]+:( [\d.]+)? *$",  # the progress bar's metrics, one a line
+        r" +[\d.]+ *$",
+        r"\s*$",
+    )
+]
 
 
 def test_a_normal_fit_prints_only_the_projects_lines(tiny_demo, tmp_path):
     """Whatever a library adds to a fit's output (a device report, a note per checkpoint) fails this."""
     fit = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "demo.yaml"),
-         *[x for split in ("train", "val", "test") for x in (f"--data.{split}", str(tiny_demo[split]))],
-         "--data.num_workers", "0", "--trainer.max_epochs", "2", "--runs_root", str(tmp_path / "runs"),
-         "--trainer.log_every_n_steps", "1"],  # the tiny archive has fewer batches an epoch than demo.yaml's 5
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            *[x for split in ("train", "val", "test") for x in (f"--data.{split}", str(tiny_demo[split]))],
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "2",
+            "--runs_root",
+            str(tmp_path / "runs"),
+            "--trainer.log_every_n_steps",
+            "1",
+        ],  # the tiny archive has fewer batches an epoch than demo.yaml's 5
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "run: " in fit.stdout and "val category: macro-F1" in fit.stdout
-    foreign = [line for line in (fit.stdout + fit.stderr).splitlines()
-               if not any(shape.match(line) for shape in FIT_LINES)]
+    foreign = [
+        line for line in (fit.stdout + fit.stderr).splitlines() if not any(shape.match(line) for shape in FIT_LINES)
+    ]
     assert foreign == []
 
 
 def test_second_run_on_the_same_output_is_refused_and_a_stale_lock_is_not(trained_run, tiny_demo, tmp_path):
     out = tmp_path / "pred.jsonl"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from pipeline.inference.output_lock import OutputLock; "
-        f"OutputLock(Path({str(out)!r})).acquire(); print('held', flush=True); time.sleep(300)")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from pipeline.inference.output_lock import OutputLock; "
+                f"OutputLock(Path({str(out)!r})).acquire(); print('held', flush=True); time.sleep(300)"
+            ),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     refused = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--resume")
     assert refused.returncode == 2 and f"(PID {holder.pid})" in refused.stderr
@@ -182,6 +241,7 @@ def test_full_disk_while_merging_leaves_no_half_file_then_exact_resume(trained_r
                 if n == 7:
                     disk_full()
                 yield row
+
         real(rows_until_full(), path, columns, multilabel)
 
     monkeypatch.setattr(inference_run, "write_output", fills_up)
@@ -224,16 +284,20 @@ def test_corrupt_checkpoint_is_one_line(trained_run, tiny_demo, tmp_path, damage
 def test_bytes_that_are_not_utf8_make_the_row_partial(trained_run, tmp_path):
     archive = tmp_path / "enc"
     archive.mkdir()
-    lines = [b'{"id": "clean", "text": "the parcel is late", "attachments": []}',
-             b'{"id": "bad", "text": "caf\xe9 parcel \xff late", "attachments": []}']
+    lines = [
+        b'{"id": "clean", "text": "the parcel is late", "attachments": []}',
+        b'{"id": "bad", "text": "caf\xe9 parcel \xff late", "attachments": []}',
+    ]
     (archive / "complaints.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "p.jsonl"
     assert infer("--checkpoint", trained_run, "--input", archive, "--output", out) == 0
     clean, bad = [json.loads(line) for line in open(out, encoding="utf-8")]
     assert clean["status"] == "ok" and clean["warnings"] == []
     assert bad["status"] == "partial" and bad["category"] is not None
-    assert bad["warnings"] == ["text_encoding: column 'text' is not valid utf-8 at byte 3 of the field "
-                               "(replaced by U+FFFD; --encoding names the manifest's encoding)"]
+    assert bad["warnings"] == [
+        "text_encoding: column 'text' is not valid utf-8 at byte 3 of the field "
+        "(replaced by U+FFFD; --encoding names the manifest's encoding)"
+    ]
     report = scan(str(archive), Columns(), Limits())
     assert report["record_problems"]["text_encoding"]["count"] == 1 and report["usable_records"] == 2
 

@@ -10,8 +10,16 @@ from pipeline.data.labels import Task
 
 
 def data(tiny_demo, augment: bool) -> ComplaintDataModule:
-    dm = ComplaintDataModule.from_keys(train=str(tiny_demo["train"]), val=str(tiny_demo["train"]), tasks=[Task("category", "category")],
-                             num_workers=0, image_size=32, video_frames=3, image_augment=augment, check_leakage=False)
+    dm = ComplaintDataModule.from_keys(
+        train=str(tiny_demo["train"]),
+        val=str(tiny_demo["train"]),
+        tasks=[Task("category", "category")],
+        num_workers=0,
+        image_size=32,
+        video_frames=3,
+        image_augment=augment,
+        check_leakage=False,
+    )
     dm.setup("fit")
     return dm
 

@@ -44,7 +44,11 @@ def test_one_row_per_record_in_order_each_format(trained_run, tiny_demo, tmp_pat
     meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
     assert meta["counts"]["records"] == len(expected) and len(meta["checkpoint_sha256"]) == 64
     info = json.loads((trained_run / "run.json").read_text())
-    assert meta["deep_weight"] == info["deep_weight"] and set(meta["deep_weight"]) == {"category", "sentiment", "severity"}
+    assert meta["deep_weight"] == info["deep_weight"] and set(meta["deep_weight"]) == {
+        "category",
+        "sentiment",
+        "severity",
+    }
     assert [Path(i["path"]).name for i in meta["inputs"]] == ["test", "val"]
     assert not out.with_name(out.name + ".parts").exists()
     assert f"records {len(expected)}: ok" in capsys.readouterr().out
@@ -70,8 +74,23 @@ def test_bad_input_archive_every_record_accounted(trained_run, tmp_path, kind):
     malformed = by_id[None][0]
     assert malformed["status"] == "error" and malformed["source"].endswith("line 18") and malformed["category"] is None
     assert by_id["last"][0]["status"] == "ok"
-    for rid in ("missing", "corrupt", "truncated", "empty", "text_as_jpg", "heic", "bomb", "ratio",
-                "corrupt_video", "truncated_video", "traversal", "absolute", "symlink_out", "zip_slip", "partial"):
+    for rid in (
+        "missing",
+        "corrupt",
+        "truncated",
+        "empty",
+        "text_as_jpg",
+        "heic",
+        "bomb",
+        "ratio",
+        "corrupt_video",
+        "truncated_video",
+        "traversal",
+        "absolute",
+        "symlink_out",
+        "zip_slip",
+        "partial",
+    ):
         row = by_id[rid][0]
         assert row["status"] == "partial" and row["warnings"] and row["category"] is not None, rid
     assert by_id["traversal"][0]["warnings"][0].startswith("outside_archive: ../secret.jpg")
@@ -82,8 +101,20 @@ def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):
     archive = big_archive(tmp_path / "big", 400)
     out = tmp_path / "pred.csv"
     parts = out.with_name(out.name + ".parts")
-    args = [sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(trained_run), "--input", str(archive),
-            "--output", str(out), "--batch-size", "4", "--num-workers", "0"]
+    args = [
+        sys.executable,
+        str(ROOT / "infer.py"),
+        "--checkpoint",
+        str(trained_run),
+        "--input",
+        str(archive),
+        "--output",
+        str(out),
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(parts.glob("chunk-*"))) < 20:
@@ -92,11 +123,13 @@ def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):
     proc.wait()
     done_before = len(list(parts.glob("chunk-*")))
     assert 20 <= done_before < 100 and not out.exists(), done_before  # really interrupted mid-run
-    again = infer_process("--checkpoint", trained_run, "--input", archive, "--output", out, "--batch-size", "4",
-                          "--num-workers", "0")
+    again = infer_process(
+        "--checkpoint", trained_run, "--input", archive, "--output", out, "--batch-size", "4", "--num-workers", "0"
+    )
     assert again.returncode != 0 and "--resume" in again.stderr  # never silently overwritten
-    resumed = infer_process("--checkpoint", trained_run, "--input", archive, "--output", out, "--resume",
-                            "--num-workers", "0")
+    resumed = infer_process(
+        "--checkpoint", trained_run, "--input", archive, "--output", out, "--resume", "--num-workers", "0"
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     import csv
 
@@ -108,8 +141,20 @@ def test_kill_9_then_resume_gives_every_record_once(trained_run, tmp_path):
 def test_two_processes_shard_and_merge(trained_run, tmp_path):
     archive = big_archive(tmp_path / "big", 203)
     out = tmp_path / "pred.jsonl"
-    res = infer_process("--checkpoint", trained_run, "--input", archive, "--output", out, "--devices", "2",
-                        "--batch-size", "8", "--num-workers", "1")
+    res = infer_process(
+        "--checkpoint",
+        trained_run,
+        "--input",
+        archive,
+        "--output",
+        out,
+        "--devices",
+        "2",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "1",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(203)]
     assert list(out.parent.glob("*.parts")) == []  # shards merged and cleaned up
@@ -127,14 +172,28 @@ def test_overwrite_and_already_complete(trained_run, tiny_demo, tmp_path, capsys
 
 def test_fatal_errors_are_one_line(trained_run, tiny_demo, tmp_path):
     cases = [
-        (["--checkpoint", tmp_path / "nope", "--input", tiny_demo["test"], "--output", tmp_path / "a.jsonl"], "checkpoint not found"),
-        (["--checkpoint", trained_run, "--input", tmp_path / "nope", "--output", tmp_path / "a.jsonl"], "archive not found"),
-        (["--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "no" / "a.jsonl"], "does not exist"),
+        (
+            ["--checkpoint", tmp_path / "nope", "--input", tiny_demo["test"], "--output", tmp_path / "a.jsonl"],
+            "checkpoint not found",
+        ),
+        (
+            ["--checkpoint", trained_run, "--input", tmp_path / "nope", "--output", tmp_path / "a.jsonl"],
+            "archive not found",
+        ),
+        (
+            ["--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "no" / "a.jsonl"],
+            "does not exist",
+        ),
         (["--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "a.txt"], "suffix"),
     ]
     body = tmp_path / "body"
     write_manifest(body, [{"id": "1", "body": "x"}])
-    cases.append((["--checkpoint", trained_run, "--input", body, "--output", tmp_path / "b.jsonl"], "columns found: ['id', 'body']"))
+    cases.append(
+        (
+            ["--checkpoint", trained_run, "--input", body, "--output", tmp_path / "b.jsonl"],
+            "columns found: ['id', 'body']",
+        )
+    )
     for args, message in cases:
         res = infer_process(*args)
         assert res.returncode == 2, (args, res.stderr[-2000:])
@@ -180,8 +239,19 @@ class Evil:
 def test_a_run_in_the_callers_process_gives_back_its_thread_count(trained_run, tiny_demo, tmp_path, monkeypatch):
     seen, callers = [], torch.get_num_threads()
     monkeypatch.setattr(torch, "set_num_threads", lambda n, real=torch.set_num_threads: seen.append(n) or real(n))
-    assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", tmp_path / "p.jsonl",
-                 "--threads", callers + 1) == 0
+    assert (
+        infer(
+            "--checkpoint",
+            trained_run,
+            "--input",
+            tiny_demo["test"],
+            "--output",
+            tmp_path / "p.jsonl",
+            "--threads",
+            callers + 1,
+        )
+        == 0
+    )
     assert seen == [callers + 1, callers] and torch.get_num_threads() == callers
 
 
@@ -192,10 +262,18 @@ def test_python_api_matches_infer_rows(trained_run, tiny_demo, tmp_path):
     api_rows = list(analyzer.predict(tiny_demo["test"], batch_size=5))
     file_rows = read_jsonl(out)
     assert same_rows(api_rows, file_rows), next(
-        ((a, b) for a, b in zip(api_rows, file_rows) if not same_rows(a, b)), "the row counts differ")
-    rows = list(analyzer.predict([{"id": "a", "text": "屏幕碎了 screen cracked", "attachments": []},
-                                  {"text": "no id given", "attachments": ["media/x.jpg"]},
-                                  {"id": "a", "text": "same id again"}], root=tiny_demo["test"]))
+        ((a, b) for a, b in zip(api_rows, file_rows) if not same_rows(a, b)), "the row counts differ"
+    )
+    rows = list(
+        analyzer.predict(
+            [
+                {"id": "a", "text": "屏幕碎了 screen cracked", "attachments": []},
+                {"text": "no id given", "attachments": ["media/x.jpg"]},
+                {"id": "a", "text": "same id again"},
+            ],
+            root=tiny_demo["test"],
+        )
+    )
     assert [r["id"] for r in rows] == ["a", "2", "a"] and rows[1]["status"] == "partial"
     assert rows[0]["status"] == "ok" and rows[2]["status"] == "error" and "duplicate id" in rows[2]["warnings"][0]
 
@@ -212,8 +290,11 @@ def test_evaluate_scores_against_labels(trained_run, tiny_demo, tmp_path, capsys
 
 
 def test_help_answers_without_importing_torch_or_lightning():
-    code = ("import sys\nfrom pipeline.inference.command import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
-            "    pass\nprint([m for m in ('torch', 'pytorch_lightning', 'transformers', 'onnxruntime') if m in sys.modules])")
+    code = (
+        "import sys\nfrom pipeline.inference.command import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+        "    pass\n"
+        "print([m for m in ('torch', 'pytorch_lightning', 'transformers', 'onnxruntime') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "--checkpoint" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -223,10 +304,12 @@ def test_a_prediction_run_imports_neither_lightning_nor_transformers(trained_run
     """One process on one device predicts with the plain network and the run's tokenizer file: the libraries
     only training, --devices, --explain or photos-backbones need stay unimported (seconds at every start)."""
     out = tmp_path / "p.jsonl"
-    code = (f"import sys\nfrom pipeline.inference.command import main\n"
-            f"assert main(['--checkpoint', {str(trained_run)!r}, '--input', {str(tiny_demo['test'])!r}, "
-            f"'--output', {str(out)!r}]) == 0\n"
-            f"print([m for m in ('pytorch_lightning', 'transformers', 'torchvision', 'scipy.stats') if m in sys.modules])")
+    code = (
+        f"import sys\nfrom pipeline.inference.command import main\n"
+        f"assert main(['--checkpoint', {str(trained_run)!r}, '--input', {str(tiny_demo['test'])!r}, "
+        f"'--output', {str(out)!r}]) == 0\n"
+        f"print([m for m in ('pytorch_lightning', 'transformers', 'torchvision', 'scipy.stats') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -16,8 +16,8 @@ import time
 import urllib.request
 
 import pytest
-from factory import ROOT, infer, read_jsonl
 
+from factory import ROOT, infer, read_jsonl
 from pipeline.review_queue.__main__ import main
 
 pytestmark = pytest.mark.label_studio
@@ -48,11 +48,28 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("label_studio")
     url = f"http://127.0.0.1:{free_port()}"
     log = open(data / "server.log", "w")
-    proc = subprocess.Popen([binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
-                             "--username", EMAIL, "--password", PASSWORD, "--user-token", TOKEN,
-                             "--enable-legacy-api-token"],
-                            env={**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data)}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "start",
+            "--no-browser",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            url.rsplit(":", 1)[1],
+            "--username",
+            EMAIL,
+            "--password",
+            PASSWORD,
+            "--user-token",
+            TOKEN,
+            "--enable-legacy-api-token",
+        ],
+        env={**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     started = time.time()
     while not answers(url):
         assert proc.poll() is None and time.time() - started < 300, (data / "server.log").read_text()[-3000:]
@@ -76,8 +93,12 @@ def test_review_loop_through_a_real_label_studio(server, trained_run, tiny_demo,
 
     predictions, queue, reviewed = tmp_path / "predictions.jsonl", tmp_path / "queue", tmp_path / "reviewed"
     assert infer("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", predictions) == 0
-    assert main(["export", str(predictions), "--output", str(queue), "--all", "--label-studio", server,
-                 "--api-key", TOKEN]) == 0
+    assert (
+        main(
+            ["export", str(predictions), "--output", str(queue), "--all", "--label-studio", server, "--api-key", TOKEN]
+        )
+        == 0
+    )
     project_url = re.search(r"open (\S+)", capsys.readouterr().out).group(1)
     project = int(project_url.rsplit("/", 1)[1])
     ls = LabelStudio(base_url=server, api_key=TOKEN)
@@ -103,21 +124,55 @@ def test_review_loop_through_a_real_label_studio(server, trained_run, tiny_demo,
     records = read_jsonl(reviewed / "complaints.jsonl")
     assert [r["id"] for r in records] == [t["data"]["complaint_id"] for t in (sent[0], sent[1], sent[3])]
     for record, result in zip(records, (first, second, fourth)):
-        assert {k: record[k] for k in ("category", "sentiment", "severity")} == \
-            {r["from_name"]: r["value"]["choices"][0] for r in result}
+        assert {k: record[k] for k in ("category", "sentiment", "severity")} == {
+            r["from_name"]: r["value"]["choices"][0] for r in result
+        }
         assert record["reviewed_by"] == EMAIL and record["reviewed_at"]
     assert records[1]["category"] == corrected
 
     # The same title again: the project is reused, and takes the new tasks.
-    assert main(["export", str(predictions), "--output", str(tmp_path / "more"), "--least-confident", "2",
-                 "--label-studio", server, "--api-key", TOKEN]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(predictions),
+                "--output",
+                str(tmp_path / "more"),
+                "--least-confident",
+                "2",
+                "--label-studio",
+                server,
+                "--api-key",
+                TOKEN,
+            ]
+        )
+        == 0
+    )
     assert project_url in capsys.readouterr().out
     assert len(list(ls.tasks.list(project=project))) == len(sent) + 2
 
-    cli = ComplaintCLI(args=[
-        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--data.train", str(tiny_demo["train"]),
-        "--data.val", str(tiny_demo["val"]), "--data.test", "null", "--data.reviewed", f"[{reviewed}]",
-        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-        "--runs_root", str(tmp_path / "runs")])
+    cli = ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--data.train",
+            str(tiny_demo["train"]),
+            "--data.val",
+            str(tiny_demo["val"]),
+            "--data.test",
+            "null",
+            "--data.reviewed",
+            f"[{reviewed}]",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--runs_root",
+            str(tmp_path / "runs"),
+        ]
+    )
     train = sum(1 for _ in open(tiny_demo["train"] / "complaints.jsonl", encoding="utf-8"))
     assert json.loads((cli.run_dir / "run.json").read_text())["train_records"] == train + 3

@@ -8,7 +8,13 @@ from pipeline.data.manifest import ManifestReader, read_records
 from pipeline.data.records import Columns
 
 ROWS = [
-    {"id": "a1", "title": "Late", "body": "parcel late\nsecond line, \"quoted\"", "attachments": ["m/1.jpg", "m/2.mp4"], "cat": "delivery"},
+    {
+        "id": "a1",
+        "title": "Late",
+        "body": 'parcel late\nsecond line, "quoted"',
+        "attachments": ["m/1.jpg", "m/2.mp4"],
+        "cat": "delivery",
+    },
     {"id": "a2", "title": "", "body": "退款没到账", "attachments": [], "cat": None},
 ]
 
@@ -28,7 +34,7 @@ def test_each_manifest_format(tmp_path, fmt):
 
 def test_manifest_file_given_directly_and_row_ids(tmp_path):
     path = tmp_path / "reviews.csv"
-    path.write_text("label,review\n1,好吃\n0,\"太慢了\n真的\"\n", encoding="utf-8")
+    path.write_text('label,review\n1,好吃\n0,"太慢了\n真的"\n', encoding="utf-8")
     reader = ManifestReader(open_archive(path), Columns(text=("review",), labels=("label",)))
     records = list(reader)
     assert [(r.id, r.text, r.labels["label"]) for r in records] == [("1", "好吃", "1"), ("2", "太慢了\n真的", "0")]
@@ -65,6 +71,7 @@ def test_missing_text_column_lists_columns_found(tmp_path):
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_manifest_streams(tmp_path, fmt):
     """Memory while iterating does not grow with the manifest: 20x the rows, about the same peak."""
+
     def peak(n):
         d = tmp_path / f"{fmt}{n}"
         rows = [{"id": str(i), "text": "complaint text " * 20, "attachments": ["m/a.jpg"]} for i in range(n)]
@@ -92,4 +99,7 @@ def test_csv_field_over_the_size_limit_loses_only_its_row(tmp_path):
     finally:
         csv.field_size_limit(limit)
     assert [(r.id, r.error) for r in records] == [
-        ("a", None), (None, "malformed CSV: field larger than field limit (1000)"), ("c", None)]
+        ("a", None),
+        (None, "malformed CSV: field larger than field limit (1000)"),
+        ("c", None),
+    ]

@@ -31,19 +31,35 @@ def exif_rotated_jpeg() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("data", [
-    image_bytes("JPEG"),
-    image_bytes("JPEG", mode="L", color=128),
-    image_bytes("JPEG", mode="CMYK", color=(0, 255, 255, 0)),
-    image_bytes("PNG"),
-    image_bytes("PNG", mode="P", color=3),
-    image_bytes("PNG", mode="RGBA", color=(200, 30, 30, 128)),
-    image_bytes("PNG", mode="I;16", color=40000),
-    image_bytes("WEBP"),
-    image_bytes("GIF", mode="P", color=1),
-    image_bytes("BMP"),
-    image_bytes("TIFF"),
-], ids=["jpeg", "jpeg-gray", "jpeg-cmyk", "png", "png-palette", "png-alpha", "png-16bit", "webp", "gif", "bmp", "tiff"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        image_bytes("JPEG"),
+        image_bytes("JPEG", mode="L", color=128),
+        image_bytes("JPEG", mode="CMYK", color=(0, 255, 255, 0)),
+        image_bytes("PNG"),
+        image_bytes("PNG", mode="P", color=3),
+        image_bytes("PNG", mode="RGBA", color=(200, 30, 30, 128)),
+        image_bytes("PNG", mode="I;16", color=40000),
+        image_bytes("WEBP"),
+        image_bytes("GIF", mode="P", color=1),
+        image_bytes("BMP"),
+        image_bytes("TIFF"),
+    ],
+    ids=[
+        "jpeg",
+        "jpeg-gray",
+        "jpeg-cmyk",
+        "png",
+        "png-palette",
+        "png-alpha",
+        "png-16bit",
+        "webp",
+        "gif",
+        "bmp",
+        "tiff",
+    ],
+)
 def test_image_formats(data):
     kind, tensor = decode_attachment(data, SPEC)
     assert kind == "image"
@@ -76,9 +92,16 @@ def test_typed_by_content_not_extension():
     assert sniff(b"hello world, not media") is None
 
 
-@pytest.mark.parametrize("fmt,codec", [
-    ("mp4", "libx264"), ("mov", "libx264"), ("avi", "mpeg4"), ("matroska", "libx264"), ("webm", "libvpx"),
-])
+@pytest.mark.parametrize(
+    "fmt,codec",
+    [
+        ("mp4", "libx264"),
+        ("mov", "libx264"),
+        ("avi", "mpeg4"),
+        ("matroska", "libx264"),
+        ("webm", "libvpx"),
+    ],
+)
 def test_video_formats(fmt, codec):
     kind, clip = decode_attachment(video_bytes(fmt, codec), SPEC)
     assert kind == "video" and clip.shape == (4, 3, 16, 16) and clip.dtype == torch.uint8

@@ -75,11 +75,13 @@ def test_lstm_on_padded_rows_equals_packed_sequences_in_values_and_gradients():
     packed, padded = enc._packed(x, lengths) * valid, enc._padded(x, lengths) * valid
     torch.testing.assert_close(padded, packed)
     weights = list(enc.lstm.parameters())
-    for a, b in zip(torch.autograd.grad(packed.pow(2).sum(), [x, *weights]),
-                    torch.autograd.grad(padded.pow(2).sum(), [x, *weights])):
+    for a, b in zip(
+        torch.autograd.grad(packed.pow(2).sum(), [x, *weights]), torch.autograd.grad(padded.pow(2).sum(), [x, *weights])
+    ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert [n for n, _ in enc.named_parameters() if n.startswith("lstm")] == [n for n, _ in nn.LSTM(
-        16, 16, 2, bidirectional=True).named_parameters(prefix="lstm")]  # the state dict is unchanged
+    assert [n for n, _ in enc.named_parameters() if n.startswith("lstm")] == [
+        n for n, _ in nn.LSTM(16, 16, 2, bidirectional=True).named_parameters(prefix="lstm")
+    ]  # the state dict is unchanged
 
 
 def test_record_without_text_or_attachments_works():
@@ -134,9 +136,17 @@ def test_backbone_weights_from_local_file(tmp_path):
 
 def test_overfitting_one_batch_drives_loss_down():
     torch.manual_seed(0)
-    lit = ComplaintClassifier.from_keys(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
-                              embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2,
-                              modality_dropout=0.0, dropout=0.0)
+    lit = ComplaintClassifier.from_keys(
+        vocab_size=50,
+        task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
+        embed_dim=16,
+        text_hidden=16,
+        image_dim=16,
+        fusion_dim=16,
+        fusion_heads=2,
+        modality_dropout=0.0,
+        dropout=0.0,
+    )
     b = batch()
     opt = torch.optim.Adam(lit.parameters(), lr=3e-3)
     losses = []
@@ -150,8 +160,15 @@ def test_overfitting_one_batch_drives_loss_down():
 
 
 def test_loss_masks_missing_labels():
-    lit = ComplaintClassifier.from_keys(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
-                              embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2).eval()
+    lit = ComplaintClassifier.from_keys(
+        vocab_size=50,
+        task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]},
+        embed_dim=16,
+        text_hidden=16,
+        image_dim=16,
+        fusion_dim=16,
+        fusion_heads=2,
+    ).eval()
     b = batch()
     logits = lit(b)
     full = lit.loss(logits, b["labels"])
@@ -166,8 +183,16 @@ def test_loss_masks_missing_labels():
 
 def test_modality_dropout_never_hides_everything():
     torch.manual_seed(0)
-    lit = ComplaintClassifier.from_keys(vocab_size=50, task_classes={"cat": ["a", "b"]}, modality_dropout=0.99,
-                              embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2)
+    lit = ComplaintClassifier.from_keys(
+        vocab_size=50,
+        task_classes={"cat": ["a", "b"]},
+        modality_dropout=0.99,
+        embed_dim=16,
+        text_hidden=16,
+        image_dim=16,
+        fusion_dim=16,
+        fusion_heads=2,
+    )
     b = batch()
     dropped = drop_modalities(b, lit.options.optimization.modality_dropout)
     present = torch.stack([dropped["text_lengths"] > 0, dropped["image_mask"].any(1), dropped["video_mask"].any(1)], 1)
@@ -175,7 +200,13 @@ def test_modality_dropout_never_hides_everything():
 
 
 def test_attention_fusion_layout():
-    assert AttentionFusion.layout({"text": 1, "image": 2}) == [("text", 0), ("text", None), ("image", 0), ("image", 1), ("image", None)]
+    assert AttentionFusion.layout({"text": 1, "image": 2}) == [
+        ("text", 0),
+        ("text", None),
+        ("image", 0),
+        ("image", 1),
+        ("image", None),
+    ]
 
 
 def test_tfidf_features_match_scikit_learn():
@@ -277,9 +308,17 @@ def test_fit_text_linear_learns_multiclass_and_multilabel_tasks_with_missing_lab
         cat[:5], tags[5:10] = IGNORE_INDEX, -1.0  # unlabelled records take no part
         return ids, torch.full((n,), 10), {"cat": cat, "tags": tags}
 
-    lit = ComplaintClassifier.from_keys(vocab_size=37, task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
-                              multilabel_tasks=["tags"], embed_dim=16, text_hidden=16, image_dim=16, fusion_dim=16,
-                              fusion_heads=2, text_linear_c=[0.01, 10.0])
+    lit = ComplaintClassifier.from_keys(
+        vocab_size=37,
+        task_classes={"cat": ["a", "b", "c"], "tags": ["x", "y"]},
+        multilabel_tasks=["tags"],
+        embed_dim=16,
+        text_hidden=16,
+        image_dim=16,
+        fusion_dim=16,
+        fusion_heads=2,
+        text_linear_c=[0.01, 10.0],
+    )
     chosen = lit.fit_text_linear(split(200, 0), split(100, 1))
     assert chosen == {"cat": 10.0, "tags": 10.0}  # the weak penalty fits these clean tokens best
     ids, lengths, targets = split(100, 2)

@@ -18,11 +18,30 @@ TAGS = {"late": "parcel late courier delay", "damaged": "broken cracked damaged 
 def fit(archive, runs, *extra: str):
     from pipeline.training.cli import ComplaintCLI
 
-    return ComplaintCLI(args=[
-        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
-        "--data.train", str(archive), "--data.val", str(archive), "--data.test", "null", "--data.num_workers", "0",
-        "--data.tasks", '[{"name": "tags", "column": "tags", "type": "multilabel"}, {"name": "kind", "column": "kind"}]',
-        "--trainer.max_epochs", "1", "--runs_root", str(runs), *extra]).run_dir
+    return ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--config",
+            str(ROOT / "configs" / "text_only.yaml"),
+            "--data.train",
+            str(archive),
+            "--data.val",
+            str(archive),
+            "--data.test",
+            "null",
+            "--data.num_workers",
+            "0",
+            "--data.tasks",
+            '[{"name": "tags", "column": "tags", "type": "multilabel"}, {"name": "kind", "column": "kind"}]',
+            "--trainer.max_epochs",
+            "1",
+            "--runs_root",
+            str(runs),
+            *extra,
+        ]
+    ).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +55,14 @@ def tagged(tmp_path_factory):
         words = " ".join(TAGS[t] for t in tags).split()
         rng.shuffle(words)
         text = " ".join(words[: max(3, len(words) - 2)]) + f" order {i}"
-        records.append({"id": f"m{i}", "text": text, "tags": ";".join(tags) if i % 2 else tags,
-                        "kind": "loud" if "damaged" in tags else "quiet"})
+        records.append(
+            {
+                "id": f"m{i}",
+                "text": text,
+                "tags": ";".join(tags) if i % 2 else tags,
+                "kind": "loud" if "damaged" in tags else "quiet",
+            }
+        )
     archive = tmp_path_factory.mktemp("tagged") / "archive"
     write_manifest(archive, records)
     return archive, fit(archive, tmp_path_factory.mktemp("runs"))
@@ -63,7 +88,8 @@ def test_evaluate_scores_a_multilabel_task_as_scikit_learn_does(tagged, tmp_path
     for i, label in enumerate(result["labels"]):
         got = result["per_label"][label]
         assert [got["precision"], got["recall"], got["f1"], got["support"]] == pytest.approx(
-            [precision[i], recall[i], f1[i], support[i]])
+            [precision[i], recall[i], f1[i], support[i]]
+        )
         assert got["tp"] + got["fp"] + got["fn"] + got["tn"] == 160
     assert 0 < result["f1_micro"] <= 1 and "kind" in json.loads(out.with_name(out.name + ".metrics.json").read_text())
     meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
@@ -80,7 +106,10 @@ def test_compare_gives_multilabel_intervals_and_a_verdict(tagged, tmp_path, caps
     same = json.loads((tmp_path / "same" / "compare.json").read_text())["tasks"]["tags"]
     assert same["type"] == "multilabel" and same["verdict"] == "neither" and same["mcnemar"]["p_value"] == 1
     for name in ("accuracy", "f1_micro", "f1_macro"):
-        assert same[name]["difference_ci"] == [0.0, 0.0] and same[name]["a_ci"][0] <= same[name]["a"] <= same[name]["a_ci"][1]
+        assert (
+            same[name]["difference_ci"] == [0.0, 0.0]
+            and same[name]["a_ci"][0] <= same[name]["a"] <= same[name]["a_ci"][1]
+        )
 
     rows = read_jsonl(a)  # B: the same model, but it says no tag where A was right
     for r in rows:

@@ -9,8 +9,9 @@ import time
 
 import psutil
 import pytest
-from factory import ROOT, bad_with_record_problems, big_archive, infer, infer_process, read_jsonl
 from ray.cluster_utils import Cluster
+
+from factory import ROOT, bad_with_record_problems, big_archive, infer, infer_process, read_jsonl
 
 OBJECT_STORE = 128 * 1024 * 1024
 
@@ -18,8 +19,10 @@ OBJECT_STORE = 128 * 1024 * 1024
 @pytest.fixture(scope="module")
 def cluster():
     """A head and a second node, one CPU each: a decoder and a model actor cannot share a node."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE,
-                                                            "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE, "include_dashboard": False},
+    )
     cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
     cluster.wait_for_nodes()
     yield cluster.address
@@ -48,8 +51,10 @@ def test_rows_equal_the_local_engines_and_work_runs_on_both_nodes(cluster, train
     before = cluster_processes()  # the session's cluster
     for name, archive in (("demo", tiny_demo["test"]), ("bad", bad)):
         local, ours = tmp_path / f"{name}_local.jsonl", tmp_path / f"{name}_ray.jsonl"
-        assert infer("--checkpoint", trained_run, "--input", archive, "--output", local, "--evaluate",
-                     "--batch-size", "8") == 0
+        assert (
+            infer("--checkpoint", trained_run, "--input", archive, "--output", local, "--evaluate", "--batch-size", "8")
+            == 0
+        )
         args = ("--checkpoint", trained_run, "--input", archive, "--output", ours, "--evaluate", "--batch-size", "8")
         done = ray_infer(cluster, *args) if name == "demo" else infer_process(*args, "--engine", "ray")
         assert done.returncode == 0, done.stderr[-3000:]
@@ -84,8 +89,22 @@ def test_driver_killed_then_resumed_and_a_killed_model_actor_restarted(cluster, 
     archive = big_archive(tmp_path / "big", 300)
     out = tmp_path / "pred.jsonl"
     parts = out.with_name(out.name + ".parts")
-    args = [sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(trained_run), "--input", str(archive),
-            "--output", str(out), "--batch-size", "4", "--engine", "ray", "--ray-address", cluster]
+    args = [
+        sys.executable,
+        str(ROOT / "infer.py"),
+        "--checkpoint",
+        str(trained_run),
+        "--input",
+        str(archive),
+        "--output",
+        str(out),
+        "--batch-size",
+        "4",
+        "--engine",
+        "ray",
+        "--ray-address",
+        cluster,
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_chunks(parts, 10, proc)
     actors = processes("MapBatches(Predictor)")
@@ -112,15 +131,42 @@ def cluster_processes() -> set[int]:
 def test_a_local_cluster_is_gone_after_an_error_and_sigterm(trained_run, tiny_demo, tmp_path):
     before = cluster_processes()  # the session's cluster
     out = tmp_path / "pred.jsonl"
-    failed = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--engine",
-                           "ray", "--gpus-per-predictor", "1")
+    failed = infer_process(
+        "--checkpoint",
+        trained_run,
+        "--input",
+        tiny_demo["test"],
+        "--output",
+        out,
+        "--engine",
+        "ray",
+        "--gpus-per-predictor",
+        "1",
+    )
     assert failed.returncode == 2 and "no GPU" in failed.stderr
     assert cluster_processes() == before and not out.with_name(out.name + ".parts").exists()
     archive = big_archive(tmp_path / "big", 200)
     parts = tmp_path / "big.jsonl.parts"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(trained_run), "--input",
-                             str(archive), "--output", str(tmp_path / "big.jsonl"), "--batch-size", "4", "--engine",
-                             "ray"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "--checkpoint",
+            str(trained_run),
+            "--input",
+            str(archive),
+            "--output",
+            str(tmp_path / "big.jsonl"),
+            "--batch-size",
+            "4",
+            "--engine",
+            "ray",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_chunks(parts, 5, proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
@@ -130,9 +176,11 @@ def test_a_local_cluster_is_gone_after_an_error_and_sigterm(trained_run, tiny_de
 
 def test_missing_options_and_wrong_address_say_so(trained_run, tiny_demo, tmp_path):
     out = tmp_path / "pred.jsonl"
-    local = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out,
-                          "--predictors", "2")
+    local = infer_process(
+        "--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--predictors", "2"
+    )
     assert local.returncode == 2 and "need --engine ray" in local.stderr
-    ray = infer_process("--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--engine", "ray",
-                        "--devices", "2")
+    ray = infer_process(
+        "--checkpoint", trained_run, "--input", tiny_demo["test"], "--output", out, "--engine", "ray", "--devices", "2"
+    )
     assert ray.returncode == 2 and "--predictors" in ray.stderr

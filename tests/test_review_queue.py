@@ -10,9 +10,9 @@ import xml.etree.ElementTree as ET
 import zipfile
 
 import pytest
-from factory import ROOT, infer, read_jsonl
 from PIL import Image
 
+from factory import ROOT, infer, read_jsonl
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.records import Record
 from pipeline.review_queue.__main__ import main
@@ -110,8 +110,12 @@ def test_photos_travel_inline_upright_and_without_metadata_from_a_folder_and_a_z
     assert [t["data"]["photos"] for t in from_folder] == [t["data"]["photos"] for t in from_zip]
     assert from_zip[0]["data"]["archive"] == str(zipped.resolve())
     photos = [p for t in from_folder for p in t["data"]["photos"]]
-    stills = [a for r in read_jsonl(archive / "complaints.jsonl") for a in r["attachments"]
-              if (archive / a).is_file() and not a.endswith(".mp4")]
+    stills = [
+        a
+        for r in read_jsonl(archive / "complaints.jsonl")
+        for a in r["attachments"]
+        if (archive / a).is_file() and not a.endswith(".mp4")
+    ]
     assert len(photos) == len(stills)
     for url in photos:
         assert not decoded(url).getexif()  # no GPS, no orientation tag, nothing of the original's metadata
@@ -131,13 +135,21 @@ def test_missing_attachments_and_videos_are_noted_and_the_text_is_redacted_as_th
 
 
 def test_a_multilabel_task_is_multiple_choice_and_its_prediction_a_set():
-    labels = LabelSpace([Task("category", "category"), Task("issues", "issues", type=MULTILABEL)],
-                        {"category": ["billing", "refund"], "issues": ["late", "broken", "rude & slow"]})
+    labels = LabelSpace(
+        [Task("category", "category"), Task("issues", "issues", type=MULTILABEL)],
+        {"category": ["billing", "refund"], "issues": ["late", "broken", "rude & slow"]},
+    )
     choices = {c.get("name"): c for c in ET.fromstring(label_config(labels)).iter("Choices")}
     assert choices["category"].get("choice") == "single" and choices["issues"].get("choice") == "multiple"
     assert [c.get("value") for c in choices["issues"].iter("Choice")] == ["late", "broken", "rude & slow"]
-    row = {"id": "a", "category": "refund", "category_confidence": 0.9, "issues": ["late", "rude & slow"],
-           "issues_confidence": 0.6, "review_reasons": ["issues: below the review threshold"]}
+    row = {
+        "id": "a",
+        "category": "refund",
+        "category_confidence": 0.9,
+        "issues": ["late", "rude & slow"],
+        "issues_confidence": 0.6,
+        "review_reasons": ["issues: below the review threshold"],
+    }
     record = Record(id="a", text="late and rude", attachments=[], labels={}, source="test:line 1")
     from pipeline.review_queue.tasks import Origin
 
@@ -148,10 +160,11 @@ def test_a_multilabel_task_is_multiple_choice_and_its_prediction_a_set():
 
 
 def annotation(task: dict, changes: dict, who, when: str, **kw) -> dict:
-    result = [dict(r, value={"choices": changes.get(r["from_name"], r["value"]["choices"])})
-              for r in task["predictions"][0]["result"]]
-    return {"completed_by": who, "result": result, "was_cancelled": False,
-            "created_at": when, "updated_at": when, **kw}
+    result = [
+        dict(r, value={"choices": changes.get(r["from_name"], r["value"]["choices"])})
+        for r in task["predictions"][0]["result"]
+    ]
+    return {"completed_by": who, "result": result, "was_cancelled": False, "created_at": when, "updated_at": when, **kw}
 
 
 def test_reviewed_labels_come_back_as_an_archive_that_trains(predicted, tiny_demo, trained_run, tmp_path, capsys):
@@ -162,21 +175,29 @@ def test_reviewed_labels_come_back_as_an_archive_that_trains(predicted, tiny_dem
     archive, _, predictions = predicted
     tasks, _ = export(tmp_path, predictions, "--all")
     assert len(tasks) >= 8
-    other = {"category": "billing" if tasks[1]["predictions"][0]["result"][0]["value"]["choices"] != ["billing"]
-             else "refund"}
+    other = {
+        "category": "billing"
+        if tasks[1]["predictions"][0]["result"][0]["value"]["choices"] != ["billing"]
+        else "refund"
+    }
     exported = []
     for n, task in enumerate(tasks):
         done = dict(task, id=n + 1, annotations=[])
         if n == 1:
-            done["annotations"] = [annotation(task, {"category": [other["category"]]}, {"id": 2, "email": "b@x.org"},
-                                              "2026-12-01T10:00:00Z")]
+            done["annotations"] = [
+                annotation(
+                    task, {"category": [other["category"]]}, {"id": 2, "email": "b@x.org"}, "2026-12-01T10:00:00Z"
+                )
+            ]
         elif n == 2:
             done["annotations"] = [annotation(task, {}, 1, "2026-12-01T10:01:00Z", was_cancelled=True)]
         elif n == 3:
             pass  # nobody finished it
         elif n == 4:
-            done["annotations"] = [annotation(task, {"severity": ["low"]}, 1, "2026-12-01T10:02:00Z"),
-                                   annotation(task, {"severity": ["high"]}, 3, "2026-12-01T11:00:00Z")]
+            done["annotations"] = [
+                annotation(task, {"severity": ["low"]}, 1, "2026-12-01T10:02:00Z"),
+                annotation(task, {"severity": ["high"]}, 3, "2026-12-01T11:00:00Z"),
+            ]
         elif n == 5:
             done["annotations"] = [annotation(task, {"category": ["warranty"]}, 1, "2026-12-01T10:03:00Z")]
         else:
@@ -208,11 +229,29 @@ def test_reviewed_labels_come_back_as_an_archive_that_trains(predicted, tiny_dem
     assert records[tasks[4]["data"]["complaint_id"]]["reviewed_by"] == "3"
     assert main(["import", str(export_file), "--output", str(reviewed)]) == 2  # never overwritten by accident
 
-    cli = ComplaintCLI(args=[
-        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--data.train", str(tiny_demo["train"]),
-        "--data.val", str(tiny_demo["val"]), "--data.test", "null", "--data.reviewed", f"[{reviewed}]",
-        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-        "--runs_root", str(tmp_path / "runs")])
+    cli = ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--data.train",
+            str(tiny_demo["train"]),
+            "--data.val",
+            str(tiny_demo["val"]),
+            "--data.test",
+            "null",
+            "--data.reviewed",
+            f"[{reviewed}]",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--runs_root",
+            str(tmp_path / "runs"),
+        ]
+    )
     info = json.loads((cli.run_dir / "run.json").read_text())
     train = sum(1 for _ in open(tiny_demo["train"] / "complaints.jsonl", encoding="utf-8"))
     assert info["train_records"] == train + len(records)
@@ -224,8 +263,12 @@ def test_a_label_studio_that_does_not_answer_is_one_line(predicted, tmp_path, ca
         s.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{s.getsockname()[1]}"  # a port nothing listens on
     _, _, predictions = predicted
-    assert main(["export", str(predictions), "--output", str(tmp_path / "q"), "--label-studio", nobody,
-                 "--api-key", "key"]) == 2
+    assert (
+        main(
+            ["export", str(predictions), "--output", str(tmp_path / "q"), "--label-studio", nobody, "--api-key", "key"]
+        )
+        == 2
+    )
     assert main(["import", f"{nobody}/projects/1", "--api-key", "key", "--output", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: Label Studio at {nobody} does not answer: [Errno 111] Connection refused"] * 2

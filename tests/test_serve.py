@@ -33,9 +33,14 @@ class Server:
     def __init__(self, run, *options: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.serve", str(run), "--port", str(self.port),
-                                      "--device", "cpu", *options], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.serve", str(run), "--port", str(self.port), "--device", "cpu", *options],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.ready = self.proc.stdout.readline()  # the one line it prints when it answers
         assert self.ready.startswith("serving "), self.ready + self.proc.stderr.read()[-3000:]
 
@@ -48,15 +53,13 @@ class Server:
     def processes_left(self) -> list[str]:
         """Anything of the server's session still running (LitServe's HTTP and model workers included); an ended
         process its parent has not reaped (state Z) is not running."""
-        out = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-s", str(self.proc.pid)], capture_output=True,
-                             text=True)
+        out = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-s", str(self.proc.pid)], capture_output=True, text=True)
         return [line for line in out.stdout.splitlines() if line.strip() and not line.lstrip().startswith("Z")]
 
 
 @pytest.fixture(scope="module")
 def server(trained_run):
-    s = Server(trained_run, "--api-key", KEY, "--max-batch-size", "8", "--batch-timeout", "0.02",
-               "--max-body-mb", "2")
+    s = Server(trained_run, "--api-key", KEY, "--max-batch-size", "8", "--batch-timeout", "0.02", "--max-body-mb", "2")
     yield s
     s.stop()
 
@@ -80,21 +83,34 @@ def same_row(answer: dict, row: dict) -> None:
 
 def test_each_record_sent_alone_gets_infer_pys_row_as_json_and_as_a_form(server, tiny_demo, trained_run, tmp_path):
     out = tmp_path / "rows.jsonl"
-    assert infer("--checkpoint", str(trained_run), "--input", str(tiny_demo["test"]), "--output", str(out),
-                 "--device", "cpu") == 0
+    assert (
+        infer(
+            "--checkpoint", str(trained_run), "--input", str(tiny_demo["test"]), "--output", str(out), "--device", "cpu"
+        )
+        == 0
+    )
     rows = {r["id"]: r for r in read_jsonl(out)}
     records = read_jsonl(tiny_demo["test"] / "complaints.jsonl")
     assert any(r.get("attachments") for r in records)
     for record in records:
         names = record.get("attachments") or []
         files = [(name, (tiny_demo["test"] / name).read_bytes()) for name in names]
-        as_json = predict(server, json={"id": record["id"], "text": record["text"], "attachments": [
-            {"name": n, "data": base64.b64encode(b).decode()} for n, b in files]})
+        as_json = predict(
+            server,
+            json={
+                "id": record["id"],
+                "text": record["text"],
+                "attachments": [{"name": n, "data": base64.b64encode(b).decode()} for n, b in files],
+            },
+        )
         assert as_json.status_code == 200, as_json.text
         same_row(as_json.json(), rows[record["id"]])
         assert as_json.json()["run"] == Path(trained_run).name
-        as_form = predict(server, data={"id": record["id"], "text": record["text"]},
-                          files=[("files", (n, b)) for n, b in files] or None)
+        as_form = predict(
+            server,
+            data={"id": record["id"], "text": record["text"]},
+            files=[("files", (n, b)) for n, b in files] or None,
+        )
         assert as_form.status_code == 200, as_form.text
         same_row(as_form.json(), rows[record["id"]])
 
@@ -109,29 +125,62 @@ def bad(server, status: int, said: str, **kw) -> None:
 def test_bad_requests_are_refused_in_one_line_and_the_next_one_is_answered(server):
     good = {"id": "g1", "text": "the courier left my parcel in the rain"}
     first = predict(server, json=good).json()
-    bad(server, 413, "over the limit of 2097152", content=b"x" * (3 * 2**20),
-        headers={**HEADERS, "content-type": "application/json"})
-    bad(server, 400, "the body is not valid JSON", content=b'{"text": ', headers={**HEADERS,
-                                                                                    "content-type": "application/json"})
-    bad(server, 415, "send application/json or multipart/form-data", content=b"hello",
-        headers={**HEADERS, "content-type": "text/plain"})
+    bad(
+        server,
+        413,
+        "over the limit of 2097152",
+        content=b"x" * (3 * 2**20),
+        headers={**HEADERS, "content-type": "application/json"},
+    )
+    bad(
+        server,
+        400,
+        "the body is not valid JSON",
+        content=b'{"text": ',
+        headers={**HEADERS, "content-type": "application/json"},
+    )
+    bad(
+        server,
+        415,
+        "send application/json or multipart/form-data",
+        content=b"hello",
+        headers={**HEADERS, "content-type": "text/plain"},
+    )
     bad(server, 400, "no text and no attachments: nothing to analyse", json={"id": "x"})
-    bad(server, 400, "attachments[0] (a.jpg): data is not valid base64",
-        json={"text": "t", "attachments": [{"name": "a.jpg", "data": "@@not base64@@"}]})
+    bad(
+        server,
+        400,
+        "attachments[0] (a.jpg): data is not valid base64",
+        json={"text": "t", "attachments": [{"name": "a.jpg", "data": "@@not base64@@"}]},
+    )
     bad(server, 400, "text: expected a string", json={"text": ["a list"]})
     bad(server, 400, "unknown form field 'txt'", data={"txt": "typo"})
 
     # what is wrong inside an attachment is the record's warning, as in an archive: never decoded past the limits
-    attachments = {"bomb.png": png_bomb(19_200), "notes.txt": b"plain text, not a photo",
-                   "../../etc/passwd": b"x", "/etc/shadow": image_bytes()}
-    answer = predict(server, json={"id": "r1", "text": "see the photos", "attachments": [
-        {"name": n, "data": base64.b64encode(b).decode()} for n, b in attachments.items()]})
+    attachments = {
+        "bomb.png": png_bomb(19_200),
+        "notes.txt": b"plain text, not a photo",
+        "../../etc/passwd": b"x",
+        "/etc/shadow": image_bytes(),
+    }
+    answer = predict(
+        server,
+        json={
+            "id": "r1",
+            "text": "see the photos",
+            "attachments": [{"name": n, "data": base64.b64encode(b).decode()} for n, b in attachments.items()],
+        },
+    )
     assert answer.status_code == 200, answer.text
     row = answer.json()
     warned = " ".join(row["warnings"])
     assert row["status"] == "partial" and row["category"] is not None
-    for said in ("bomb.png", "unsupported: notes.txt", "outside_archive: ../../etc/passwd",
-                 "outside_archive: /etc/shadow"):
+    for said in (
+        "bomb.png",
+        "unsupported: notes.txt",
+        "outside_archive: ../../etc/passwd",
+        "outside_archive: /etc/shadow",
+    ):
         assert said in warned, row["warnings"]
     assert predict(server, json=good).json() == first  # the server is as it was
 
@@ -161,8 +210,11 @@ def test_an_answer_later_than_the_time_limit_is_504_and_the_server_recovers(trai
         answers = asyncio.run(many(s.url, 300, payload))
         codes = {a.status_code for a in answers}
         assert 504 in codes and codes <= {200, 504}, sorted(codes)
-        assert all(a.json()["detail"] in ("no answer within 0.5 s (--timeout)", "Request timed out")
-                   for a in answers if a.status_code == 504)
+        assert all(
+            a.json()["detail"] in ("no answer within 0.5 s (--timeout)", "Request timed out")
+            for a in answers
+            if a.status_code == 504
+        )
         deadline, after = time.time() + 20, []
         while 200 not in after and time.time() < deadline:  # it recovers once the crowd's leftovers are dropped
             after.append(httpx.post(f"{s.url}/predict", json=payload, timeout=60).status_code)
@@ -185,9 +237,20 @@ def test_the_triage_page_shows_the_labels_of_a_complaint_typed_in(server, tmp_pa
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "the page test needs Debian's chromium (apt-get install chromium); .ci/run installs it"
     port = free_port()
-    chrome = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                               f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}",
-                               "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chrome = subprocess.Popen(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--remote-debugging-port={port}",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, pages = time.time() + 60, []
         while not pages and time.time() < deadline:
@@ -214,10 +277,13 @@ def test_the_triage_page_shows_the_labels_of_a_complaint_typed_in(server, tmp_pa
             while not evaluate("document.readyState == 'complete' && !!document.getElementById('send')"):
                 assert time.time() < deadline, "the page did not load in 30 s"
                 time.sleep(0.1)
-            call("Runtime.evaluate", expression=f"""
+            call(
+                "Runtime.evaluate",
+                expression=f"""
                 document.getElementById('text').value = 'The parcel came two weeks late and the box was crushed';
                 document.getElementById('key').value = {json.dumps(KEY)};
-                document.getElementById('send').click();""")
+                document.getElementById('send').click();""",
+            )
             deadline, table = time.time() + 30, None
             while table is None and time.time() < deadline:
                 table = evaluate("document.getElementById('labels') && document.getElementById('labels').innerText")

@@ -23,23 +23,41 @@ SPACE = {"model.lr": {"float": [0.001, 0.01], "log": True}, "model.text_hidden":
 
 
 def fixed(tiny_demo, epochs: int = 2) -> dict:
-    return {"data.train": str(tiny_demo["train"]), "data.val": str(tiny_demo["val"]), "data.test": None,
-            "data.num_workers": 0, "data.check_leakage": False, "model.text_linear": False,
-            "trainer.max_epochs": epochs}
+    return {
+        "data.train": str(tiny_demo["train"]),
+        "data.val": str(tiny_demo["val"]),
+        "data.test": None,
+        "data.num_workers": 0,
+        "data.check_leakage": False,
+        "model.text_linear": False,
+        "trainer.max_epochs": epochs,
+    }
 
 
 def sweep_file(tmp_path, tiny_demo, **given) -> str:
     """A text-only sweep on the tiny demo archive, short fits (``given`` replaces any part)."""
-    spec = {"name": "t", "configs": [str(ROOT / "configs" / "demo.yaml"), str(ROOT / "configs" / "text_only.yaml")],
-            "fixed": fixed(tiny_demo) if tiny_demo else {}, "space": SPACE, "trials": 2, "pruner": {"kind": "none"}, **given}
+    spec = {
+        "name": "t",
+        "configs": [str(ROOT / "configs" / "demo.yaml"), str(ROOT / "configs" / "text_only.yaml")],
+        "fixed": fixed(tiny_demo) if tiny_demo else {},
+        "space": SPACE,
+        "trials": 2,
+        "pruner": {"kind": "none"},
+        **given,
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     return str(path)
 
 
 def run_sweep(path, tmp_path, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.sweep", path, "--runs-root", str(tmp_path / "runs"),
-                             *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.sweep", path, "--runs-root", str(tmp_path / "runs"), *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def study_of(tmp_path, name="t") -> optuna.Study:
@@ -50,13 +68,22 @@ def study_of(tmp_path, name="t") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
 
 
-@pytest.mark.parametrize("given, said", [
-    ({"space": {"model.lrr": {"float": [0.001, 0.01]}}}, "'model.lrr': did you mean 'model.lr'?"),
-    ({"space": {"model.lr": {"normal": [0.0, 1.0]}}}, "space.model.lr: give one of ['float', 'int', 'categorical']"),
-    ({"space": {"model.lr": {"float": [0.01, 0.001]}}}, "space.model.lr: the range [0.01, 0.001] is empty"),
-    ({"space": {"model.text_hidden": {"int": [32, 64], "step": 0}}}, "space.model.text_hidden: step must be positive"),
-    ({"first": [{"model.dropout": 0.1}]}, "first[0]: ['model.dropout'] not in the space"),
-])
+@pytest.mark.parametrize(
+    "given, said",
+    [
+        ({"space": {"model.lrr": {"float": [0.001, 0.01]}}}, "'model.lrr': did you mean 'model.lr'?"),
+        (
+            {"space": {"model.lr": {"normal": [0.0, 1.0]}}},
+            "space.model.lr: give one of ['float', 'int', 'categorical']",
+        ),
+        ({"space": {"model.lr": {"float": [0.01, 0.001]}}}, "space.model.lr: the range [0.01, 0.001] is empty"),
+        (
+            {"space": {"model.text_hidden": {"int": [32, 64], "step": 0}}},
+            "space.model.text_hidden: step must be positive",
+        ),
+        ({"first": [{"model.dropout": 0.1}]}, "first[0]: ['model.dropout'] not in the space"),
+    ],
+)
 def test_a_bad_sweep_file_is_one_line_before_any_fit(tiny_demo, tmp_path, capsys, given, said):
     assert sweep([sweep_file(tmp_path, tiny_demo, **given), "--runs-root", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip()
@@ -94,8 +121,13 @@ def keyword_archive(tmp_path_factory) -> dict:
             topic = list(keywords)[i % 3]
             words = rng.choices(filler, k=8)
             words.insert(rng.randrange(9), keywords[topic])
-            rows.append({"id": f"{split}{i}", "text": " ".join(words),
-                         "topic": rng.choice(list(keywords)) if rng.random() < 0.2 else topic})
+            rows.append(
+                {
+                    "id": f"{split}{i}",
+                    "text": " ".join(words),
+                    "topic": rng.choice(list(keywords)) if rng.random() < 0.2 else topic,
+                }
+            )
         return rows
 
     for split, n in (("train", 200), ("val", 60)):
@@ -106,14 +138,26 @@ def keyword_archive(tmp_path_factory) -> dict:
 def keyword_sweep(tmp_path, archive, epochs: int) -> str:
     """Six trials: four at good learning rates, then two at tiny ones (the pruner's to stop)."""
     good, tiny = [0.005, 0.004, 0.006, 0.0045], [1e-6, 2e-6]
-    return sweep_file(tmp_path, None, fixed={
-        "data.train": str(archive["train"]), "data.val": str(archive["val"]), "data.test": None,
-        "data.num_workers": 0, "data.check_leakage": False, "data.batch_size": 8,
-        "data.tasks": [{"name": "topic", "column": "topic"}], "model.text_encoder": "textcnn",
-        "model.text_linear": False, "trainer.max_epochs": epochs},
+    return sweep_file(
+        tmp_path,
+        None,
+        fixed={
+            "data.train": str(archive["train"]),
+            "data.val": str(archive["val"]),
+            "data.test": None,
+            "data.num_workers": 0,
+            "data.check_leakage": False,
+            "data.batch_size": 8,
+            "data.tasks": [{"name": "topic", "column": "topic"}],
+            "model.text_encoder": "textcnn",
+            "model.text_linear": False,
+            "trainer.max_epochs": epochs,
+        },
         space={"model.lr": {"float": [1e-6, 0.05], "log": True}, "model.text_hidden": {"int": [32, 64], "step": 32}},
-        first=[{"model.lr": lr, "model.text_hidden": 64} for lr in good + tiny], trials=6,
-        pruner={"kind": "median", "warmup_epochs": 1})
+        first=[{"model.lr": lr, "model.text_hidden": 64} for lr in good + tiny],
+        trials=6,
+        pruner={"kind": "median", "warmup_epochs": 1},
+    )
 
 
 def wait_for_an_epoch(proc, trial_dir: Path) -> None:
@@ -124,8 +168,7 @@ def wait_for_an_epoch(proc, trial_dir: Path) -> None:
     assert checkpoint.exists(), proc.stderr.read()[-3000:] if proc.poll() is not None else "no epoch in 300 s"
 
 
-def test_a_killed_worker_and_a_stopped_sweep_lose_nothing_and_two_jobs_finish_with_pruning(keyword_archive,
-                                                                                          tmp_path):
+def test_a_killed_worker_and_a_stopped_sweep_lose_nothing_and_two_jobs_finish_with_pruning(keyword_archive, tmp_path):
     """SIGKILL of a worker mid-trial leaves it RUNNING: the same command fails it and tries its parameters again.
     SIGTERM of the sweep: exit 143, the trial in flight FAIL (never COMPLETE), tried again later. The same command
     with two jobs then finishes the study: six trials done, the tiny learning rates pruned, each value its run
@@ -177,8 +220,14 @@ def test_a_killed_worker_and_a_stopped_sweep_lose_nothing_and_two_jobs_finish_wi
         refit = tmp_path / "refit"
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv(RUN_DIR_ENV, str(refit))
-            ComplaintCLI(args=["fit", *[x for c in spec["configs"] for x in ("--config", c)],
-                               "--config", str(sweeps / "best.yaml")])
+            ComplaintCLI(
+                args=[
+                    "fit",
+                    *[x for c in spec["configs"] for x in ("--config", c)],
+                    "--config",
+                    str(sweeps / "best.yaml"),
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
     assert validation_score(json.loads((refit / "metrics.json").read_text()), "network") == study.best_value
@@ -187,12 +236,23 @@ def test_a_killed_worker_and_a_stopped_sweep_lose_nothing_and_two_jobs_finish_wi
 def test_two_objectives_report_a_front_that_no_trial_beats(tiny_demo, tmp_path):
     """Validation macro-F1 and records/s: the front in trials.json is exactly the trials no other trial beats on
     both, each with its speed measured again alone."""
-    space = {"model.text_encoder": {"categorical": ["lstm", "textcnn"]}, "model.text_hidden": {"int": [32, 96],
-                                                                                               "step": 32}}
-    first = [{"model.text_encoder": e, "model.text_hidden": h} for e, h in
-             (("lstm", 96), ("textcnn", 32), ("lstm", 32), ("textcnn", 96))]
-    path = sweep_file(tmp_path, tiny_demo, fixed=fixed(tiny_demo, epochs=1), space=space, first=first, trials=4,
-                      objective={"speed": True})
+    space = {
+        "model.text_encoder": {"categorical": ["lstm", "textcnn"]},
+        "model.text_hidden": {"int": [32, 96], "step": 32},
+    }
+    first = [
+        {"model.text_encoder": e, "model.text_hidden": h}
+        for e, h in (("lstm", 96), ("textcnn", 32), ("lstm", 32), ("textcnn", 96))
+    ]
+    path = sweep_file(
+        tmp_path,
+        tiny_demo,
+        fixed=fixed(tiny_demo, epochs=1),
+        space=space,
+        first=first,
+        trials=4,
+        objective={"speed": True},
+    )
     proc = run_sweep(path, tmp_path)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
@@ -205,8 +265,10 @@ def test_two_objectives_report_a_front_that_no_trial_beats(tiny_demo, tmp_path):
 
     assert {r["trial"] for r in rows if r["front"]} == {r["trial"] for r in rows if not beaten(r)}
     assert all(r["records_per_s_alone"] > 0 for r in rows if r["front"])
-    assert "Pareto front (validation macro-F1, records/s)" in out and (tmp_path / "runs" / "sweeps" / "t" /
-                                                                         "pareto_front.png").is_file()
+    assert (
+        "Pareto front (validation macro-F1, records/s)" in out
+        and (tmp_path / "runs" / "sweeps" / "t" / "pareto_front.png").is_file()
+    )
 
 
 @pytest.fixture
@@ -234,8 +296,17 @@ def postgres_url():
     data = os.path.join(folder, "data")
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, cwd=folder)  # noqa: E731
     run(f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres")
-    run(f"{bin_dir}/pg_ctl", "-D", data, "-o", f"-p {port} -k {folder} -h 127.0.0.1", "-l", f"{folder}/log", "-w",
-        "start")
+    run(
+        f"{bin_dir}/pg_ctl",
+        "-D",
+        data,
+        "-o",
+        f"-p {port} -k {folder} -h 127.0.0.1",
+        "-l",
+        f"{folder}/log",
+        "-w",
+        "start",
+    )
     try:
         run(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "sweep")
         yield f"postgresql://postgres@127.0.0.1:{port}/sweep"

@@ -55,7 +55,9 @@ def test_label_space_fit_encode_and_missing_labels(tmp_path):
     assert missing["cat"].item() == IGNORE_INDEX and missing["tags"].tolist() == [-1.0, -1.0]
     space.save(tmp_path / "labels.json")
     again = LabelSpace.load(tmp_path / "labels.json")
-    assert again.classes == space.classes and torch.equal(again.encode(train[1])["tags"], enc["tags"] * 0 + torch.tensor([0.0, 1.0]))
+    assert again.classes == space.classes and torch.equal(
+        again.encode(train[1])["tags"], enc["tags"] * 0 + torch.tensor([0.0, 1.0])
+    )
 
 
 def test_class_counts_in_class_order_ignore_missing_and_unknown():
@@ -95,8 +97,10 @@ def test_a_runs_tokenizer_file_reads_texts_as_transformers_does(kind, tiny_bert_
     assert isinstance(light, TokenizerFile)
     texts = TEXTS + ["", "The screen arrived CRACKED, 退款!", "ｒｅｆｕｎｄ " * 40]
     for length in (3, 64):
-        assert TextTokenizer(light, length)(texts) == full(texts, add_special_tokens=False, truncation=True,
-                                                         max_length=length)["input_ids"]
+        assert (
+            TextTokenizer(light, length)(texts)
+            == full(texts, add_special_tokens=False, truncation=True, max_length=length)["input_ids"]
+        )
     ids = encode_many(full, texts[:1], 64)[0]
     assert light.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(ids)
     assert (light.pad_token_id, len(light)) == (full.pad_token_id, len(full))

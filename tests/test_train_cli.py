@@ -19,8 +19,16 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def data_args(tiny, test=False):
-    return ["--data.train", str(tiny["train"]), "--data.val", str(tiny["val"]),
-            "--data.test", str(tiny["test"]) if test else "null", "--data.num_workers", "0"]
+    return [
+        "--data.train",
+        str(tiny["train"]),
+        "--data.val",
+        str(tiny["val"]),
+        "--data.test",
+        str(tiny["test"]) if test else "null",
+        "--data.num_workers",
+        "0",
+    ]
 
 
 def cli(args):
@@ -51,26 +59,60 @@ def required_args(config: Path, request) -> list[str]:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_fast_dev_run_every_config(config, tiny_demo, tmp_path, request):
-    c = cli(["fit", *config_args(config), *data_args(tiny_demo), *required_args(config, request),
-             "--trainer.fast_dev_run", "true", "--runs_root", str(tmp_path)])
+    c = cli(
+        [
+            "fit",
+            *config_args(config),
+            *data_args(tiny_demo),
+            *required_args(config, request),
+            "--trainer.fast_dev_run",
+            "true",
+            "--runs_root",
+            str(tmp_path),
+        ]
+    )
     assert c.trainer.state.finished
     assert (c.run_dir / "config.yaml").is_file() and (c.run_dir / "metrics.json").is_file()
 
 
 def fit(tiny, tmp_path, *extra):
-    return cli(["fit", "--config", str(ROOT / "configs" / "demo.yaml"), *data_args(tiny, test=True),
-                "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1",
-                "--runs_root", str(tmp_path),
-                "--experiment", "t", *extra])
+    return cli(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            *data_args(tiny, test=True),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--runs_root",
+            str(tmp_path),
+            "--experiment",
+            "t",
+            *extra,
+        ]
+    )
 
 
 def test_run_folder_checkpoint_reload_and_reproducibility(tiny_demo, tmp_path, capsys):
     c = fit(tiny_demo, tmp_path)
     run = c.run_dir
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"run: {run}"
-    for name in ("config.yaml", "labels.json", "tokenizer/tokenizer.json", "metrics.json", "run.json",
-                 "learning_curves.png", "confusion_val_severity.png", "confusion_test_category.png",
-                 "checkpoints/last.ckpt", "csv/metrics.csv"):
+    for name in (
+        "config.yaml",
+        "labels.json",
+        "tokenizer/tokenizer.json",
+        "metrics.json",
+        "run.json",
+        "learning_curves.png",
+        "confusion_val_severity.png",
+        "confusion_test_category.png",
+        "checkpoints/last.ckpt",
+        "csv/metrics.csv",
+    ):
         assert (run / name).exists(), name
     assert list((run / "tensorboard").glob("events.*"))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -110,11 +152,14 @@ def test_text_linear_blend_is_chosen_once_after_fit_and_the_network_is_what_trai
     loaded = ComplaintClassifier.load_from_checkpoint(info["best_checkpoint"], weights_only=True).eval()
     assert (loaded.model.text_linear.idf != 1).any()  # IDF from the training texts, kept in the checkpoint
     with torch.no_grad():
-        outputs = [(loaded.forward_head(loaded.forward_features(b)[0]), loaded.model.linear_logits(b), b["labels"])
-                   for b in c.datamodule.val_dataloader()]
+        outputs = [
+            (loaded.forward_head(loaded.forward_features(b)[0]), loaded.model.linear_logits(b), b["labels"])
+            for b in c.datamodule.val_dataloader()
+        ]
     network_f1s, chosen_f1s = [], []
     for i, task in enumerate(loaded.tasks):
-        def f1(weight: float) -> float:
+
+        def f1(weight: float, task: str = task) -> float:
             w = torch.full_like(loaded.model.deep_weight, weight)
             preds = torch.cat([loaded.model.blend(deep, linear, w)[task].argmax(1) for deep, linear, _ in outputs])
             target = torch.cat([labels[task] for _, _, labels in outputs])
@@ -140,8 +185,9 @@ def test_text_linear_blend_is_chosen_once_after_fit_and_the_network_is_what_trai
 
 
 def run_train(*args, timeout=600):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def refused(capsys, *args) -> str:
@@ -163,10 +209,23 @@ def test_wrong_type_is_an_error(capsys):
 
 
 def test_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
-    out = run_train("fit", "--config", "configs/demo.yaml", *data_args(tiny_demo),
-                    "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
-                    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                    "--runs_root", str(tmp_path), "--experiment", "ddp")
+    out = run_train(
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        *data_args(tiny_demo),
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--runs_root",
+        str(tmp_path),
+        "--experiment",
+        "ddp",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "world_size: 2" in out.stderr or "distributed_backend=gloo" in out.stderr
     last = out.stdout.strip().splitlines()[-1]

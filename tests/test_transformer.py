@@ -38,7 +38,7 @@ def test_specials_and_mean_pooling_match_the_tokenizers_own_encoding(tiny_bert_d
         states = enc.transformer(input_ids=full["input_ids"], attention_mask=full["attention_mask"]).last_hidden_state
     m = full["attention_mask"].unsqueeze(-1).float()
     torch.testing.assert_close(vec, (states * m).sum(1) / m.sum(1))
-    assert weights.shape == (2, L) and weights[1, lengths[1]:].abs().sum() == 0
+    assert weights.shape == (2, L) and weights[1, lengths[1] :].abs().sum() == 0
     torch.testing.assert_close(weights.sum(1), lengths / (lengths + 2.0))  # uniform, specials' share not shown
 
 
@@ -89,12 +89,32 @@ def test_freeze_lower_layers(tiny_bert_dir):
 
 
 def fit_transformer(tiny, pretrained, runs, *extra):
-    return ComplaintCLI(args=[
-        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(ROOT / "configs" / "text_only.yaml"),
-        "--config", str(ROOT / "configs" / "transformer.yaml"), "--model.text_pretrained", str(pretrained),
-        "--data.train", str(tiny["train"]), "--data.val", str(tiny["val"]), "--data.test", "null",
-        "--data.num_workers", "0", "--trainer.max_epochs", "1", "--runs_root", str(runs), *extra,
-    ])
+    return ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--config",
+            str(ROOT / "configs" / "text_only.yaml"),
+            "--config",
+            str(ROOT / "configs" / "transformer.yaml"),
+            "--model.text_pretrained",
+            str(pretrained),
+            "--data.train",
+            str(tiny["train"]),
+            "--data.val",
+            str(tiny["val"]),
+            "--data.test",
+            "null",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--runs_root",
+            str(runs),
+            *extra,
+        ]
+    )
 
 
 def test_transformer_trains_through_train_py_and_predicts_through_infer_py(tiny_demo, tiny_bert_dir, tmp_path):
@@ -111,8 +131,12 @@ def test_transformer_trains_through_train_py_and_predicts_through_infer_py(tiny_
 
     shutil.rmtree(pretrained)  # inference needs nothing but the run folder
     out = tmp_path / "pred.jsonl"
-    assert infer_main(["--checkpoint", str(run), "--input", str(tiny_demo["test"]), "--output", str(out),
-                       "--num-workers", "0"]) == 0
+    assert (
+        infer_main(
+            ["--checkpoint", str(run), "--input", str(tiny_demo["test"]), "--output", str(out), "--num-workers", "0"]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     assert len(rows) == sum(1 for _ in open(tiny_demo["test"] / "complaints.jsonl")) and rows[0]["category"]
 
@@ -130,14 +154,25 @@ def test_transformer_trains_through_train_py_and_predicts_through_infer_py(tiny_
 
 
 def test_transformer_fits_in_bf16_mixed(tiny_demo, tiny_bert_dir, tmp_path):
-    c = fit_transformer(tiny_demo, tiny_bert_dir, tmp_path, "--trainer.precision", "bf16-mixed",
-                        "--trainer.fast_dev_run", "true", "--model.text_pooling", "attention")
+    c = fit_transformer(
+        tiny_demo,
+        tiny_bert_dir,
+        tmp_path,
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.fast_dev_run",
+        "true",
+        "--model.text_pooling",
+        "attention",
+    )
     assert c.trainer.state.finished and c.trainer.precision == "bf16-mixed"
 
 
 def test_transformer_refuses_another_tokenizer_and_a_folder_without_weights(tiny_demo, tiny_bert_dir, tmp_path):
     with pytest.raises(ValueError, match="reads the tokens of its own tokenizer"):
         fit_transformer(tiny_demo, tiny_bert_dir, tmp_path, "--data.tokenizer_path", str(tmp_path))
-    architecture_only = shutil.copytree(tiny_bert_dir, tmp_path / "bare", ignore=shutil.ignore_patterns("*.safetensors"))
+    architecture_only = shutil.copytree(
+        tiny_bert_dir, tmp_path / "bare", ignore=shutil.ignore_patterns("*.safetensors")
+    )
     with pytest.raises(FileNotFoundError, match="would start untrained"):
         fit_transformer(tiny_demo, architecture_only, tmp_path)

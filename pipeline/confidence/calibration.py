@@ -63,8 +63,9 @@ class Calibration(nn.Module):
 
 
 def _minimise(params: list[torch.Tensor], loss_fn) -> None:
-    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=200, tolerance_grad=1e-9, tolerance_change=1e-12,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=200, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -147,13 +148,21 @@ def _bin_of(confidence: torch.Tensor, bins: int) -> torch.Tensor:
 def negative_log_likelihood(logits: torch.Tensor, target: torch.Tensor, multilabel: bool) -> float:
     if multilabel:
         known = target != UNKNOWN_LABEL
-        return float(F.binary_cross_entropy_with_logits(logits[known].double(), target[known].double())) if known.any() else 0.0
+        return (
+            float(F.binary_cross_entropy_with_logits(logits[known].double(), target[known].double()))
+            if known.any()
+            else 0.0
+        )
     known = target != IGNORE_INDEX
     return float(F.cross_entropy(logits[known].double(), target[known])) if known.any() else 0.0
 
 
-def calibration_report(raw: dict[str, torch.Tensor], calibrated: dict[str, torch.Tensor],
-                       targets: dict[str, torch.Tensor], multilabel: set[str]) -> dict[str, dict]:
+def calibration_report(
+    raw: dict[str, torch.Tensor],
+    calibrated: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    multilabel: set[str],
+) -> dict[str, dict]:
     """Per task: ECE and NLL before and after calibration, and the decisions they are measured on."""
     out = {}
     for task in raw:
@@ -168,8 +177,13 @@ def calibration_report(raw: dict[str, torch.Tensor], calibrated: dict[str, torch
     return out
 
 
-def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> list[tuple[float, float, int]]:
+def reliability_bins(
+    confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
+) -> list[tuple[float, float, int]]:
     """``(mean confidence, accuracy, decisions)`` of each non-empty equal-width confidence bin."""
     which = _bin_of(confidence, bins)
-    return [(float(confidence[which == b].mean()), float(correct[which == b].double().mean()), int((which == b).sum()))
-            for b in range(bins) if (which == b).any()]
+    return [
+        (float(confidence[which == b].mean()), float(correct[which == b].double().mean()), int((which == b).sum()))
+        for b in range(bins)
+        if (which == b).any()
+    ]

@@ -60,9 +60,12 @@ class Threshold:
     lower_bound: float | None  # its one-sided Clopper-Pearson lower bound at BOUND_LEVEL
 
     def as_dict(self) -> dict:
-        return {"threshold": self.value, "coverage": round(self.coverage, 4),
-                "precision": None if self.precision is None else round(self.precision, 4),
-                "precision_lower_bound": None if self.lower_bound is None else round(self.lower_bound, 4)}
+        return {
+            "threshold": self.value,
+            "coverage": round(self.coverage, 4),
+            "precision": None if self.precision is None else round(self.precision, 4),
+            "precision_lower_bound": None if self.lower_bound is None else round(self.lower_bound, 4),
+        }
 
 
 def precision_lower_bound(hits: np.ndarray, n: np.ndarray, level: float = BOUND_LEVEL) -> np.ndarray:
@@ -100,7 +103,7 @@ class ReviewBand:
     multilabel: set[str]
 
     @classmethod
-    def from_run(cls, run_dir: Path, precision: float, calibrated: bool, multilabel: set[str]) -> "ReviewBand":
+    def from_run(cls, run_dir: Path, precision: float, calibrated: bool, multilabel: set[str]) -> ReviewBand:
         """The band of a run folder's ``review.json``; for a run trained without it, a band without thresholds
         (status and text only)."""
         path = Path(run_dir) / REVIEW_FILE
@@ -108,8 +111,9 @@ class ReviewBand:
             return cls(precision, {}, multilabel)
         kept = json.loads(path.read_text())["tasks"]
         key = "confidence" if calibrated else "raw_confidence"
-        return cls(precision, {task: choose_threshold(d[key], d["right"], precision) for task, d in kept.items()},
-                   multilabel)
+        return cls(
+            precision, {task: choose_threshold(d[key], d["right"], precision) for task, d in kept.items()}, multilabel
+        )
 
     def reasons(self, row: dict, text_length: int) -> list[str]:
         out = []
@@ -132,14 +136,19 @@ class ReviewBand:
 
     def auto_decided(self, task: str, row: dict) -> bool:
         threshold, probs = self.thresholds[task], row.get(f"{task}_probs")
-        return (probs is not None and threshold.value is not None
-                and row_confidence(probs, task in self.multilabel) >= threshold.value)
+        return (
+            probs is not None
+            and threshold.value is not None
+            and row_confidence(probs, task in self.multilabel) >= threshold.value
+        )
 
 
 def save_decisions(run_dir: Path, decisions: dict[str, dict]) -> Path:
     """Write ``{task: {confidence, raw_confidence, right}}`` (validation) to the run's ``review.json``."""
     path = Path(run_dir) / REVIEW_FILE
-    rounded = {task: {k: [round(v, 6) for v in vs] if k != "right" else vs for k, vs in d.items()}
-               for task, d in decisions.items()}
+    rounded = {
+        task: {k: [round(v, 6) for v in vs] if k != "right" else vs for k, vs in d.items()}
+        for task, d in decisions.items()
+    }
     path.write_text(json.dumps({"split": "val", "tasks": rounded}))
     return path

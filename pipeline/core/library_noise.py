@@ -13,8 +13,14 @@ PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
 # Lightning's info lines that say nothing a user of train.py acts on, by the start of the message: the device
 # report, the seed, its cloud logger's advertisement, the epoch estimate and the end of a fit (the summary follows).
-INFO_NOISE = ("GPU available:", "TPU available:", "HPU available:", "Seed set to",
-              "Loading `train_dataloader` to estimate", "`Trainer.fit` stopped:")
+INFO_NOISE = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "Seed set to",
+    "Loading `train_dataloader` to estimate",
+    "`Trainer.fit` stopped:",
+)
 ADVERTISEMENT = "litlogger"
 # After a fit, validating and testing its best checkpoint restore it: an inner step, not the user's resume.
 RESTORE_NOISE = ("Restoring states from the checkpoint path", "Loaded model weights from the checkpoint")

@@ -86,14 +86,17 @@ def keyword_function(build: Callable[[dict], object], groups: Iterable[type], na
         helps = {p.arg_name: p.description for p in docstring_parser.parse(group.__doc__ or "").params}
         for f in fields(group):
             default = _default(f)
-            parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                                annotation=hints[f.name]))
+            parameters.append(
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hints[f.name])
+            )
             names.append(f"{f.name}=_UNSET" if default is not inspect.Parameter.empty else f.name)
             if helps.get(f.name):
                 docs.append(f"    {f.name}: {' '.join(helps[f.name].split())}")
     given = ", ".join(f"{p.name!r}: {p.name}" for p in parameters)
-    source = (f"def {name}(*, {', '.join(names)}):\n"
-              f"    return _build({{k: v for k, v in {{{given}}}.items() if v is not _UNSET}})\n")
+    source = (
+        f"def {name}(*, {', '.join(names)}):\n"
+        f"    return _build({{k: v for k, v in {{{given}}}.items() if v is not _UNSET}})\n"
+    )
     namespace = {"_UNSET": _UNSET, "_build": build}
     exec(source, namespace)  # noqa: S102 - the source is made here from field names
     function = namespace[name]

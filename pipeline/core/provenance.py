@@ -8,14 +8,24 @@ from importlib import metadata
 from pathlib import Path
 
 __version__ = "0.1.0"
-PACKAGES = ("complaint-pipeline", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "transformers",
-            "tokenizers", "av", "pillow")
+PACKAGES = (
+    "complaint-pipeline",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "transformers",
+    "tokenizers",
+    "av",
+    "pillow",
+)
 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -33,7 +33,9 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
         run, ckpts = path, path / CHECKPOINTS_DIR
         info = run / RUN_INFO
         best = json.loads(info.read_text()).get("best_checkpoint") if info.is_file() else None
-        candidates = ([ckpts / Path(best).name] if best else []) + sorted(ckpts.glob("best-*.ckpt")) + [ckpts / "last.ckpt"]
+        candidates = (
+            ([ckpts / Path(best).name] if best else []) + sorted(ckpts.glob("best-*.ckpt")) + [ckpts / "last.ckpt"]
+        )
         for candidate in candidates:
             if candidate.is_file():
                 return candidate, run
@@ -87,8 +89,9 @@ class RunFolder:
         """Each file of ``names`` is in the folder, or one line says which is not."""
         for name in names:
             if not (self.path / name).exists():
-                raise CheckpointError(f"run folder {self.path} lacks {Path(name).name}: give the run folder train.py "
-                                      f"printed")
+                raise CheckpointError(
+                    f"run folder {self.path} lacks {Path(name).name}: give the run folder train.py printed"
+                )
 
     @cached_property
     def config(self) -> dict:

@@ -36,7 +36,7 @@ class StopRequests:
     def _note(self, signum, frame) -> None:
         self.signum = self.signum or signum
 
-    def __enter__(self) -> "StopRequests":
+    def __enter__(self) -> StopRequests:
         for s in STOP_SIGNALS:
             self._previous[s] = signal.signal(s, self._note)
         return self

@@ -92,9 +92,7 @@ class Archive:
     def _pick_manifest(self, names: list[str], where: str) -> str:
         found = [n for n in MANIFEST_NAMES if n in names]
         if not found:
-            raise ArchiveError(
-                f"no manifest in {where}: expected one of {', '.join(MANIFEST_NAMES)} at its root"
-            )
+            raise ArchiveError(f"no manifest in {where}: expected one of {', '.join(MANIFEST_NAMES)} at its root")
         if len(found) > 1:
             raise ArchiveError(f"several manifests in {where} ({', '.join(found)}): keep one")
         return found[0]
@@ -111,7 +109,7 @@ class FolderArchive(Archive):
             self.manifest_name = self._pick_manifest(os.listdir(path), str(path))
 
     @classmethod
-    def attachments_only(cls, path: str | os.PathLike, limits: Limits) -> "FolderArchive":
+    def attachments_only(cls, path: str | os.PathLike, limits: Limits) -> FolderArchive:
         """A folder that only serves attachments, for records that come from elsewhere (the Python API)."""
         archive = cls.__new__(cls)
         Archive.__init__(archive, Path(path), limits)
@@ -190,7 +188,7 @@ class _MemberArchive(Archive):
         firsts = {n.split("/", 1)[0] for n in names}
         if len(firsts) == 1:
             self.prefix = firsts.pop() + "/"
-            inner = [n[len(self.prefix):] for n in names if n.startswith(self.prefix)]
+            inner = [n[len(self.prefix) :] for n in names if n.startswith(self.prefix)]
             self.manifest_name = self._pick_manifest(inner, str(self.path))
             return
         self._pick_manifest(top, str(self.path))  # raises the clear error
@@ -307,6 +305,5 @@ def open_archive(path: str | os.PathLike, limits: Limits | None = None) -> Archi
     if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")) or tarfile.is_tarfile(p):
         return TarArchive(p, limits)
     raise ArchiveError(
-        f"cannot open {p}: expected a folder, .zip, .tar(.gz) or a manifest file "
-        f"({', '.join(MANIFEST_SUFFIXES)})"
+        f"cannot open {p}: expected a folder, .zip, .tar(.gz) or a manifest file ({', '.join(MANIFEST_SUFFIXES)})"
     )

@@ -28,7 +28,7 @@ def augment(text: str, rng: random.Random, mask_token: str) -> str:
     if units and rng.random() < NGRAM_PROB:
         n = rng.randint(1, MAX_NGRAM)
         start = rng.randrange(max(len(units) - n, 0) + 1)
-        units = units[start:start + n]
+        units = units[start : start + n]
     return " ".join(units)
 
 
@@ -38,8 +38,13 @@ def augmented_copy(record: Record, copy: int, seed: int, mask_token: str) -> Rec
     Deterministic in ``(seed, copy, record.id)``, whatever the order records come in.
     """
     rng = random.Random(f"{seed}:{copy}:{record.id}")
-    return replace(record, id=f"{record.id}~{copy}", text=augment(record.text, rng, mask_token), labels={},
-                   source=f"{record.source} (augmented copy {copy})")
+    return replace(
+        record,
+        id=f"{record.id}~{copy}",
+        text=augment(record.text, rng, mask_token),
+        labels={},
+        source=f"{record.source} (augmented copy {copy})",
+    )
 
 
 def mask_token(tokenizer) -> str:

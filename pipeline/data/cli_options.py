@@ -14,13 +14,17 @@ def add_column_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("manifest columns")
     g.add_argument("--id-column", help="id column, or none: ids are row numbers (default: id)")
     g.add_argument(
-        "--text-column", action="append", dest="text_columns", default=None,
+        "--text-column",
+        action="append",
+        dest="text_columns",
+        default=None,
         help="text column; repeat to join several, e.g. title and body (default: text)",
     )
     g.add_argument("--attachments-column", help="attachment list column, or none (default: attachments)")
     g.add_argument("--attachment-separator", help="separator of attachment paths in CSV (default: ;)")
-    g.add_argument("--encoding", help="text encoding of JSONL/CSV manifests, e.g. gb18030 (default: utf-8, or the "
-                                      "model's)")
+    g.add_argument(
+        "--encoding", help="text encoding of JSONL/CSV manifests, e.g. gb18030 (default: utf-8, or the model's)"
+    )
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:

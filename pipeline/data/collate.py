@@ -36,11 +36,14 @@ def pad_token_ids(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Ten
 def map_arrays(batch: dict, fn) -> dict:
     """``batch`` with ``fn`` applied to each tensor or numpy array, at the top and in the per-task dicts; the
     per-record lists are passed along as they are, not walked value by value as generic collection helpers do."""
+
     def mapped(value):
         return fn(value) if isinstance(value, (torch.Tensor, np.ndarray)) else value
 
-    return {key: {k: mapped(v) for k, v in value.items()} if isinstance(value, dict) else mapped(value)
-            for key, value in batch.items()}
+    return {
+        key: {k: mapped(v) for k, v in value.items()} if isinstance(value, dict) else mapped(value)
+        for key, value in batch.items()
+    }
 
 
 def batch_to_device(batch: dict, device) -> dict:
@@ -109,8 +112,9 @@ class Collator:
         if any("labels" in s for s in samples):
             batch["labels"] = self._labels(samples)
         if "teacher_logits" in samples[0]:
-            batch["teacher_logits"] = {task: torch.stack([s["teacher_logits"][task] for s in samples])
-                                       for task in samples[0]["teacher_logits"]}
+            batch["teacher_logits"] = {
+                task: torch.stack([s["teacher_logits"][task] for s in samples]) for task in samples[0]["teacher_logits"]
+            }
         return batch
 
     @staticmethod

@@ -47,8 +47,10 @@ def teacher_classes(teacher: str | None, tasks: list[Task]) -> dict[str, list[st
     types = {t.name: t.type for t in known.tasks}
     shared = [t for t in tasks if t.name in types]
     if not shared:
-        raise ValueError(f"model.teacher={teacher} predicts tasks {list(types)}; "
-                         f"data.tasks are {[t.name for t in tasks]}: none in common")
+        raise ValueError(
+            f"model.teacher={teacher} predicts tasks {list(types)}; "
+            f"data.tasks are {[t.name for t in tasks]}: none in common"
+        )
     for t in shared:
         if t.type != types[t.name]:
             raise ValueError(f"task {t.name!r} is {t.type} here but {types[t.name]} in model.teacher={teacher}")
@@ -66,9 +68,16 @@ class ComplaintDataModule(pl.LightningDataModule):
     GROUPS = (Sources, LabelOptions, DataOptions, SplitOptions, TokenizerOptions, LoaderOptions, DistillationData)
     from_keys: Callable[..., ComplaintDataModule]  # written below, from GROUPS
 
-    def __init__(self, sources: Sources, labels: LabelOptions, options: DataOptions | None = None,
-                 split_options: SplitOptions | None = None, tokenizer_options: TokenizerOptions | None = None,
-                 loader: LoaderOptions | None = None, distillation: DistillationData | None = None):
+    def __init__(
+        self,
+        sources: Sources,
+        labels: LabelOptions,
+        options: DataOptions | None = None,
+        split_options: SplitOptions | None = None,
+        tokenizer_options: TokenizerOptions | None = None,
+        loader: LoaderOptions | None = None,
+        distillation: DistillationData | None = None,
+    ):
         super().__init__()
         self.sources, self.labels = sources, labels
         self.options = options or DataOptions()
@@ -145,20 +154,36 @@ class ComplaintDataModule(pl.LightningDataModule):
             return
         sources, labels = self.sources, self.labels
         paths = {"train": sources.train, "val": sources.val, "test": sources.test}
-        self.splits, self.archives = read_splits(paths, list(sources.unlabeled), self.tasks, self.columns, self.media,
-                                                 self.split_options, list(sources.reviewed))
+        self.splits, self.archives = read_splits(
+            paths,
+            list(sources.unlabeled),
+            self.tasks,
+            self.columns,
+            self.media,
+            self.split_options,
+            list(sources.reviewed),
+        )
         if self.split_options.check_leakage:
             report_leaks(self.splits)
         report_rare_classes(self.tasks, self.splits["train"], labels.min_class_count, labels.rare_classes)
         teacher = teacher_classes(self.teacher, self.tasks)
-        options = VocabularyOptions(self.tasks, self.tokenizer_options.vocab_size, self.tokenizer_options.tokenizer_path,
-                                    teacher, labels.min_class_count, labels.rare_classes, self.columns.redact)
+        options = VocabularyOptions(
+            self.tasks,
+            self.tokenizer_options.vocab_size,
+            self.tokenizer_options.tokenizer_path,
+            teacher,
+            labels.min_class_count,
+            labels.rare_classes,
+            self.columns.redact,
+        )
         self.artifacts_dir = fit_vocabularies(self.splits["train"], options, self.cache_dir)
         self.fingerprint = self.artifacts_dir.name
         self.tokenizer = load_tokenizer(self.artifacts_dir / run_files.TOKENIZER_DIR)
         self.label_space = LabelSpace.load(self.artifacts_dir / run_files.LABELS_FILE)
         if teacher:
-            self.label_space.check(self.splits["train"], f"data.train (the classes are model.teacher's, {self.teacher})")
+            self.label_space.check(
+                self.splits["train"], f"data.train (the classes are model.teacher's, {self.teacher})"
+            )
         for split in ("val", "test"):
             if split in self.splits:
                 self.label_space.check(self.splits[split], f"data.{split}")
@@ -204,8 +229,10 @@ class ComplaintDataModule(pl.LightningDataModule):
             records, archives = self.distillation_set(mask_token(self.tokenizer))
             return ComplaintDataset(records, archives, self.featurizer(), self.teacher_logits, augment)
         if split == "train" and self.teacher:
-            raise RuntimeError("model.teacher is set but no teacher logits were handed to the data module: add "
-                               "pipeline.training.teacher.TeacherLogits() to the Trainer's callbacks (train.py does)")
+            raise RuntimeError(
+                "model.teacher is set but no teacher logits were handed to the data module: add "
+                "pipeline.training.teacher.TeacherLogits() to the Trainer's callbacks (train.py does)"
+            )
         return ComplaintDataset(self.splits[split], self.archives[split], self.featurizer(), augment=augment)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -219,8 +246,14 @@ class ComplaintDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         # Fully preloaded: batches are lookups and a collate, which worker processes would only slow down.
         workers = 0 if len(dataset.cache) == len(dataset) else self.num_workers
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=workers,
-                          collate_fn=self.collator(), persistent_workers=workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=self.collator(),
+            persistent_workers=workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -236,5 +269,6 @@ def _from_keys(keys: dict) -> ComplaintDataModule:
     return ComplaintDataModule(*split_keys(ComplaintDataModule.GROUPS, keys))
 
 
-ComplaintDataModule.from_keys = staticmethod(keyword_function(_from_keys, ComplaintDataModule.GROUPS, "from_keys",
-                                                              ComplaintDataModule))
+ComplaintDataModule.from_keys = staticmethod(
+    keyword_function(_from_keys, ComplaintDataModule.GROUPS, "from_keys", ComplaintDataModule)
+)

@@ -64,7 +64,9 @@ class Featurizer:
                 except AttachmentError as e:
                     problems.append(AttachmentProblem(e.reason, path, e.detail))
                     continue
-                bucket, paths, cap = (images, image_paths, self.max_images) if kind == IMAGE else (videos, video_paths, self.max_videos)
+                bucket, paths, cap = (
+                    (images, image_paths, self.max_images) if kind == IMAGE else (videos, video_paths, self.max_videos)
+                )
                 if len(bucket) >= cap:
                     problems.append(AttachmentProblem(OVER_LIMIT, path, f"more than {cap} {kind}s"))
                     continue
@@ -102,8 +104,14 @@ class ComplaintDataset(Dataset):
     epoch. Samples are deterministic before ``augment``, which runs after the cache, so this is exact.
     """
 
-    def __init__(self, records: Sequence[Record], archives: Archive | Sequence[Archive], featurizer: Featurizer,
-                 teacher_logits: dict[str, torch.Tensor] | None = None, augment: Callable[[dict], dict] | None = None):
+    def __init__(
+        self,
+        records: Sequence[Record],
+        archives: Archive | Sequence[Archive],
+        featurizer: Featurizer,
+        teacher_logits: dict[str, torch.Tensor] | None = None,
+        augment: Callable[[dict], dict] | None = None,
+    ):
         self.records = records
         self.archives = archives if isinstance(archives, Sequence) else [archives] * len(records)
         self.featurizer = featurizer
@@ -238,8 +246,16 @@ class StreamingComplaintDataset(IterableDataset):
     Use with ``DataLoader(batch_size=None)``.
     """
 
-    def __init__(self, stream, featurizer: Featurizer, collator, block: int, rank: int = 0, world_size: int = 1,
-                 skip_blocks: frozenset[int] = frozenset()):
+    def __init__(
+        self,
+        stream,
+        featurizer: Featurizer,
+        collator,
+        block: int,
+        rank: int = 0,
+        world_size: int = 1,
+        skip_blocks: frozenset[int] = frozenset(),
+    ):
         self.stream = stream
         self.build = BlockBuilder(featurizer, collator)
         self.block = block

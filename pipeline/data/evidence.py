@@ -39,5 +39,6 @@ def has_evidence(record: Record, archive: Archive, probe: MediaSpec) -> bool:
 
 
 def no_input_message(read_media: bool) -> str:
-    return f"{NO_INPUT}: " + ("no text and no readable attachment" if read_media else
-                              "no text (the model reads text only)")
+    return f"{NO_INPUT}: " + (
+        "no text and no readable attachment" if read_media else "no text (the model reads text only)"
+    )

@@ -22,9 +22,9 @@ def png_exif_chunk(data: bytes) -> bytes | None:
         return None
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         if kind == b"eXIf":
-            return data[pos + 8:pos + 8 + length]
+            return data[pos + 8 : pos + 8 + length]
         if kind == b"IEND":
             return None
         pos += 12 + length  # length, type, payload, CRC

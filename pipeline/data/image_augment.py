@@ -22,16 +22,17 @@ class ImageAugmentation:
     def __init__(self, size: int):
         from torchvision.transforms import v2
 
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(size, scale=CROP_SCALE, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
-            v2.RandomRotation(ROTATION_DEGREES),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=CROP_SCALE, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
+                v2.RandomRotation(ROTATION_DEGREES),
+            ]
+        )
 
     def __call__(self, sample: dict) -> dict:
         out = dict(sample)
         out["images"] = [self.transform(image) for image in sample["images"]]
         out["videos"] = [self.transform(clip) for clip in sample["videos"]]  # one draw for all T frames
         return out
-

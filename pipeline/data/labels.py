@@ -70,8 +70,13 @@ class LabelSpace:
     :class:`ComplaintDataModule`); elsewhere they are an error.
     """
 
-    def __init__(self, tasks: list[Task], classes: dict[str, list[str]], merged: dict[str, list[str]] | None = None,
-                 dropped: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        tasks: list[Task],
+        classes: dict[str, list[str]],
+        merged: dict[str, list[str]] | None = None,
+        dropped: dict[str, list[str]] | None = None,
+    ):
         self.tasks = tasks
         self.classes = classes
         self.merged = {t: list(v) for t, v in (merged or {}).items() if v}
@@ -79,8 +84,7 @@ class LabelSpace:
         self._index = {t: {c: i for i, c in enumerate(cs)} for t, cs in classes.items()}
 
     @classmethod
-    def fit(cls, tasks: list[Task], records: Iterable[Record], min_count: int = 1,
-            policy: str = "keep") -> "LabelSpace":
+    def fit(cls, tasks: list[Task], records: Iterable[Record], min_count: int = 1, policy: str = "keep") -> LabelSpace:
         """Class lists of ``records``; classes with fewer than ``min_count`` records are kept, merged into
         ``other`` or dropped, as ``policy`` says."""
         if policy not in RARE_POLICIES:
@@ -160,18 +164,21 @@ class LabelSpace:
                 unknown[t.name].update(v for v in values if v not in self._index[t.name])
         bad = {name: c for name, c in unknown.items() if c}
         if bad:
-            lines = [
-                f"task {name!r}: unknown {sorted(c)} (known: {self.classes[name]})" for name, c in bad.items()
-            ]
+            lines = [f"task {name!r}: unknown {sorted(c)} (known: {self.classes[name]})" for name, c in bad.items()]
             raise UnknownLabelError(f"labels in {where} not seen in training: " + "; ".join(lines))
 
     def save(self, path: str | Path) -> None:
-        data = {"tasks": [asdict(t) for t in self.tasks], "classes": self.classes, "merged_into_other": self.merged,
-                "dropped": self.dropped}
+        data = {
+            "tasks": [asdict(t) for t in self.tasks],
+            "classes": self.classes,
+            "merged_into_other": self.merged,
+            "dropped": self.dropped,
+        }
         Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "LabelSpace":
+    def load(cls, path: str | Path) -> LabelSpace:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls([Task(**t) for t in data["tasks"]], data["classes"], data.get("merged_into_other"),
-                   data.get("dropped"))
+        return cls(
+            [Task(**t) for t in data["tasks"]], data["classes"], data.get("merged_into_other"), data.get("dropped")
+        )

@@ -31,7 +31,7 @@ def normalise(text: str) -> str:
 
 def shingles(text: str) -> set[str]:
     text = normalise(text)
-    return {text[i:i + SHINGLE] for i in range(max(len(text) - SHINGLE + 1, 1))} if text else set()
+    return {text[i : i + SHINGLE] for i in range(max(len(text) - SHINGLE + 1, 1))} if text else set()
 
 
 @dataclass
@@ -51,15 +51,23 @@ class Leaks:
             parts.append(f"{len(self.exact)} exact ({shown}{', ...' if len(self.exact) > EXAMPLES else ''})")
         if self.near:
             shown = ", ".join(f"{a} ~ {b} {j:.2f}" for a, b, j in self.near[:EXAMPLES])
-            parts.append(f"{len(self.near)} near-duplicates, Jaccard >= {NEAR_JACCARD} "
-                         f"({shown}{', ...' if len(self.near) > EXAMPLES else ''})")
-        return (f"{where}: {len(self.exact) + len(self.near)} of {total} texts also in training: "
-                f"{'; '.join(parts)} [training id, {where} id]")
+            parts.append(
+                f"{len(self.near)} near-duplicates, Jaccard >= {NEAR_JACCARD} "
+                f"({shown}{', ...' if len(self.near) > EXAMPLES else ''})"
+            )
+        return (
+            f"{where}: {len(self.exact) + len(self.near)} of {total} texts also in training: "
+            f"{'; '.join(parts)} [training id, {where} id]"
+        )
 
     def as_dict(self) -> dict:
-        return {"exact": len(self.exact), "near": len(self.near), "near_jaccard": NEAR_JACCARD,
-                "exact_examples": [list(p) for p in self.exact[:EXAMPLES]],
-                "near_examples": [list(p) for p in self.near[:EXAMPLES]]}
+        return {
+            "exact": len(self.exact),
+            "near": len(self.near),
+            "near_jaccard": NEAR_JACCARD,
+            "exact_examples": [list(p) for p in self.exact[:EXAMPLES]],
+            "near_examples": [list(p) for p in self.near[:EXAMPLES]],
+        }
 
 
 def find_leaks(train: list[Record], other: list[Record], threshold: float = NEAR_JACCARD) -> Leaks:
@@ -88,8 +96,11 @@ def find_leaks(train: list[Record], other: list[Record], threshold: float = NEAR
             lsh.insert(i, _minhash(s))
     for r in rest:
         s = shingles(r.text)
-        best = max(((len(s & sets[i]) / len(s | sets[i]), i) for i in lsh.query(_minhash(s))),
-                   key=lambda x: (x[0], -x[1]), default=None)  # ties: the first training record
+        best = max(
+            ((len(s & sets[i]) / len(s | sets[i]), i) for i in lsh.query(_minhash(s))),
+            key=lambda x: (x[0], -x[1]),
+            default=None,
+        )  # ties: the first training record
         if best and best[0] >= threshold:
             leaks.near.append((str(train[best[1]].id), str(r.id), round(best[0], 3)))
     return leaks

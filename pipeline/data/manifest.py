@@ -5,15 +5,15 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import re
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from pipeline.data.archive import Archive, ArchiveError
-from pipeline.data.redact import redact
 from pipeline.data.records import Columns, Record, mark_if_duplicate
+from pipeline.data.redact import redact
 
 csv.field_size_limit(64 * 1024 * 1024)
 PARQUET_BATCH_ROWS = 1024
@@ -108,7 +108,7 @@ def undecodable_at(value: Any, encoding: str) -> int | None:
     found = UNDECODABLE.search(value) if isinstance(value, str) else None
     if found is None:
         return None
-    return len(value[:found.start()].encode(encoding, "surrogateescape"))
+    return len(value[: found.start()].encode(encoding, "surrogateescape"))
 
 
 def _label_value(value: Any) -> str | list[str] | None:
@@ -179,7 +179,9 @@ class ManifestReader:
         try:
             codecs.lookup(self.columns.encoding)
         except LookupError:
-            raise ArchiveError(f"unknown text encoding {self.columns.encoding!r} (e.g. utf-8, gb18030, cp1252)") from None
+            raise ArchiveError(
+                f"unknown text encoding {self.columns.encoding!r} (e.g. utf-8, gb18030, cp1252)"
+            ) from None
         where = f"{self.archive.display_name}:{POSITION_WORD[suffix]}"
         seen: set[str] = set()
         checked = False
@@ -209,14 +211,18 @@ class ManifestReader:
         else:
             rid = str(row.number)  # unique by construction: no need to remember it
         text = record_text([_clean(fields.get(c)) for c in cols.text], cols)
-        attachments = _attachment_list(fields.get(cols.attachments), cols.attachment_separator) if cols.attachments else []
+        attachments = (
+            _attachment_list(fields.get(cols.attachments), cols.attachment_separator) if cols.attachments else []
+        )
         labels = {c: _label_value(fields.get(c)) for c in cols.labels}
         record = Record(rid, text, attachments, labels, source)
         for c in cols.text:
             offset = undecodable_at(fields.get(c), cols.encoding)
             if offset is not None:
-                record.warnings.append(f"{TEXT_ENCODING}: column {c!r} is not valid {cols.encoding} at byte {offset} "
-                                       f"of the field (replaced by U+FFFD; --encoding names the manifest's encoding)")
+                record.warnings.append(
+                    f"{TEXT_ENCODING}: column {c!r} is not valid {cols.encoding} at byte {offset} "
+                    f"of the field (replaced by U+FFFD; --encoding names the manifest's encoding)"
+                )
         if rid is None:
             record.error = f"no id: column {cols.id!r} is empty"
         elif ids_from_column:
@@ -233,8 +239,9 @@ def record_text(parts: list, columns: Columns) -> str:
 
 def record_from_dict(item: dict, source: str, columns: Columns) -> Record:
     """A record given as a dict (``id``, ``text``, ``attachments``: names), its text read as a manifest's is."""
-    return Record(str(item["id"]), record_text([item.get("text")], columns), list(item.get("attachments") or []),
-                  {}, source)
+    return Record(
+        str(item["id"]), record_text([item.get("text")], columns), list(item.get("attachments") or []), {}, source
+    )
 
 
 def read_records(archive: Archive, columns: Columns) -> Iterator[Record]:

@@ -61,7 +61,7 @@ class DataOptions:
     limits: Limits = Limits()
 
     @classmethod
-    def from_config(cls, data: dict) -> "DataOptions":
+    def from_config(cls, data: dict) -> DataOptions:
         """From the ``data:`` section of a run's ``config.yaml``; an option it lacks (an older run) takes the
         default, and so do empty text columns."""
         given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
@@ -88,13 +88,21 @@ class DataOptions:
     def media(self) -> MediaSpec:
         return MediaSpec(image_size=self.image_size, video_frames=self.video_frames, limits=self.limits)
 
-    def featurizer(self, tokenizer, labels: LabelSpace | None = None, read_media: bool = True,
-                   mark_no_input: bool = False) -> Featurizer:
+    def featurizer(
+        self, tokenizer, labels: LabelSpace | None = None, read_media: bool = True, mark_no_input: bool = False
+    ) -> Featurizer:
         from pipeline.data.dataset import Featurizer
 
-        return Featurizer(tokenizer, self.media, max_text_length=self.max_text_length, max_images=self.max_images,
-                          max_videos=self.max_videos, labels=labels, read_media=read_media,
-                          mark_no_input=mark_no_input)
+        return Featurizer(
+            tokenizer,
+            self.media,
+            max_text_length=self.max_text_length,
+            max_images=self.max_images,
+            max_videos=self.max_videos,
+            labels=labels,
+            read_media=read_media,
+            mark_no_input=mark_no_input,
+        )
 
     def collator(self, pad_id: int, media: bool = True) -> Collator:
         from pipeline.data.collate import Collator

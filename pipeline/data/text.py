@@ -83,12 +83,13 @@ class TextTokenizer:
     def __call__(self, texts: list[str]) -> list[list[int]]:
         ids: list[list[int]] = []
         for start in range(0, len(texts), ENCODE_CHUNK):
-            chunk = texts[start:start + ENCODE_CHUNK]
+            chunk = texts[start : start + ENCODE_CHUNK]
             if self.backend is not None:
                 ids += [e.ids for e in self.backend.encode_batch_fast(chunk, add_special_tokens=False)]
             else:
-                ids += self.tokenizer(chunk, add_special_tokens=False, truncation=True,
-                                      max_length=self.max_length)["input_ids"]
+                ids += self.tokenizer(chunk, add_special_tokens=False, truncation=True, max_length=self.max_length)[
+                    "input_ids"
+                ]
         return ids
 
 

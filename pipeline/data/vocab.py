@@ -35,9 +35,19 @@ class VocabularyOptions:
 
 def fingerprint(train: list[Record], options: VocabularyOptions) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([options.vocab_size, options.tokenizer_path, [vars(t) for t in options.tasks],
-                         options.teacher_classes, options.min_class_count, options.rare_classes,
-                         options.redact]).encode())
+    h.update(
+        json.dumps(
+            [
+                options.vocab_size,
+                options.tokenizer_path,
+                [vars(t) for t in options.tasks],
+                options.teacher_classes,
+                options.min_class_count,
+                options.rare_classes,
+                options.redact,
+            ]
+        ).encode()
+    )
     for r in train:
         h.update(json.dumps([r.id, r.text, r.attachments, r.labels], ensure_ascii=False).encode())
     return h.hexdigest()[:16]
@@ -49,14 +59,22 @@ def fit_vocabularies(train: list[Record], options: VocabularyOptions, cache: Pat
     if (target / LABELS_FILE).is_file():
         return target
     with atomic_folder(target, replace=False) as staging:  # a process that got there first keeps its copy
-        tokenizer = (load_tokenizer(options.tokenizer_path) if options.tokenizer_path
-                     else train_tokenizer((r.text for r in train), options.vocab_size))
+        tokenizer = (
+            load_tokenizer(options.tokenizer_path)
+            if options.tokenizer_path
+            else train_tokenizer((r.text for r in train), options.vocab_size)
+        )
         tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
         teacher = options.teacher_classes
-        fitted = LabelSpace.fit([t for t in options.tasks if t.name not in teacher], train,
-                                options.min_class_count, options.rare_classes)
-        LabelSpace(options.tasks, {t.name: teacher.get(t.name) or fitted.classes[t.name] for t in options.tasks},
-                   fitted.merged, fitted.dropped).save(staging / LABELS_FILE)
+        fitted = LabelSpace.fit(
+            [t for t in options.tasks if t.name not in teacher], train, options.min_class_count, options.rare_classes
+        )
+        LabelSpace(
+            options.tasks,
+            {t.name: teacher.get(t.name) or fitted.classes[t.name] for t in options.tasks},
+            fitted.merged,
+            fitted.dropped,
+        ).save(staging / LABELS_FILE)
     return target
 
 

@@ -30,8 +30,10 @@ from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 IG_STEPS = 16  # interpolation steps of integrated gradients
 IG_CHUNK = 128  # interpolated records per forward pass
 TEXT_METHOD = f"integrated gradients on the token embeddings ({IG_STEPS} steps, padding baseline)"
-IMAGE_METHOD = ("Grad-CAM on the CNN's last convolutional block, with per-position gradients "
-                "(gradient x activation summed over channels)")
+IMAGE_METHOD = (
+    "Grad-CAM on the CNN's last convolutional block, with per-position gradients "
+    "(gradient x activation summed over channels)"
+)
 
 
 class Explainer:
@@ -62,19 +64,29 @@ class Explainer:
         for i, task in enumerate(model.tasks):
             w = float(model.deep_weight[i]) if linear is not None else 1.0
             target = blended[task].argmax(dim=1)
-            parts = {"target": target.tolist(), "deep_weight": [w] * B,
-                     "tfidf_share": self._tfidf_share(deep[task], linear, task, w, target)}
+            parts = {
+                "target": target.tolist(),
+                "deep_weight": [w] * B,
+                "tfidf_share": self._tfidf_share(deep[task], linear, task, w, target),
+            }
             network = w > 0
-            parts["tokens"] = self._text(batch, items, task, target) if network and "text" in model.modalities else [None] * B
-            parts["tfidf_tokens"] = (model.text_linear.token_contributions(batch["text_ids"], batch["text_lengths"], task, target)
-                                     .numpy(force=True) if linear is not None and w < 1 else [None] * B)
+            parts["tokens"] = (
+                self._text(batch, items, task, target) if network and "text" in model.modalities else [None] * B
+            )
+            parts["tfidf_tokens"] = (
+                model.text_linear.token_contributions(batch["text_ids"], batch["text_lengths"], task, target).numpy(
+                    force=True
+                )
+                if linear is not None and w < 1
+                else [None] * B
+            )
             parts["images"] = self._grad_cam(batch, items, task, target, "image") if network else [[] for _ in range(B)]
             parts["videos"] = self._grad_cam(batch, items, task, target, "video") if network else [[] for _ in range(B)]
             for b in range(B):
                 record = {key: values[b] for key, values in parts.items()}
                 for key in ("tokens", "tfidf_tokens"):
                     if record[key] is not None:
-                        record[key] = np.asarray(record[key][:lengths[b]], dtype=np.float32)
+                        record[key] = np.asarray(record[key][: lengths[b]], dtype=np.float32)
                 out[b][task] = record
         return out
 
@@ -104,9 +116,14 @@ class Explainer:
         layer, first = model.text_encoder.input_embeddings()
         ids = batch["text_ids"]
         attributions = LayerIntegratedGradients(logits, layer).attribute(
-            ids, baselines=torch.full_like(ids, self.pad_id), target=target, n_steps=IG_STEPS,
-            additional_forward_args=(batch["text_lengths"], *constants), internal_batch_size=IG_CHUNK)
-        per_token = attributions.sum(dim=-1)[:, first:first + ids.shape[1]]  # (B, <= L): the text's own tokens
+            ids,
+            baselines=torch.full_like(ids, self.pad_id),
+            target=target,
+            n_steps=IG_STEPS,
+            additional_forward_args=(batch["text_lengths"], *constants),
+            internal_batch_size=IG_CHUNK,
+        )
+        per_token = attributions.sum(dim=-1)[:, first : first + ids.shape[1]]  # (B, <= L): the text's own tokens
         return per_token.numpy(force=True)
 
     def _grad_cam(self, batch: dict, items: dict, task: str, target: torch.Tensor, modality: str) -> list[list]:
@@ -128,7 +145,9 @@ class Explainer:
 
         encoder = model.image_encoder if modality == "image" else model.video_encoder.frame_encoder
         per_channel = LayerGradientXActivation(logits, encoder.last_conv_block).attribute(batch[key], target=target)
-        cams = per_channel.sum(dim=1).clamp(min=0).numpy(force=True)  # (M, h, w), or (M * T, h, w): present slots in order
+        cams = (
+            per_channel.sum(dim=1).clamp(min=0).numpy(force=True)
+        )  # (M, h, w), or (M * T, h, w): present slots in order
         if modality == "video":
             cams = cams.reshape(-1, batch[key].shape[2], *cams.shape[1:])
         for (b, _), cam in zip(present.nonzero().tolist(), cams):

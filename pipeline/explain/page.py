@@ -61,7 +61,8 @@ function apply() {
   for (const row of rows) {
     const conf = parseFloat(row.dataset['conf_' + task]);
     const labels = (row.dataset['label_' + task] || '').split('|');
-    const keep = (!label || labels.includes(label)) && conf >= lo && conf <= hi && (!status || row.dataset.status === status);
+    const keep = (!label || labels.includes(label)) && conf >= lo && conf <= hi
+      && (!status || row.dataset.status === status);
     row.classList.toggle('hidden', !keep);
     cards.get(row.dataset.n).classList.toggle('hidden', !keep);
     shown += keep;
@@ -106,8 +107,10 @@ def _shaded(segments: list[tuple[str, float | None]]) -> str:
             html.append(escape(text))
             continue
         rgb = "220,50,32" if score >= 0 else "40,90,220"
-        html.append(f'<span class="tok" style="background:rgba({rgb},{abs(score) * 0.85:.3f})" '
-                    f'title="{score:+.3f}">{escape(text)}</span>')
+        html.append(
+            f'<span class="tok" style="background:rgba({rgb},{abs(score) * 0.85:.3f})" '
+            f'title="{score:+.3f}">{escape(text)}</span>'
+        )
     return "".join(html)
 
 
@@ -119,8 +122,10 @@ def _fusion_bar(fusion: dict | None) -> str:
         share = fusion.get(modality, 0.0)
         if share > 0.005:
             name = "missing" if modality == "absent" else modality
-            parts.append(f'<span class="m-{modality}" style="width:{share * 100:.1f}%" '
-                         f'title="{name} {share:.2f}">{escape(name)} {share * 100:.0f}%</span>')
+            parts.append(
+                f'<span class="m-{modality}" style="width:{share * 100:.1f}%" '
+                f'title="{name} {share:.2f}">{escape(name)} {share * 100:.0f}%</span>'
+            )
     return f'<span class="caption">fusion attention per modality</span><div class="fusion">{"".join(parts)}</div>'
 
 
@@ -131,43 +136,65 @@ def _attachments(items: list[dict], fusion: dict | None) -> str:
         weight = weights.get(item["path"])
         about = escape(item["path"]) + (f" · fusion weight {weight:.2f}" if weight is not None else "")
         if item["kind"] == "image":
-            figures.append(f'<figure><img src="{escape(item["src"])}" alt="{escape(item["path"])}">'
-                           f'<figcaption>{about}</figcaption></figure>')
+            figures.append(
+                f'<figure><img src="{escape(item["src"])}" alt="{escape(item["path"])}">'
+                f"<figcaption>{about}</figcaption></figure>"
+            )
         else:
-            frames = "".join(f'<img src="{escape(f["src"])}" alt="frame {f["index"] + 1}" title="frame {f["index"] + 1}: '
-                             f'{f["share"] * 100:.0f}% of the clip\'s Grad-CAM">' for f in item["frames"])
+            frames = "".join(
+                f'<img src="{escape(f["src"])}" alt="frame {f["index"] + 1}" title="frame {f["index"] + 1}: '
+                f"{f['share'] * 100:.0f}% of the clip's Grad-CAM\">"
+                for f in item["frames"]
+            )
             which = ", ".join(str(f["index"] + 1) for f in item["frames"])
-            figures.append(f'<figure class="video"><div class="frames">{frames}</div>'
-                           f'<figcaption>{about} · frames {which} of {item["num_frames"]}'
-                           f'{" (most Grad-CAM first)" if item["ranked"] else ""}</figcaption></figure>')
+            figures.append(
+                f'<figure class="video"><div class="frames">{frames}</div>'
+                f"<figcaption>{about} · frames {which} of {item['num_frames']}"
+                f"{' (most Grad-CAM first)' if item['ranked'] else ''}</figcaption></figure>"
+            )
     return f'<div class="attachments">{"".join(figures)}</div>' if figures else ""
 
 
 def _task_section(task: str, part: dict, fusion: dict | None) -> str:
     chosen = part["label"] if isinstance(part["label"], list) else [part["label"]]
     probs = "".join(
-        f'<span class="{"chosen" if c in chosen else ""}">{escape(c)}</span><div class="bar" style="width:{p * 100:.1f}%">'
-        f'</div><span>{p:.3f}</span>' for c, p in part["probs"].items())
-    html = [f'<section class="task" data-task="{escape(task)}">',
-            f'<p class="prediction">{escape(task)}: <span class="label">{escape(_label_text(part["label"]))}</span> '
-            f'<span class="conf">(confidence {part["confidence"]:.3f})</span></p>',
-            f'<div class="probs">{probs}</div>']
+        f'<span class="{"chosen" if c in chosen else ""}">{escape(c)}</span>'
+        f'<div class="bar" style="width:{p * 100:.1f}%">'
+        f"</div><span>{p:.3f}</span>"
+        for c, p in part["probs"].items()
+    )
+    html = [
+        f'<section class="task" data-task="{escape(task)}">',
+        f'<p class="prediction">{escape(task)}: <span class="label">{escape(_label_text(part["label"]))}</span> '
+        f'<span class="conf">(confidence {part["confidence"]:.3f})</span></p>',
+        f'<div class="probs">{probs}</div>',
+    ]
     w, share = part["deep_weight"], part["tfidf_share"]
     if share is not None and w == 0:
-        html.append('<p class="share alone">Decided by the TF-IDF regression alone (network weight 0 for this task): '
-                    'network attributions are not shown.</p>')
+        html.append(
+            '<p class="share alone">Decided by the TF-IDF regression alone (network weight 0 for this task): '
+            "network attributions are not shown.</p>"
+        )
     elif share is not None and w == 1:
-        html.append('<p class="share">Decided by the network alone (the TF-IDF regression\'s blend weight is 0 '
-                    'for this task).</p>')
+        html.append(
+            '<p class="share">Decided by the network alone (the TF-IDF regression\'s blend weight is 0 '
+            "for this task).</p>"
+        )
     elif share is not None:
-        html.append(f'<p class="share">TF-IDF regression: {share * 100:.0f}% of this decision\'s logit margin '
-                    f'(blend weight {1 - w:.2f}; the network {w:.2f}).</p>')
+        html.append(
+            f'<p class="share">TF-IDF regression: {share * 100:.0f}% of this decision\'s logit margin '
+            f"(blend weight {1 - w:.2f}; the network {w:.2f}).</p>"
+        )
     if part["text_network"] is not None:
-        html.append(f'<span class="caption">text · network: {escape(TEXT_METHOD)}</span>'
-                    f'<p class="text network">{_shaded(part["text_network"])}</p>')
+        html.append(
+            f'<span class="caption">text · network: {escape(TEXT_METHOD)}</span>'
+            f'<p class="text network">{_shaded(part["text_network"])}</p>'
+        )
     if part["text_tfidf"] is not None:
-        html.append('<span class="caption">text · TF-IDF regression: each word\'s part of its logit</span>'
-                    f'<p class="text tfidf">{_shaded(part["text_tfidf"])}</p>')
+        html.append(
+            '<span class="caption">text · TF-IDF regression: each word\'s part of its logit</span>'
+            f'<p class="text tfidf">{_shaded(part["text_tfidf"])}</p>'
+        )
     if part["text_network"] is None and part["text_tfidf"] is None:
         html.append('<p class="share">No text.</p>')
     if part["attachments"]:
@@ -180,8 +207,11 @@ def _task_section(task: str, part: dict, fusion: dict | None) -> str:
 
 def _task_attributes(tasks: dict) -> str:
     """Per task its label(s) and confidence as data attributes, which the script filters and sorts by."""
-    return " ".join(f'data-label_{_attr(t)}="{escape("|".join(p["label"]) if isinstance(p["label"], list) else p["label"])}" '
-                    f'data-conf_{_attr(t)}="{p["confidence"]:.6f}"' for t, p in tasks.items())
+    return " ".join(
+        f'data-label_{_attr(t)}="{escape("|".join(p["label"]) if isinstance(p["label"], list) else p["label"])}" '
+        f'data-conf_{_attr(t)}="{p["confidence"]:.6f}"'
+        for t, p in tasks.items()
+    )
 
 
 def card(record: dict) -> str:
@@ -189,19 +219,26 @@ def card(record: dict) -> str:
     attrs = _task_attributes(record["tasks"])
     warnings = "".join(f"<li>{escape(w)}</li>" for w in record["warnings"])
     sections = "".join(_task_section(t, p, record["fusion"]) for t, p in record["tasks"].items())
-    return (f'<article class="card" id="card-{record["n"]}" data-n="{record["n"]}" data-status="{escape(record["status"])}" {attrs}>'
-            f'<header><h2>{escape(record["id"])}</h2><span class="status {escape(record["status"])}">{escape(record["status"])}'
-            f'</span><span class="source">{escape(record["source"])}</span></header>'
-            f'{f"<ul class=warnings>{warnings}</ul>" if warnings else ""}{_fusion_bar(record["fusion"])}{sections}</article>')
+    return (
+        f'<article class="card" id="card-{record["n"]}" data-n="{record["n"]}" '
+        f'data-status="{escape(record["status"])}" {attrs}>'
+        f"<header><h2>{escape(record['id'])}</h2>"
+        f'<span class="status {escape(record["status"])}">{escape(record["status"])}</span>'
+        f'<span class="source">{escape(record["source"])}</span></header>'
+        f"{f'<ul class=warnings>{warnings}</ul>' if warnings else ''}"
+        f"{_fusion_bar(record['fusion'])}{sections}</article>"
+    )
 
 
 def table_row(record: dict) -> str:
     tasks = record["tasks"]
     attrs = _task_attributes(tasks)
     cells = "".join(f"<td>{escape(_label_text(p['label']))} ({p['confidence']:.2f})</td>" for p in tasks.values())
-    return (f'<tr data-n="{record["n"]}" data-id="{escape(record["id"])}" data-status="{escape(record["status"])}" '
-            f'data-confidence="{record["confidence"]:.6f}" {attrs}><td><a href="#card-{record["n"]}">{escape(record["id"])}'
-            f'</a></td><td>{escape(record["status"])}</td><td>{record["confidence"]:.3f}</td>{cells}</tr>')
+    return (
+        f'<tr data-n="{record["n"]}" data-id="{escape(record["id"])}" data-status="{escape(record["status"])}" '
+        f'data-confidence="{record["confidence"]:.6f}" {attrs}><td><a href="#card-{record["n"]}">{escape(record["id"])}'
+        f"</a></td><td>{escape(record['status'])}</td><td>{record['confidence']:.3f}</td>{cells}</tr>"
+    )
 
 
 def page(records: list[dict], classes: dict[str, list[str]], about: str) -> str:
@@ -217,7 +254,8 @@ def page(records: list[dict], classes: dict[str, list[str]], about: str) -> str:
 <p class="meta">{escape(about)}</p>
 <details class="methods"><summary>How to read this page</summary><ul>
 <li><b>Text</b>: {escape(TEXT_METHOD)}, of the network's logit for the predicted class of the chosen task.
-<span class="pos">Red</span> tokens raised it, <span class="neg">blue</span> ones lowered it; hover a token for its value.</li>
+<span class="pos">Red</span> tokens raised it, <span class="neg">blue</span> ones lowered it; hover a token for its
+value.</li>
 <li><b>Photos and video frames</b>: {escape(IMAGE_METHOD)}, for the same logit, laid over the picture as it is
 oriented for a viewer. Warm colours mattered most. For a video, the sampled frames with the most Grad-CAM mass.</li>
 <li><b>TF-IDF regression</b>: where the run blends one in, its share of the decision, and each word's part of its
@@ -228,7 +266,8 @@ logit. A task decided by the regression alone shows no network attributions.</li
 <label>Label <select id="label"></select></label>
 <label>Confidence from <input id="cmin" type="number" min="0" max="1" step="0.05" value="0"> to
 <input id="cmax" type="number" min="0" max="1" step="0.05" value="1"></label>
-<label>Status <select id="status"><option value="">any</option><option>ok</option><option>partial</option></select></label>
+<label>Status <select id="status"><option value="">any</option><option>ok</option><option>partial</option>
+</select></label>
 <span id="shown"></span></div>
 <table id="records"><thead><tr><th data-key="id">id</th><th data-key="status">status</th>
 <th data-key="confidence" data-type="number">lowest confidence</th>{heads}</tr></thead>

@@ -105,14 +105,25 @@ class ReportWriter:
         for task, part in explained.items():
             network = part["deep_weight"] > 0
             tasks[task] = {
-                "label": row[task], "confidence": row[f"{task}_confidence"], "probs": row[f"{task}_probs"],
-                "deep_weight": part["deep_weight"], "tfidf_share": part["tfidf_share"],
+                "label": row[task],
+                "confidence": row[f"{task}_confidence"],
+                "probs": row[f"{task}_probs"],
+                "deep_weight": part["deep_weight"],
+                "tfidf_share": part["tfidf_share"],
                 "text_network": shaded(pieces, part["tokens"]) if pieces else None,
                 "text_tfidf": shaded(pieces, part["tfidf_tokens"]) if pieces else None,
                 "attachments": self._attachment_views(n, task, pictures, part if network else None),
             }
-        return {"n": n, "id": row["id"], "source": row["source"], "status": row["status"], "warnings": warnings,
-                "confidence": record_confidence(row, list(explained)), "fusion": row["modality_weights"], "tasks": tasks}
+        return {
+            "n": n,
+            "id": row["id"],
+            "source": row["source"],
+            "status": row["status"],
+            "warnings": warnings,
+            "confidence": record_confidence(row, list(explained)),
+            "fusion": row["modality_weights"],
+            "tasks": tasks,
+        }
 
     def _pictures(self, sample: dict, originals: dict, warnings: list[str]) -> list[tuple[str, str, list | None]]:
         """``(kind, path, pictures)`` per attachment the model saw, in the model's order (photos, then clips).
@@ -121,8 +132,11 @@ class ReportWriter:
         for kind, paths in ((IMAGE, sample["image_paths"]), ("video", sample["video_paths"])):
             for path in paths:
                 try:
-                    pictures = ([photo(originals[path], self.run.media.limits)] if kind == IMAGE else
-                                video_frames(originals[path], self.run.media.video_frames, self.run.media.limits))
+                    pictures = (
+                        [photo(originals[path], self.run.media.limits)]
+                        if kind == IMAGE
+                        else video_frames(originals[path], self.run.media.video_frames, self.run.media.limits)
+                    )
                 except Exception as e:  # the model read it, but the page cannot show it
                     pictures = None
                     warnings.append(f"report: cannot draw {path}: {error_text(e)}")
@@ -145,10 +159,22 @@ class ReportWriter:
                 mass = np.maximum(cam, 0).reshape(len(cam), -1).sum(1)
                 order = list(np.argsort(-mass, kind="stable")[:KEY_FRAMES])
             total = float(mass.sum()) or 1.0
-            views.append({"kind": "video", "path": path, "num_frames": len(frames), "ranked": cam is not None,
-                          "frames": [{"index": int(t), "share": float(mass[t]) / total,
-                                      "src": self._save(frames[t], None if cam is None else cam[t], f"{n}-{k}-{task}-f{t}")}
-                                     for t in order]})
+            views.append(
+                {
+                    "kind": "video",
+                    "path": path,
+                    "num_frames": len(frames),
+                    "ranked": cam is not None,
+                    "frames": [
+                        {
+                            "index": int(t),
+                            "share": float(mass[t]) / total,
+                            "src": self._save(frames[t], None if cam is None else cam[t], f"{n}-{k}-{task}-f{t}"),
+                        }
+                        for t in order
+                    ],
+                }
+            )
         return views
 
     def _save(self, picture, cam, name: str) -> str:
@@ -196,6 +222,7 @@ def write_report(analyzer, stream, picker: LowestConfidence, out_dir: str | Path
     order = {n: i for i, n in enumerate(picked)}
     writer.records.sort(key=lambda r: order[r["n"]])
     about = f"{len(picked)} of {picker.seen} records, least confident first" + (
-        f" ({picker.without_prediction} without a prediction left out)" if picker.without_prediction else "")
+        f" ({picker.without_prediction} without a prediction left out)" if picker.without_prediction else ""
+    )
     index = writer.close(f"{source}: {about}" if source else about)
     return ReportSummary(index, len(writer.records), time.monotonic() - started)

@@ -33,8 +33,10 @@ def main(argv=None) -> int:
     for graph in info["graphs"].values():
         print(f"{dest / graph}  ({(dest / graph).stat().st_size / 2**20:.1f} MiB)")
     differences = ", ".join(f"{k} {v:.2g}" for k, v in info["max_difference_from_eager"].items())
-    print(f"{dest / INFO_FILE}: inputs {', '.join(i['name'] for i in info['inputs'])}; "
-          f"largest difference from the eager model: {differences}")
+    print(
+        f"{dest / INFO_FILE}: inputs {', '.join(i['name'] for i in info['inputs'])}; "
+        f"largest difference from the eager model: {differences}"
+    )
     return 0
 
 

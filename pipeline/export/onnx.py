@@ -40,9 +40,14 @@ TOLERANCE = 1e-4  # largest difference from the eager model's probabilities that
 # (name, dtype, axes) of every input the graph can take; a model takes those of its modalities
 INPUTS = {
     "text": [("text_ids", "int64", ["batch", "tokens"]), ("text_lengths", "int64", ["batch"])],
-    "image": [("images", "uint8", ["batch", "images", 3, "pixels", "pixels"]), ("image_mask", "bool", ["batch", "images"])],
-    "video": [("videos", "uint8", ["batch", "videos", "frames", 3, "pixels", "pixels"]),
-              ("video_mask", "bool", ["batch", "videos"])],
+    "image": [
+        ("images", "uint8", ["batch", "images", 3, "pixels", "pixels"]),
+        ("image_mask", "bool", ["batch", "images"]),
+    ],
+    "video": [
+        ("videos", "uint8", ["batch", "videos", "frames", 3, "pixels", "pixels"]),
+        ("video_mask", "bool", ["batch", "videos"]),
+    ],
 }
 
 
@@ -72,8 +77,9 @@ def output_names(model: nn.Module) -> list[str]:
     return [f"probs_{task}" for task in model.tasks] + ["fusion_weights"]
 
 
-def example_batch(run: LoadedRun, batch: int, tokens: int, images: int, videos: int, frames: int,
-                  seed: int = 0) -> dict[str, torch.Tensor]:
+def example_batch(
+    run: LoadedRun, batch: int, tokens: int, images: int, videos: int, frames: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random inputs of the given sizes: the first record has every slot and the full text, the second nothing."""
     g = torch.Generator().manual_seed(seed)
     S = run.media.image_size
@@ -118,10 +124,12 @@ def _quiet_export(module: nn.Module, args: tuple, f, **kw) -> None:
 def failing_part(model: nn.Module, batch: dict[str, torch.Tensor]) -> str:
     """The first part of ``model`` that does not export on its own (the fusion and heads when all do)."""
     text = (batch["text_ids"], batch["text_lengths"])
-    parts = [("text encoder", getattr(model, "text_encoder", None), text),
-             ("TF-IDF regression", model.text_linear, text),
-             ("image encoder", getattr(model, "image_encoder", None), (batch["images"][:, 0],)),
-             ("video encoder", getattr(model, "video_encoder", None), (batch["videos"][:, 0],))]
+    parts = [
+        ("text encoder", getattr(model, "text_encoder", None), text),
+        ("TF-IDF regression", model.text_linear, text),
+        ("image encoder", getattr(model, "image_encoder", None), (batch["images"][:, 0],)),
+        ("video encoder", getattr(model, "video_encoder", None), (batch["videos"][:, 0],)),
+    ]
     for name, part, args in parts:
         if part is None:
             continue
@@ -137,14 +145,24 @@ def trace(run: LoadedRun, path: Path) -> None:
     model = run.model.model
     batch = example_batch(run, batch=3, tokens=7, images=2, videos=2, frames=run.media.video_frames)
     names, outputs = forward.inputs, output_names(model)
-    axes = {name: {i: a for i, a in enumerate(shape) if isinstance(a, str)}
-            for m in model.modalities for name, _, shape in INPUTS[m]}
+    axes = {
+        name: {i: a for i, a in enumerate(shape) if isinstance(a, str)}
+        for m in model.modalities
+        for name, _, shape in INPUTS[m]
+    }
     axes.update({o: {0: "batch"} for o in outputs})
     axes["fusion_weights"][1] = "fusion_tokens"
     try:
         # Gradients on: PyTorch's fused inference kernels for attention (which ONNX lacks) stay off.
-        _quiet_export(forward, tuple(batch[n] for n in names), str(path), input_names=names, output_names=outputs,
-                      dynamic_axes=axes, external_data=False)
+        _quiet_export(
+            forward,
+            tuple(batch[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes=axes,
+            external_data=False,
+        )
     except Exception as e:
         raise ExportError(f"cannot export {failing_part(model, batch)}") from e
 
@@ -157,8 +175,11 @@ def check_against_eager(run: LoadedRun, path: Path, tolerance: float = TOLERANCE
     model = run.model.model
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    for sizes in [dict(batch=5, tokens=11, images=3, videos=1), dict(batch=1, tokens=1, images=1, videos=1),
-                  dict(batch=4, tokens=3, images=1, videos=2)]:
+    for sizes in [
+        dict(batch=5, tokens=11, images=3, videos=1),
+        dict(batch=1, tokens=1, images=1, videos=1),
+        dict(batch=4, tokens=3, images=1, videos=2),
+    ]:
         batch = example_batch(run, **sizes, frames=run.media.video_frames, seed=1)
         if sizes["batch"] == 1:
             batch["image_mask"][:], batch["video_mask"][:] = False, False  # no attachment in the whole batch
@@ -170,12 +191,16 @@ def check_against_eager(run: LoadedRun, path: Path, tolerance: float = TOLERANCE
             raise ExportError(f"the exported graph fails on a batch of sizes {sizes}: {str(e).splitlines()[0]}") from e
         for name, e, g in zip(output_names(model), expected, got):
             if e.shape != g.shape:
-                raise ExportError(f"the exported graph gives {name} of shape {list(g.shape)} for batch sizes "
-                                  f"{sizes}, the model {list(e.shape)}: a shape was fixed at export")
+                raise ExportError(
+                    f"the exported graph gives {name} of shape {list(g.shape)} for batch sizes "
+                    f"{sizes}, the model {list(e.shape)}: a shape was fixed at export"
+                )
             worst = max(worst, float(np.abs(e.numpy() - g).max()))
     if worst > tolerance:
-        raise ExportError(f"the exported graph differs from the model by {worst:.2g} (more than {tolerance:g}) "
-                          f"on batches of other sizes than the traced one")
+        raise ExportError(
+            f"the exported graph differs from the model by {worst:.2g} (more than {tolerance:g}) "
+            f"on batches of other sizes than the traced one"
+        )
     return worst
 
 
@@ -187,7 +212,9 @@ def quantize(src: Path, dst: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to pre-process first fails on LSTM graphs (symbolic shapes)
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul", "Gemm"])
+        quantize_dynamic(
+            str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul", "Gemm"]
+        )
     finally:
         root.setLevel(level)
 
@@ -202,9 +229,17 @@ def describe(run: LoadedRun, differences: dict[str, float]) -> dict:
         "graphs": {k: GRAPH_FILES[k] for k in differences},
         "opset": OPSET,
         "inputs": [{"name": n, "dtype": d, "shape": s} for m in model.modalities for n, d, s in INPUTS[m]],
-        "outputs": [{"name": f"probs_{t}", "dtype": "float32", "shape": ["batch", len(run.labels.classes[t])],
-                     "classes": run.labels.classes[t], "activation": "sigmoid" if t in run.model.multilabel else "softmax"}
-                    for t in model.tasks] + [{"name": "fusion_weights", "dtype": "float32", "shape": ["batch", "fusion_tokens"]}],
+        "outputs": [
+            {
+                "name": f"probs_{t}",
+                "dtype": "float32",
+                "shape": ["batch", len(run.labels.classes[t])],
+                "classes": run.labels.classes[t],
+                "activation": "sigmoid" if t in run.model.multilabel else "softmax",
+            }
+            for t in model.tasks
+        ]
+        + [{"name": "fusion_weights", "dtype": "float32", "shape": ["batch", "fusion_tokens"]}],
         "calibrated": run.calibrated,  # the probabilities are calibrated (False: a run from before calibration)
         "max_difference_from_eager": differences,  # per graph, on probabilities and fusion weights
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
@@ -230,8 +265,9 @@ def current_export(run: LoadedRun, dest: Path, int8: bool) -> bool:
         return False
     described = json.loads(info.read_text())
     wanted = ["fp32", "int8"] if int8 else ["fp32"]
-    return (described.get("checkpoint_sha256") == run.checkpoint_sha256
-            and all((dest / GRAPH_FILES[k]).is_file() for k in wanted))
+    return described.get("checkpoint_sha256") == run.checkpoint_sha256 and all(
+        (dest / GRAPH_FILES[k]).is_file() for k in wanted
+    )
 
 
 def export_folder(run: LoadedRun) -> Path:

@@ -60,8 +60,9 @@ class ComplaintAnalyzer:
         if options.backend == "torch":
             self.model, self.device = run.model.to(device), device
         else:  # onnxruntime takes host tensors and moves them to the GPU itself
-            self.model = OnnxClassifier(run, int8=options.backend.endswith("int8"), device=device,
-                                        threads=options.threads)
+            self.model = OnnxClassifier(
+                run, int8=options.backend.endswith("int8"), device=device, threads=options.threads
+            )
             self.device = "cpu"
         self.model.predict_group_size = options.group_size
 
@@ -77,17 +78,28 @@ class ComplaintAnalyzer:
     def collator(self) -> Collator:
         return self.run.collator()
 
-    def dataset(self, stream, block: int, rank: int = 0, world_size: int = 1,
-                skip_blocks: frozenset[int] = frozenset()) -> StreamingComplaintDataset:
-        return StreamingComplaintDataset(stream, self.featurizer(), self.collator(), block, rank, world_size, skip_blocks)
+    def dataset(
+        self, stream, block: int, rank: int = 0, world_size: int = 1, skip_blocks: frozenset[int] = frozenset()
+    ) -> StreamingComplaintDataset:
+        return StreamingComplaintDataset(
+            stream, self.featurizer(), self.collator(), block, rank, world_size, skip_blocks
+        )
 
     @torch.no_grad()
     def predict_batch(self, batch: dict, evaluate: bool = False) -> list[dict]:
-        return rows_from_output(self.model.predict_step(batch_to_device(batch, self.device), 0), self.run.labels,
-                                evaluate, self.review)
+        return rows_from_output(
+            self.model.predict_step(batch_to_device(batch, self.device), 0), self.run.labels, evaluate, self.review
+        )
 
-    def predict(self, source: str | os.PathLike | Iterable, batch_size: int = BLOCK, num_workers: int = 0,
-                columns: Columns | None = None, root: str | os.PathLike = ".", evaluate: bool = False) -> Iterator[dict]:
+    def predict(
+        self,
+        source: str | os.PathLike | Iterable,
+        batch_size: int = BLOCK,
+        num_workers: int = 0,
+        columns: Columns | None = None,
+        root: str | os.PathLike = ".",
+        evaluate: bool = False,
+    ) -> Iterator[dict]:
         """Predict an archive path (or a list of paths), or an iterable of dicts.
 
         Dicts take ``id``, ``text`` and ``attachments`` (paths inside ``root``).
@@ -98,10 +110,12 @@ class ComplaintAnalyzer:
         elif isinstance(source, list) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
             stream = RecordStream([str(s) for s in source], columns or self.run.columns, self.run.media.limits)
         else:
-            stream = DictStream(source, FolderArchive.attachments_only(root, self.run.media.limits),
-                                columns or self.run.columns)
-        loader = DataLoader(self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers,
-                            collate_fn=for_transfer)
+            stream = DictStream(
+                source, FolderArchive.attachments_only(root, self.run.media.limits), columns or self.run.columns
+            )
+        loader = DataLoader(
+            self.dataset(stream, batch_size), batch_size=None, num_workers=num_workers, collate_fn=for_transfer
+        )
         pending: dict[int, list[dict]] = {}
         next_block = 0
         for batch in loader:  # workers may return blocks out of order: re-order before yielding
@@ -112,8 +126,15 @@ class ComplaintAnalyzer:
         for block in sorted(pending):
             yield from pending[block]
 
-    def explain(self, source: str | os.PathLike | list, out_dir: str | os.PathLike, limit: int = DEFAULT_LIMIT,
-                batch_size: int = BLOCK, num_workers: int = 0, columns: Columns | None = None):
+    def explain(
+        self,
+        source: str | os.PathLike | list,
+        out_dir: str | os.PathLike,
+        limit: int = DEFAULT_LIMIT,
+        batch_size: int = BLOCK,
+        num_workers: int = 0,
+        columns: Columns | None = None,
+    ):
         """Predict archive path(s) ``source``, then write the HTML report of the ``limit`` least confident
         records (0: all) to ``out_dir``, as ``infer.py --explain`` does. Returns a :class:`ReportSummary`."""
         from pipeline.explain.report import write_report

@@ -32,46 +32,103 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="run folder printed by train.py, or a .ckpt file in it")
     p.add_argument("--input", required=True, nargs="+", help="archive(s): folder, .zip, .tar(.gz) or manifest file")
     p.add_argument("--output", required=True, help="predictions file: .jsonl, .csv or .parquet")
-    p.add_argument("--batch-size", type=int, default=BLOCK,
-                   help=f"records read, decoded and written together (default {BLOCK}; the unit of --resume)")
-    p.add_argument("--group-size", type=int, default=GROUP_SIZE,
-                   help=f"records per forward pass, grouped by text length so that short texts are not padded to "
-                        f"long ones (default {GROUP_SIZE}; 0: the whole batch)")
-    p.add_argument("--num-workers", type=int, default=None,
-                   help=f"DataLoader processes reading records and decoding attachments (default here: "
-                        f"{DEFAULT_WORKERS}; {TEXT_WORKERS} when no record has an attachment or the model reads "
-                        f"text only)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="model threads on CPU (default: the cores the workers leave free)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=BLOCK,
+        help=f"records read, decoded and written together (default {BLOCK}; the unit of --resume)",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=GROUP_SIZE,
+        help=f"records per forward pass, grouped by text length so that short texts are not padded to "
+        f"long ones (default {GROUP_SIZE}; 0: the whole batch)",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help=f"DataLoader processes reading records and decoding attachments (default here: "
+        f"{DEFAULT_WORKERS}; {TEXT_WORKERS} when no record has an attachment or the model reads "
+        f"text only)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="model threads on CPU (default: the cores the workers leave free)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU when there is one)")
-    p.add_argument("--backend", default="torch", choices=BACKENDS,
-                   help="torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use)",
+    )
     p.add_argument("--devices", type=int, default=1, help="processes (DDP) sharing the records")
-    p.add_argument("--engine", default="local", choices=ENGINES,
-                   help="local (this machine: DataLoader workers decode, the model predicts) or ray (Ray Data: "
-                        "decoders and model actors across a cluster; needs the [ray] extra)")
-    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                   help="--engine ray: the cluster to join (auto, host:port or ray://...); default: start one on "
-                        "this machine for the run")
-    p.add_argument("--decoders", type=int, default=None, metavar="N",
-                   help="--engine ray: decoding actors, one CPU each (default: the CPUs the model leaves)")
-    p.add_argument("--predictors", type=int, default=None, metavar="N",
-                   help="--engine ray: model actors, each loading the model once (default: one per GPU, else 1)")
-    p.add_argument("--gpus-per-predictor", type=float, default=None, metavar="G",
-                   help="--engine ray: GPUs each model actor reserves (default: 1 when the cluster has GPUs and "
-                        "--device is not cpu, else 0)")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=ENGINES,
+        help="local (this machine: DataLoader workers decode, the model predicts) or ray (Ray Data: "
+        "decoders and model actors across a cluster; needs the [ray] extra)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="--engine ray: the cluster to join (auto, host:port or ray://...); default: start one on "
+        "this machine for the run",
+    )
+    p.add_argument(
+        "--decoders",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--engine ray: decoding actors, one CPU each (default: the CPUs the model leaves)",
+    )
+    p.add_argument(
+        "--predictors",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--engine ray: model actors, each loading the model once (default: one per GPU, else 1)",
+    )
+    p.add_argument(
+        "--gpus-per-predictor",
+        type=float,
+        default=None,
+        metavar="G",
+        help="--engine ray: GPUs each model actor reserves (default: 1 when the cluster has GPUs and "
+        "--device is not cpu, else 0)",
+    )
     p.add_argument("--resume", action="store_true", help="finish an interrupted run with the same output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--evaluate", action="store_true", help="score predictions against the archive's label columns")
-    p.add_argument("--explain", metavar="DIR", default=None,
-                   help="also write an HTML report explaining the least confident predictions to DIR/index.html")
-    p.add_argument("--explain-limit", type=int, default=DEFAULT_LIMIT, metavar="N",
-                   help=f"records in the --explain report, least confident first (default {DEFAULT_LIMIT}; 0: all)")
-    p.add_argument("--uncalibrated", action="store_true",
-                   help="raw probabilities instead of the calibrated ones the run fitted on validation (torch backend)")
-    p.add_argument("--review-precision", type=float, default=None, metavar="P",
-                   help="rows whose confidence in any task is below the threshold that reached precision P on "
-                        "validation get needs_review (default: the run's, set by train.py --review_precision)")
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        default=None,
+        help="also write an HTML report explaining the least confident predictions to DIR/index.html",
+    )
+    p.add_argument(
+        "--explain-limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"records in the --explain report, least confident first (default {DEFAULT_LIMIT}; 0: all)",
+    )
+    p.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="raw probabilities instead of the calibrated ones the run fitted on validation (torch backend)",
+    )
+    p.add_argument(
+        "--review-precision",
+        type=float,
+        default=None,
+        metavar="P",
+        help="rows whose confidence in any task is below the threshold that reached precision P on "
+        "validation get needs_review (default: the run's, set by train.py --review_precision)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
     add_column_options(p)
     return p.parse_args(argv)
@@ -93,8 +150,9 @@ def check_arguments(args: argparse.Namespace) -> Path:
     if args.explain_limit < 0:
         raise FatalError(f"--explain-limit {args.explain_limit}: expected 0 (all) or more")
     if args.engine == "ray" and (args.devices > 1 or args.num_workers is not None):
-        raise FatalError("--devices and --num-workers are the local engine's: with --engine ray use --predictors "
-                         "and --decoders")
+        raise FatalError(
+            "--devices and --num-workers are the local engine's: with --engine ray use --predictors and --decoders"
+        )
     if args.engine == "local" and (args.ray_address or args.decoders or args.predictors or args.gpus_per_predictor):
         raise FatalError("--ray-address, --decoders, --predictors and --gpus-per-predictor need --engine ray")
     if min(args.decoders or 1, args.predictors or 1) < 1 or (args.gpus_per_predictor or 0) < 0:

@@ -23,8 +23,9 @@ class ChunkWriter:
     progress line.
     """
 
-    def __init__(self, store: ChunkStore, labels: LabelSpace, evaluate: bool, block: int, stops: StopRequests,
-                 review: ReviewBand):
+    def __init__(
+        self, store: ChunkStore, labels: LabelSpace, evaluate: bool, block: int, stops: StopRequests, review: ReviewBand
+    ):
         self.store, self.labels, self.evaluate, self.block = store, labels, evaluate, block
         self.stops, self.review = stops, review
         self.world_size, self.show_progress = 1, True

@@ -37,8 +37,16 @@ class WriteChunks(pl.Callback):
 
 
 def distributed_trainer(device: str, devices: int) -> pl.Trainer:
-    return pl.Trainer(accelerator=device, devices=devices, strategy="ddp", logger=False, enable_progress_bar=False,
-                      enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False)
+    return pl.Trainer(
+        accelerator=device,
+        devices=devices,
+        strategy="ddp",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
 
 
 def predict_on_devices(trainer: pl.Trainer, predictor, loader, writer: ChunkWriter) -> None:

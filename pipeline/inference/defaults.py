@@ -34,5 +34,6 @@ class AnalyzerOptions:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} is not one of {list(BACKENDS)}")
         if not self.calibrated and self.backend != "torch":
-            raise ValueError(f"uncalibrated probabilities need backend torch: the {self.backend} graph holds the "
-                             f"calibration")
+            raise ValueError(
+                f"uncalibrated probabilities need backend torch: the {self.backend} graph holds the calibration"
+            )

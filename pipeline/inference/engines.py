@@ -32,8 +32,14 @@ class Predicted:
 def runtime_of(job: PredictionJob, device: str, threads: int | None) -> dict:
     """An engine's facts for ``.meta.json``: where the model ran, on how many threads, with what."""
     plan = job.plan
-    return {"engine": plan.command.engine, "backend": plan.command.backend, "device": device, "threads": threads,
-            "num_workers": plan.num_workers, "onnxruntime_providers": getattr(job.analyzer.model, "providers", None)}
+    return {
+        "engine": plan.command.engine,
+        "backend": plan.command.backend,
+        "device": device,
+        "threads": threads,
+        "num_workers": plan.num_workers,
+        "onnxruntime_providers": getattr(job.analyzer.model, "providers", None),
+    }
 
 
 class Engine(Protocol):
@@ -76,8 +82,11 @@ class LocalEngine:
             torch.set_num_threads(callers_threads)
         if writer is None:
             return None
-        stats = {"records": writer.records, "decode_seconds": writer.decode_seconds,
-                 "model_seconds": writer.model_seconds}
+        stats = {
+            "records": writer.records,
+            "decode_seconds": writer.decode_seconds,
+            "model_seconds": writer.model_seconds,
+        }
         return Predicted(stats, runtime_of(job, job.plan.device, job.plan.threads))
 
     def loader(self, job: PredictionJob, rank: int = 0, world_size: int = 1):
@@ -85,14 +94,21 @@ class LocalEngine:
 
         from pipeline.data.collate import for_transfer
 
-        dataset = job.analyzer.dataset(job.stream, job.plan.block, rank=rank, world_size=world_size,
-                                       skip_blocks=job.skip)
+        dataset = job.analyzer.dataset(
+            job.stream, job.plan.block, rank=rank, world_size=world_size, skip_blocks=job.skip
+        )
         return DataLoader(dataset, batch_size=None, num_workers=job.plan.num_workers, collate_fn=for_transfer)
 
     def write_blocks(self, job: PredictionJob) -> ChunkWriter | None:
         """Every block not yet written, predicted and written as a chunk; None when a stop signal ended it."""
-        writer = ChunkWriter(job.store, job.analyzer.run.labels, job.plan.command.evaluate, job.plan.block, job.stops,
-                             job.analyzer.review)
+        writer = ChunkWriter(
+            job.store,
+            job.analyzer.run.labels,
+            job.plan.command.evaluate,
+            job.plan.block,
+            job.stops,
+            job.analyzer.review,
+        )
         try:
             job.stops.check()
             self.run_blocks(job, writer)

@@ -54,11 +54,19 @@ def task_results(classes: list[str], pairs: Counter) -> dict:
     fn, tn = ((t & ~s) * w).sum(0), ((~t & ~s) * w).sum(0)
     records = int(w.sum())
     f1 = f1_per_class(tp, fp, fn)
-    per_label = {c: {"precision": float(tp[i] / (tp[i] + fp[i])) if tp[i] + fp[i] else 0.0,
-                     "recall": float(tp[i] / (tp[i] + fn[i])) if tp[i] + fn[i] else 0.0,
-                     "f1": float(f1[i]), "support": int(tp[i] + fn[i]),
-                     "tp": int(tp[i]), "fp": int(fp[i]), "fn": int(fn[i]), "tn": int(tn[i])}
-                 for i, c in enumerate(labels)}
+    per_label = {
+        c: {
+            "precision": float(tp[i] / (tp[i] + fp[i])) if tp[i] + fp[i] else 0.0,
+            "recall": float(tp[i] / (tp[i] + fn[i])) if tp[i] + fn[i] else 0.0,
+            "f1": float(f1[i]),
+            "support": int(tp[i] + fn[i]),
+            "tp": int(tp[i]),
+            "fp": int(fp[i]),
+            "fn": int(fn[i]),
+            "tn": int(tn[i]),
+        }
+        for i, c in enumerate(labels)
+    }
     pooled = 2 * tp.sum() + fp.sum() + fn.sum()
     return {
         "type": MULTILABEL,

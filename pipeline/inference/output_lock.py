@@ -30,8 +30,10 @@ class OutputLock:
             except BlockingIOError:
                 holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
                 os.close(fd)
-                raise OutputLocked(f"{self.path} is held by another infer.py (PID {holder}) writing the same output; "
-                                   f"wait for it to finish or stop it") from None
+                raise OutputLocked(
+                    f"{self.path} is held by another infer.py (PID {holder}) writing the same output; "
+                    f"wait for it to finish or stop it"
+                ) from None
             try:
                 same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:  # its last holder removed it just now
@@ -52,7 +54,7 @@ class OutputLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         self.acquire()
         return self
 

@@ -31,14 +31,20 @@ class InferencePlan:
 
     @classmethod
     def of(cls, command: argparse.Namespace) -> InferencePlan:
-        return cls(argparse.Namespace(**vars(command)), command.device, command.num_workers, command.threads,
-                   command.batch_size)
+        return cls(
+            argparse.Namespace(**vars(command)),
+            command.device,
+            command.num_workers,
+            command.threads,
+            command.batch_size,
+        )
 
     @property
     def analyzer_options(self) -> AnalyzerOptions:
         c = self.command
-        return AnalyzerOptions(self.device, c.backend, self.threads, c.group_size or None, not c.uncalibrated,
-                               c.review_precision)
+        return AnalyzerOptions(
+            self.device, c.backend, self.threads, c.group_size or None, not c.uncalibrated, c.review_precision
+        )
 
     def options(self) -> dict:
         """The options as the run used them (``.meta.json``)."""

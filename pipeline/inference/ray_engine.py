@@ -74,14 +74,16 @@ class RayCluster:
         self.thread.start()
 
     def _hold(self) -> None:
-        options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                       configure_logging=True)
+        options = dict(
+            include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True
+        )
         try:
             if self.args.ray_address:
                 self.ray.init(address=self.args.ray_address, **options)
             else:
-                self.ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
-                              **options)
+                self.ray.init(
+                    address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES, **options
+                )
         except BaseException as e:  # raised in the main thread by connect
             self.error = e
         finally:
@@ -118,8 +120,9 @@ class Decoder:
 
     def __init__(self, run_dir: str, reads_media: bool, stream: RecordStream):
         tokenizer, options = load_reading(RunFolder(run_dir))
-        self.build = BlockBuilder(inference_featurizer(tokenizer, options, reads_media),
-                                  inference_collator(tokenizer, options, reads_media))
+        self.build = BlockBuilder(
+            inference_featurizer(tokenizer, options, reads_media), inference_collator(tokenizer, options, reads_media)
+        )
         self.paths, self.limits = stream.paths, stream.limits
         self.archives: dict[int, Archive] = {}  # opened once per actor, by input index
         self.node = node_id()
@@ -154,17 +157,28 @@ class Predictor:
         self.node = node_id()
 
     def __call__(self, batch: dict) -> dict:
-        out = {"block": [], "records": [], "decode_seconds": [], "model_seconds": [], "decode_node": [],
-               "model_node": []}
+        out = {
+            "block": [],
+            "records": [],
+            "decode_seconds": [],
+            "model_seconds": [],
+            "decode_node": [],
+            "model_node": [],
+        }
         for payload, decode_node in zip(batch["batch"], batch["decode_node"]):
             built = pickle.loads(payload)
             start = time.perf_counter()
             rows = self.analyzer.predict_batch(built, self.evaluate)
             seconds = time.perf_counter() - start
             self.store.write_block(built["block"], self.block, rows)
-            for key, value in (("block", built["block"]), ("records", len(rows)), ("model_node", self.node),
-                               ("decode_seconds", built["decode_seconds"]), ("model_seconds", seconds),
-                               ("decode_node", decode_node)):
+            for key, value in (
+                ("block", built["block"]),
+                ("records", len(rows)),
+                ("model_node", self.node),
+                ("decode_seconds", built["decode_seconds"]),
+                ("model_seconds", seconds),
+                ("decode_node", decode_node),
+            ):
                 out[key].append(value)
         return out
 
@@ -198,8 +212,16 @@ def plan_layout(args, ray, reads_media: bool) -> dict:
         decoders = args.decoders or 1
         reserved = max(1, (cpus - decoders) // predictors)
         threads = args.threads or max(1, cpus // predictors)
-    return {"cpus": cpus, "gpus": gpus, "decoders": decoders, "predictors": predictors, "gpus_per_predictor": gpus_per,
-            "cpus_per_predictor": reserved, "threads_per_predictor": threads, "device": "cuda" if gpus_per else "cpu"}
+    return {
+        "cpus": cpus,
+        "gpus": gpus,
+        "decoders": decoders,
+        "predictors": predictors,
+        "gpus_per_predictor": gpus_per,
+        "cpus_per_predictor": reserved,
+        "threads_per_predictor": threads,
+        "device": "cuda" if gpus_per else "cpu",
+    }
 
 
 class RayEngine:
@@ -224,8 +246,9 @@ class RayEngine:
         if job.stops.signum is not None:
             print(stopped_line(job.stops.signum, job.store.records_written(), job.store.parts), file=sys.stderr)
             return None
-        return Predicted(stats, {**runtime_of(job, runtime["device"], runtime["threads_per_predictor"]),
-                                 "ray": runtime})
+        return Predicted(
+            stats, {**runtime_of(job, runtime["device"], runtime["threads_per_predictor"]), "ray": runtime}
+        )
 
     def run_blocks(self, job: PredictionJob) -> tuple[dict, dict]:
         """Every block not yet written, predicted on the cluster and written as a chunk (until a stop signal):
@@ -239,14 +262,29 @@ class RayEngine:
         loaded = job.analyzer.run
         options = replace(plan.analyzer_options, device=layout["device"], threads=layout["threads_per_predictor"])
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
-                            compute=ray.data.ActorPoolStrategy(size=layout["decoders"]),
-                            fn_constructor_args=(str(loaded.run_dir), loaded.reads_media, job.stream))
-        ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=layout["predictors"]),
-                            num_cpus=layout["cpus_per_predictor"], num_gpus=layout["gpus_per_predictor"],
-                            fn_constructor_args=(str(loaded.checkpoint), options, plan.command.evaluate,
-                                                 str(job.store.output), plan.block))
+        ds = ds.map_batches(
+            Decoder,
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=layout["decoders"]),
+            fn_constructor_args=(str(loaded.run_dir), loaded.reads_media, job.stream),
+        )
+        ds = ds.map_batches(
+            Predictor,
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=layout["predictors"]),
+            num_cpus=layout["cpus_per_predictor"],
+            num_gpus=layout["gpus_per_predictor"],
+            fn_constructor_args=(
+                str(loaded.checkpoint),
+                options,
+                plan.command.evaluate,
+                str(job.store.output),
+                plan.block,
+            ),
+        )
         progress = Progress()
         done = 0
         try:

@@ -67,8 +67,9 @@ def open_model(plan: InferencePlan, is_child: bool):
     inputs = check_inputs(command.input, columns, loaded.media.limits)
     stream = RecordStream(command.input, columns, loaded.media.limits)
     if command.engine == "local" and plan.num_workers is None:  # media decoders, or one text reader
-        plan = replace(plan, num_workers=DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream)
-                       else TEXT_WORKERS)
+        plan = replace(
+            plan, num_workers=DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else TEXT_WORKERS
+        )
     if plan.device == "cpu":
         plan = replace(plan, threads=command.threads or model_threads(plan.num_workers or 0, command.devices))
     try:
@@ -78,8 +79,11 @@ def open_model(plan: InferencePlan, is_child: bool):
     except ValueError as e:
         raise FatalError(str(e)) from None
     if not loaded.calibrated and not is_child:
-        print(f"{loaded.checkpoint} holds no calibration (trained before it existed): probabilities are raw and "
-              f"the review band checks status and text only", file=sys.stderr)
+        print(
+            f"{loaded.checkpoint} holds no calibration (trained before it existed): probabilities are raw and "
+            f"the review band checks status and text only",
+            file=sys.stderr,
+        )
     if command.engine == "ray":
         plan = replace(plan, device=command.device)  # the actors' device comes from the cluster
     return plan, analyzer, columns, inputs, stream
@@ -101,7 +105,9 @@ def open_store(plan: InferencePlan, output: Path, ledger: dict, is_child: bool) 
         print(f"{output} is already complete; nothing to resume")
         return None, plan.block
     if (output.exists() or store.exists()) and not command.overwrite:
-        raise FatalError(f"{output} exists (or an interrupted run of it): use --resume to finish it or --overwrite to replace it")
+        raise FatalError(
+            f"{output} exists (or an interrupted run of it): use --resume to finish it or --overwrite to replace it"
+        )
     store.remove()
     try:
         store.create(ledger)
@@ -125,15 +131,22 @@ def predict_all(command: argparse.Namespace, output: Path, is_child: bool, start
     try:
         plan, analyzer, columns, inputs, stream = open_model(plan, is_child)
         engine.start(analyzer, stops)
-        ledger = {"inputs": inputs, "checkpoint_sha256": analyzer.run.checkpoint_sha256, "batch_size": plan.block,
-                  "evaluate": command.evaluate, "columns": list(columns.text), "calibrated": analyzer.calibrated,
-                  "review_precision": analyzer.review.precision}
+        ledger = {
+            "inputs": inputs,
+            "checkpoint_sha256": analyzer.run.checkpoint_sha256,
+            "batch_size": plan.block,
+            "evaluate": command.evaluate,
+            "columns": list(columns.text),
+            "calibrated": analyzer.calibrated,
+            "review_precision": analyzer.review.precision,
+        }
         store, block = open_store(plan, output, ledger, is_child)
         if store is None:
             return 0
         plan = replace(plan, block=block)
-        job = PredictionJob(plan, analyzer, columns, inputs, stream, store, store.done_blocks(block), stops, output,
-                            started)
+        job = PredictionJob(
+            plan, analyzer, columns, inputs, stream, store, store.done_blocks(block), stops, output, started
+        )
         predict_start = time.time()
         predicted = engine.predict(job)
         if predicted is None:
@@ -153,19 +166,28 @@ def merge(job: PredictionJob) -> RowTally:
     expected = 0
     for first, end, _ in job.store.chunks():
         if first != expected:
-            raise FatalError(f"records {expected}..{first - 1} have no predictions (chunks in {job.store.parts}); "
-                             f"rerun with --resume")
+            raise FatalError(
+                f"records {expected}..{first - 1} have no predictions (chunks in {job.store.parts}); "
+                f"rerun with --resume"
+            )
         expected = end
     labels, command = job.analyzer.run.labels, job.plan.command
     tasks = [t.name for t in labels.tasks]
-    tally = RowTally(labels, job.analyzer.review, command.evaluate,
-                     LowestConfidence(tasks, command.explain_limit) if command.explain else None)
+    tally = RowTally(
+        labels,
+        job.analyzer.review,
+        command.evaluate,
+        LowestConfidence(tasks, command.explain_limit) if command.explain else None,
+    )
     try:
-        write_output(tally.counted(job.store.rows()), job.output, columns_for(tasks, command.evaluate),
-                     labels.multilabel)
+        write_output(
+            tally.counted(job.store.rows()), job.output, columns_for(tasks, command.evaluate), labels.multilabel
+        )
     except OSError as e:
-        raise FatalError(f"cannot write {job.output}: {e.strerror or e}; the predictions are kept in "
-                         f"{job.store.parts}: free space (or fix the folder) and rerun with --resume") from None
+        raise FatalError(
+            f"cannot write {job.output}: {e.strerror or e}; the predictions are kept in "
+            f"{job.store.parts}: free space (or fix the folder) and rerun with --resume"
+        ) from None
     return tally
 
 
@@ -184,8 +206,10 @@ def finish(job: PredictionJob, predict_seconds: float, runtime: dict) -> dict:
     if tally.picker:  # after the predictions are complete: a failing report loses none of them
         meta["explain"] = explain(job, tally.picker)
         write_meta(job.output, meta)
-        print(f"explanations: {meta['explain']['index']} ({meta['explain']['records']} records, "
-              f"{meta['explain']['seconds_per_record']} s each)")
+        print(
+            f"explanations: {meta['explain']['index']} ({meta['explain']['records']} records, "
+            f"{meta['explain']['seconds_per_record']} s each)"
+        )
     return meta
 
 
@@ -195,9 +219,13 @@ def explain(job: PredictionJob, picker: LowestConfidence) -> dict:
 
     command = job.plan.command
     try:
-        summary = write_report(job.analyzer, job.stream, picker, command.explain,
-                               f"{command.checkpoint} on {', '.join(command.input)}")
+        summary = write_report(
+            job.analyzer, job.stream, picker, command.explain, f"{command.checkpoint} on {', '.join(command.input)}"
+        )
     except OSError as e:
         raise FatalError(f"--explain {command.explain}: {e}") from None
-    return {"index": str(summary.index.resolve()), "records": summary.records,
-            "seconds_per_record": round(summary.seconds_per_record, 3)}
+    return {
+        "index": str(summary.index.resolve()),
+        "records": summary.records,
+        "seconds_per_record": round(summary.seconds_per_record, 3),
+    }

@@ -27,8 +27,14 @@ class RowTally:
         self.counts = {OK: 0, PARTIAL: 0, ERROR: 0}
         self.auto = {task: 0 for task in review.thresholds}
         self.reviewed = self.no_input = 0
-        self.evaluations = [Evaluation({t.name: labels.classes[t.name] for t in labels.tasks if t.type == MULTICLASS},
-                                       labels), MultilabelEvaluation(labels)] if evaluate else []
+        self.evaluations = (
+            [
+                Evaluation({t.name: labels.classes[t.name] for t in labels.tasks if t.type == MULTICLASS}, labels),
+                MultilabelEvaluation(labels),
+            ]
+            if evaluate
+            else []
+        )
         self.picker = picker
         self.first_rows: list[dict] = []
 
@@ -53,16 +59,26 @@ class RowTally:
 
     def review_meta(self) -> dict:
         records, review = max(self.records, 1), self.review
-        return {"precision": review.precision, "needs_review": self.reviewed,
-                "auto_decided": round(1 - self.reviewed / records, 4),
-                "tasks": {task: {"threshold": review.thresholds[task].value,
-                                 "validation": review.thresholds[task].as_dict(),
-                                 "coverage": round(n / records, 4)} for task, n in self.auto.items()}}
+        return {
+            "precision": review.precision,
+            "needs_review": self.reviewed,
+            "auto_decided": round(1 - self.reviewed / records, 4),
+            "tasks": {
+                task: {
+                    "threshold": review.thresholds[task].value,
+                    "validation": review.thresholds[task].as_dict(),
+                    "coverage": round(n / records, 4),
+                }
+                for task, n in self.auto.items()
+            },
+        }
 
 
 def run_counts(tally: RowTally, stats: list[dict], started: float, predict_seconds: float, resumed: bool) -> dict:
     return {
-        "records": tally.records, **tally.counts, NO_INPUT: tally.no_input,
+        "records": tally.records,
+        **tally.counts,
+        NO_INPUT: tally.no_input,
         "records_per_s": round(sum(s["records"] for s in stats) / max(predict_seconds, 1e-9), 2),
         "seconds": round(time.time() - started, 2),
         "decode_seconds": round(sum(s["decode_seconds"] for s in stats), 2),
@@ -111,19 +127,27 @@ def print_summary(tally: RowTally, meta: dict, tasks: list[str], output: Path) -
     counts, runtime, review = meta["counts"], meta["runtime"], tally.review
     records, reviewed = tally.records, tally.reviewed
     without = f" ({tally.no_input} of them {NO_INPUT}: no text and nothing readable attached)" if tally.no_input else ""
-    print(f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}{without}  |  "
-          f"{counts['records_per_s']} records/s  |  decoding {counts['decode_seconds']} s, model {counts['model_seconds']} s  |  "
-          f"{runtime['backend']} on {runtime['device']}")
+    print(
+        f"records {records}: ok {counts[OK]}, partial {counts[PARTIAL]}, error {counts[ERROR]}{without}  |  "
+        f"{counts['records_per_s']} records/s  |  "
+        f"decoding {counts['decode_seconds']} s, model {counts['model_seconds']} s  |  "
+        f"{runtime['backend']} on {runtime['device']}"
+    )
     for task, r in meta.get("evaluation", {}).items():
         extra = f"  (unknown true labels: {r['unknown_true_labels']})" if r["unknown_true_labels"] else ""
-        scores = (f"subset accuracy {r['subset_acc']:.3f}  micro-F1 {r['f1_micro']:.3f}  macro-F1 {r['f1_macro']:.3f}  "
-                  f"Hamming loss {r['hamming_loss']:.3f}" if r.get("type") == MULTILABEL else
-                  f"accuracy {r['acc']:.3f}  macro-F1 {r['f1_macro']:.3f}")
+        scores = (
+            f"subset accuracy {r['subset_acc']:.3f}  micro-F1 {r['f1_micro']:.3f}  macro-F1 {r['f1_macro']:.3f}  "
+            f"Hamming loss {r['hamming_loss']:.3f}"
+            if r.get("type") == MULTILABEL
+            else f"accuracy {r['acc']:.3f}  macro-F1 {r['f1_macro']:.3f}"
+        )
         print(f"evaluate {task}: {scores}  on {r['records']} records{extra}")
     shares = ", ".join(f"{task} {n / max(records, 1):.1%}" for task, n in tally.auto.items())
-    print(f"review band (precision {review.precision:g} on validation): {records - reviewed} of {records} records "
-          f"auto-decided ({1 - reviewed / max(records, 1):.1%}), {reviewed} need review"
-          f"{'  |  per task: ' + shares if shares else ''}")
+    print(
+        f"review band (precision {review.precision:g} on validation): {records - reviewed} of {records} records "
+        f"auto-decided ({1 - reviewed / max(records, 1):.1%}), {reviewed} need review"
+        f"{'  |  per task: ' + shares if shares else ''}"
+    )
     for row in tally.first_rows:
         shown = {k: row[k] for k in ["id", "status", *tasks, "needs_review"] if k in row}
         print(json.dumps(shown, ensure_ascii=False))

@@ -233,5 +233,8 @@ class OutputFormat(NamedTuple):
 
 
 # The prediction files by suffix, as the manifest readers (:data:`pipeline.data.manifest.ROW_READERS`) read them.
-OUTPUTS = {".jsonl": OutputFormat(_write_jsonl, _read_jsonl), ".csv": OutputFormat(_write_csv, _read_csv),
-           ".parquet": OutputFormat(_write_parquet, _read_parquet)}
+OUTPUTS = {
+    ".jsonl": OutputFormat(_write_jsonl, _read_jsonl),
+    ".csv": OutputFormat(_write_csv, _read_csv),
+    ".parquet": OutputFormat(_write_parquet, _read_parquet),
+}

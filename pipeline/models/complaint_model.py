@@ -63,8 +63,9 @@ class ComplaintModel(nn.Module):
     ``text_encoder``: a name of :data:`pipeline.models.text_encoders.TEXT_ENCODERS`.
     """
 
-    def __init__(self, vocab_size: int, num_classes: dict[str, int], options: NetworkOptions = NetworkOptions(),
-                 pad_id: int = 0):
+    def __init__(
+        self, vocab_size: int, num_classes: dict[str, int], options: NetworkOptions = NetworkOptions(), pad_id: int = 0
+    ):
         super().__init__()
         o = options
         check_options(o)
@@ -102,9 +103,15 @@ class ComplaintModel(nn.Module):
             items["text"] = (vec.unsqueeze(1), (lengths > 0).unsqueeze(1))
             explain["token_weights"] = token_weights
         if "image" in self.modalities and "image" not in items:
-            items["image"] = (encode_present(self.image_encoder, batch["images"], batch["image_mask"]), batch["image_mask"])
+            items["image"] = (
+                encode_present(self.image_encoder, batch["images"], batch["image_mask"]),
+                batch["image_mask"],
+            )
         if "video" in self.modalities and "video" not in items:
-            items["video"] = (encode_present(self.video_encoder, batch["videos"], batch["video_mask"]), batch["video_mask"])
+            items["video"] = (
+                encode_present(self.video_encoder, batch["videos"], batch["video_mask"]),
+                batch["video_mask"],
+            )
         fused, weights = self.fusion({m: items[m] for m in self.modalities})  # (B, F), (B, tokens)
         explain["fusion_weights"] = weights
         explain["layout"] = self.fusion.layout({m: items[m][1].shape[1] for m in self.modalities})
@@ -120,8 +127,12 @@ class ComplaintModel(nn.Module):
             return None
         return self.text_linear(batch["text_ids"], batch["text_lengths"])
 
-    def blend(self, deep: dict[str, torch.Tensor], linear: dict[str, torch.Tensor] | None,
-              deep_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def blend(
+        self,
+        deep: dict[str, torch.Tensor],
+        linear: dict[str, torch.Tensor] | None,
+        deep_weight: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Per task ``w * deep + (1 - w) * linear`` (``w``: ``deep_weight``, default the buffer)."""
         if linear is None:
             return deep

@@ -26,8 +26,9 @@ class AttentionFusion(nn.Module):
         self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in in_dims.items()})
         self.type_embedding = nn.Parameter(torch.randn(len(in_dims), dim) * 0.02)
         self.absent = nn.Parameter(torch.randn(len(in_dims), dim) * 0.02)
-        self.mixer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout,
-                                                batch_first=True, norm_first=True)
+        self.mixer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
+        )
         self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pool = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
@@ -61,7 +62,9 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.modalities = list(in_dims)
         self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m, d in in_dims.items()})
-        self.proj = nn.Sequential(nn.Linear(sum(in_dims.values()), dim), nn.GELU(), nn.Dropout(dropout), nn.LayerNorm(dim))
+        self.proj = nn.Sequential(
+            nn.Linear(sum(in_dims.values()), dim), nn.GELU(), nn.Dropout(dropout), nn.LayerNorm(dim)
+        )
         self.out_dim = dim
 
     layout = staticmethod(AttentionFusion.layout)

@@ -20,7 +20,11 @@ class SmallCNN(nn.Module):
         chans = [3, width, width * 2, width * 4, width * 4]
         blocks = []
         for c_in, c_out in zip(chans, chans[1:]):
-            blocks += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
         self.features = nn.Sequential(*blocks)
         self.proj = nn.Linear(2 * chans[-1], out_dim)
         self.out_dim = out_dim
@@ -59,7 +63,9 @@ class ImageEncoder(nn.Module):
         freeze: keep the backbone's weights (and batch-norm statistics) fixed.
     """
 
-    def __init__(self, backbone: str = "small_cnn", out_dim: int = 128, weights_path: str | None = None, freeze: bool = False):
+    def __init__(
+        self, backbone: str = "small_cnn", out_dim: int = 128, weights_path: str | None = None, freeze: bool = False
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"image backbone {backbone!r} is not one of {BACKBONES}")
@@ -85,7 +91,8 @@ class ImageEncoder(nn.Module):
         if unexpected or len(missing) > 0:
             raise ValueError(
                 f"weights_path {path} does not fit backbone {backbone!r}: "
-                f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+                f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
 
     @property

@@ -10,8 +10,9 @@ import torch
 GROUPED_KEYS = ("text_ids", "text_lengths", "images", "image_mask", "videos", "video_mask")
 
 
-def in_length_groups(predict: Callable[[dict], dict], batch: dict, group_size: int | None,
-                     map_groups: Callable = map) -> dict:
+def in_length_groups(
+    predict: Callable[[dict], dict], batch: dict, group_size: int | None, map_groups: Callable = map
+) -> dict:
     """``predict(batch)``'s output (probabilities and fusion weights), computed in groups.
 
     A batch pads every text to its longest one, and a recurrent encoder pays
@@ -30,7 +31,7 @@ def in_length_groups(predict: Callable[[dict], dict], batch: dict, group_size: i
     indices, groups = order.chunk(math.ceil(B / group_size)), []
     for idx in indices:
         group = {k: batch[k][idx] for k in GROUPED_KEYS}
-        group["text_ids"] = group["text_ids"][:, :max(1, int(lengths[idx].max()))]
+        group["text_ids"] = group["text_ids"][:, : max(1, int(lengths[idx].max()))]
         groups.append(group)
     probs, weights, layout = {}, None, None
     for idx, out in zip(indices, map_groups(predict, groups)):

@@ -47,7 +47,12 @@ class Predicting:
         if self.calibrated:
             logits = self.calibration(logits)
         probs = probabilities(logits, self.multilabel)
-        return {"batch": batch, "probs": probs, "fusion_weights": explain["fusion_weights"], "layout": explain["layout"]}
+        return {
+            "batch": batch,
+            "probs": probs,
+            "fusion_weights": explain["fusion_weights"],
+            "layout": explain["layout"],
+        }
 
 
 class TrainedNetwork(Predicting, nn.Module):

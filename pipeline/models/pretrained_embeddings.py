@@ -17,8 +17,10 @@ def pretrained_input_embeddings(folder: str | Path) -> tuple[dict[str, int], tor
     from pipeline.models.transformer_encoder import has_weights
 
     if not has_weights(folder):
-        raise FileNotFoundError(f"embeddings_from {folder}: no model.safetensors (or pytorch_model.bin) there; "
-                                f"expected a local Hugging Face model folder, nothing is downloaded")
+        raise FileNotFoundError(
+            f"embeddings_from {folder}: no model.safetensors (or pytorch_model.bin) there; "
+            f"expected a local Hugging Face model folder, nothing is downloaded"
+        )
     hf_logging.disable_progress_bar()
     model = AutoModel.from_pretrained(str(folder), local_files_only=True)
     return load_tokenizer(folder).get_vocab(), model.get_input_embeddings().weight.detach().float()
@@ -39,13 +41,16 @@ def project_embeddings(matrix: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def copy_shared_rows(embedding: nn.Embedding, vocab: dict[str, int], source_vocab: dict[str, int],
-                     source: torch.Tensor) -> int:
+def copy_shared_rows(
+    embedding: nn.Embedding, vocab: dict[str, int], source_vocab: dict[str, int], source: torch.Tensor
+) -> int:
     """Set the row of every token of ``vocab`` that ``source_vocab`` also has to its ``source`` row.
 
     Other rows keep their initialisation; the padding row stays zero. Returns how many rows were copied.
     """
-    pairs = [(i, source_vocab[token]) for token, i in vocab.items() if token in source_vocab and i < embedding.num_embeddings]
+    pairs = [
+        (i, source_vocab[token]) for token, i in vocab.items() if token in source_vocab and i < embedding.num_embeddings
+    ]
     if not pairs:
         return 0
     rows, source_rows = (torch.tensor(x) for x in zip(*pairs))

@@ -52,17 +52,32 @@ class LSTMTextEncoder(OwnVocabularyEncoder, nn.Module):
     def from_options(cls, o: NetworkOptions, vocab_size: int, pad_id: int) -> LSTMTextEncoder:
         return cls(vocab_size, o.embed_dim, o.text_hidden, o.text_layers, o.dropout, pad_id)
 
-    def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 128, num_layers: int = 1,
-                 dropout: float = 0.1, pad_id: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 128,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+        pad_id: int = 0,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(embed_dim, hidden_size, num_layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            embed_dim,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         # One-way, one-layer LSTMs run with self.lstm's weights: a plain list, not submodules, so parameters and
         # state dict are self.lstm's alone; on the meta device, so making them draws no random numbers.
-        self._one_way = [nn.LSTM(embed_dim if k == 0 else 2 * hidden_size, hidden_size, batch_first=True, device="meta")
-                         for k in range(num_layers)]
+        self._one_way = [
+            nn.LSTM(embed_dim if k == 0 else 2 * hidden_size, hidden_size, batch_first=True, device="meta")
+            for k in range(num_layers)
+        ]
         self.attention = AdditiveAttention(2 * hidden_size)
         self.out_dim = 4 * hidden_size  # attention-pooled + max-pooled states
 
@@ -78,8 +93,12 @@ class LSTMTextEncoder(OwnVocabularyEncoder, nn.Module):
         for k, one_way in enumerate(self._one_way):
             if k:
                 x = nn.functional.dropout(x, self.lstm.dropout, self.training)
-            ways = [functional_call(one_way, {f"{w}_l0": getattr(self.lstm, f"{w}_l{k}{suffix}") for w in LSTM_WEIGHTS},
-                                    (inputs,))[0] for suffix, inputs in (("", x), ("_reverse", reverse_within(x, lengths)))]
+            ways = [
+                functional_call(
+                    one_way, {f"{w}_l0": getattr(self.lstm, f"{w}_l{k}{suffix}") for w in LSTM_WEIGHTS}, (inputs,)
+                )[0]
+                for suffix, inputs in (("", x), ("_reverse", reverse_within(x, lengths)))
+            ]
             x = torch.cat([ways[0], reverse_within(ways[1], lengths)], dim=-1)
         return x
 
@@ -103,8 +122,15 @@ class TextCNNEncoder(OwnVocabularyEncoder, nn.Module):
     def from_options(cls, o: NetworkOptions, vocab_size: int, pad_id: int) -> TextCNNEncoder:
         return cls(vocab_size, o.embed_dim, o.text_hidden, dropout=o.dropout, pad_id=pad_id)
 
-    def __init__(self, vocab_size: int, embed_dim: int = 128, num_filters: int = 128,
-                 kernel_sizes: tuple[int, ...] = (3, 4, 5), dropout: float = 0.1, pad_id: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 128,
+        num_filters: int = 128,
+        kernel_sizes: tuple[int, ...] = (3, 4, 5),
+        dropout: float = 0.1,
+        pad_id: int = 0,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)

@@ -28,8 +28,10 @@ def build_text_encoder(o: NetworkOptions, vocab_size: int, pad_id: int) -> nn.Mo
 def check_text_options(o: NetworkOptions) -> None:
     """A pretrained encoder needs its folder, and only it takes one."""
     if encoder_class(o.text_encoder).PRETRAINED != (o.text_pretrained is not None) and "text" in o.modalities:
-        raise ValueError(f"text_pretrained={o.text_pretrained!r} with text_encoder {o.text_encoder!r}: a pretrained "
-                         f"encoder needs text_pretrained (a local model folder), and only it takes one")
+        raise ValueError(
+            f"text_pretrained={o.text_pretrained!r} with text_encoder {o.text_encoder!r}: a pretrained "
+            f"encoder needs text_pretrained (a local model folder), and only it takes one"
+        )
 
 
 def pretrained_folder(o: NetworkOptions) -> str | None:
@@ -41,8 +43,9 @@ def check_startable(o: NetworkOptions) -> None:
     """Before a fit: a pretrained encoder's folder holds weights, or it would start untrained."""
     folder = pretrained_folder(o)
     if folder and not has_weights(folder):
-        raise FileNotFoundError(f"model.text_pretrained={folder}: no model.safetensors there, so the "
-                                f"{o.text_encoder} would start untrained")
+        raise FileNotFoundError(
+            f"model.text_pretrained={folder}: no model.safetensors there, so the {o.text_encoder} would start untrained"
+        )
 
 
 def save_text_architecture(o: NetworkOptions, run_dir: Path) -> None:
@@ -62,6 +65,7 @@ def options_for_loading(o: NetworkOptions, run_dir: Path) -> NetworkOptions:
     if not encoder_class(o.text_encoder).PRETRAINED:
         return o
     if not (run_dir / TEXT_MODEL_DIR / "config.json").is_file():
-        raise FileNotFoundError(f"run folder {run_dir} lacks {TEXT_MODEL_DIR}/config.json, the "
-                                f"{o.text_encoder}'s architecture")
+        raise FileNotFoundError(
+            f"run folder {run_dir} lacks {TEXT_MODEL_DIR}/config.json, the {o.text_encoder}'s architecture"
+        )
     return replace(o, text_pretrained=str(run_dir / TEXT_MODEL_DIR))

@@ -51,12 +51,15 @@ class TfidfLinear(nn.Module):
 
     def sparse_features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """:meth:`features` of many texts as one sparse ``(N, V)`` matrix."""
-        return torch.cat([self.features(ids[i:i + CHUNK], lengths[i:i + CHUNK]).to_sparse()
-                          for i in range(0, len(ids), CHUNK)])
+        return torch.cat(
+            [self.features(ids[i : i + CHUNK], lengths[i : i + CHUNK]).to_sparse() for i in range(0, len(ids), CHUNK)]
+        )
 
     def set_idf(self, ids: torch.Tensor, lengths: torch.Tensor) -> None:
         """IDF from the training texts ``ids (N, L)``, ``lengths (N,)``."""
-        df = sum((self._counts(ids[i:i + CHUNK], lengths[i:i + CHUNK]) > 0).sum(0) for i in range(0, len(ids), CHUNK))
+        df = sum(
+            (self._counts(ids[i : i + CHUNK], lengths[i : i + CHUNK]) > 0).sum(0) for i in range(0, len(ids), CHUNK)
+        )
         self.idf.copy_(torch.log((1 + len(ids)) / (1 + df)) + 1)
 
     def logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -68,8 +71,9 @@ class TfidfLinear(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.logits(self.features(ids, lengths))
 
-    def token_contributions(self, ids: torch.Tensor, lengths: torch.Tensor, task: str,
-                            target: torch.Tensor) -> torch.Tensor:
+    def token_contributions(
+        self, ids: torch.Tensor, lengths: torch.Tensor, task: str, target: torch.Tensor
+    ) -> torch.Tensor:
         """Each token's part of ``task``'s logit for class ``target (B,)``: its vocabulary entry's feature times
         weight, shared equally among the entry's repeats. ``(B, L)``; per row they sum to the logit minus the bias."""
         valid = length_mask(lengths, ids.shape[1]) & (ids != self.pad_id)
@@ -85,15 +89,27 @@ class TfidfLinear(nn.Module):
             start += n
         raise KeyError(task)
 
-    def fit(self, features: torch.Tensor, loss: Callable[[dict[str, torch.Tensor]], torch.Tensor], l2: float,
-            max_iter: int = 500) -> None:
+    def fit(
+        self,
+        features: torch.Tensor,
+        loss: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+        l2: float,
+        max_iter: int = 500,
+    ) -> None:
         """Minimise ``loss(logits) + l2 * |weights|^2`` (biases not penalised) from zero, in place."""
         params = [self.weight, self.bias]
         for p in params:
             nn.init.zeros_(p)
             p.requires_grad_(True)
-        optimizer = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=20,
-                                      tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=1,
+            max_iter=max_iter,
+            history_size=20,
+            tolerance_grad=1e-7,
+            tolerance_change=1e-10,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()

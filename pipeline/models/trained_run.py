@@ -97,10 +97,14 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # something weights_only refuses: loading it could run code
-        raise CheckpointError(f"cannot load checkpoint {ckpt_path} safely (weights_only=True): {_first_sentence(e)}") from None
+        raise CheckpointError(
+            f"cannot load checkpoint {ckpt_path} safely (weights_only=True): {_first_sentence(e)}"
+        ) from None
     except Exception as e:  # truncated or damaged files arrive as many types
-        raise CheckpointError(f"checkpoint {ckpt_path} is truncated or corrupt ({type(e).__name__}"
-                              f"{': ' + _first_sentence(e) if str(e) else ''}); use another checkpoint of the run") from None
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} is truncated or corrupt ({type(e).__name__}"
+            f"{': ' + _first_sentence(e) if str(e) else ''}); use another checkpoint of the run"
+        ) from None
     if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{ckpt_path} is not a complaint-pipeline checkpoint (no state_dict / hyper_parameters)")
     labels = LabelSpace.load(run.labels_file)
@@ -122,5 +126,6 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
         )
     model.eval().to(device)
     tokenizer, options = load_reading(run)
-    return LoadedRun(model, tokenizer, labels, options, ckpt_path, sha256(ckpt_path), run.path,
-                     calibrated=not uncalibrated)
+    return LoadedRun(
+        model, tokenizer, labels, options, ckpt_path, sha256(ckpt_path), run.path, calibrated=not uncalibrated
+    )

@@ -67,8 +67,10 @@ class TransformerTextEncoder(nn.Module):
             raise ValueError(f"text_pooling {pooling!r} is not one of {list(POOLINGS)}")
         folder = Path(pretrained)
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"text_pretrained {folder} has no config.json: expected a local Hugging Face "
-                                    f"model folder (config.json, model.safetensors, tokenizer); nothing is downloaded")
+            raise FileNotFoundError(
+                f"text_pretrained {folder} has no config.json: expected a local Hugging Face "
+                f"model folder (config.json, model.safetensors, tokenizer); nothing is downloaded"
+            )
         hf_logging.disable_progress_bar()
         if has_weights(folder):
             self.transformer = AutoModel.from_pretrained(str(folder), local_files_only=True)
@@ -118,7 +120,7 @@ class TransformerTextEncoder(nn.Module):
         B, L = ids.shape
         offset = int(self.cls_id is not None)
         out = ids.new_full((B, L + self.specials), self.pad_id)
-        out[:, offset:offset + L] = ids.masked_fill(~length_mask(lengths, L), self.pad_id)
+        out[:, offset : offset + L] = ids.masked_fill(~length_mask(lengths, L), self.pad_id)
         if self.cls_id is not None:
             out[:, 0] = self.cls_id
         if self.sep_id is not None:
@@ -127,7 +129,7 @@ class TransformerTextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         L = ids.shape[1]
-        ids, lengths = ids[:, :self.max_tokens], lengths.clamp(max=self.max_tokens)  # no Python min: ONNX-traceable
+        ids, lengths = ids[:, : self.max_tokens], lengths.clamp(max=self.max_tokens)  # no Python min: ONNX-traceable
         kept = ids.shape[1]
         full, mask = self.with_specials(ids, lengths)
         states = self.transformer(input_ids=full, attention_mask=mask.long()).last_hidden_state  # (B, kept + s, H)
@@ -140,7 +142,7 @@ class TransformerTextEncoder(nn.Module):
         elif self.pooling == "cls":
             pooled, weights = states[:, 0], None
         else:
-            pooled, weights = self.attention(states[:, offset:offset + kept], length_mask(lengths.clamp(min=1), kept))
+            pooled, weights = self.attention(states[:, offset : offset + kept], length_mask(lengths.clamp(min=1), kept))
         has_text = (lengths > 0).unsqueeze(1)
         if weights is not None:
             weights = nn.functional.pad(weights * has_text, (0, L - kept))  # (B, L), as the input

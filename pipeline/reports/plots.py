@@ -56,8 +56,15 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str, ou
     peak = max(max(r) for r in matrix) or 1
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, int(matrix[i][j]), ha="center", va="center", fontsize=7,
-                    color="white" if matrix[i][j] > peak / 2 else "black")
+            ax.text(
+                j,
+                i,
+                int(matrix[i][j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if matrix[i][j] > peak / 2 else "black",
+            )
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -101,11 +108,19 @@ def reliability_diagram(splits: dict[str, tuple[dict, dict, dict]], multilabel: 
         for ax, task in zip(row, tasks):
             ax.plot([0, 1], [0, 1], color="#999", linewidth=0.8, linestyle="--")
             for when, logits, color in (("raw", raw, "#e45756"), ("calibrated", calibrated, "#4c78a8")):
-                confidence, correct = decisions(probabilities(logits, multilabel)[task], targets[task], task in multilabel)
+                confidence, correct = decisions(
+                    probabilities(logits, multilabel)[task], targets[task], task in multilabel
+                )
                 bins = reliability_bins(confidence, correct, ECE_BINS)
                 ece = expected_calibration_error(confidence, correct)
-                ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", markersize=3, color=color,
-                        label=f"{when} (ECE {ece:.3f})")
+                ax.plot(
+                    [b[0] for b in bins],
+                    [b[1] for b in bins],
+                    marker="o",
+                    markersize=3,
+                    color=color,
+                    label=f"{when} (ECE {ece:.3f})",
+                )
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_title(f"{split} {task}", fontsize=9)
@@ -123,16 +138,29 @@ def comparison_intervals(per_task: dict[str, dict], out: Path) -> Path:
     metrics = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"))
     rows = [(task, name, label) for task in per_task for name, label in metrics if name in per_task[task]]
     fig, (values, differences) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.55 * len(rows)), sharey=True)
-    for y, (task, name, label) in enumerate(rows):
+    for y, (task, name, _label) in enumerate(rows):
         m = per_task[task][name]
         for side, offset, color in (("a", -0.15, "#4c78a8"), ("b", 0.15, "#f58518")):
             low, high = m[f"{side}_ci"]
-            values.errorbar(m[side], y + offset, xerr=[[m[side] - low], [high - m[side]]], fmt="o", color=color,
-                            capsize=3, label=side.upper() if y == 0 else None)
+            values.errorbar(
+                m[side],
+                y + offset,
+                xerr=[[m[side] - low], [high - m[side]]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=side.upper() if y == 0 else None,
+            )
         low, high = m["difference_ci"]
         color = "#54a24b" if low > 0 else "#e45756" if high < 0 else "#888"
-        differences.errorbar(m["difference"], y, xerr=[[m["difference"] - low], [high - m["difference"]]], fmt="o",
-                             color=color, capsize=3)
+        differences.errorbar(
+            m["difference"],
+            y,
+            xerr=[[m["difference"] - low], [high - m["difference"]]],
+            fmt="o",
+            color=color,
+            capsize=3,
+        )
     differences.axvline(0, color="#999", linewidth=0.8, linestyle="--")
     values.set_yticks(range(len(rows)), [f"{task} {label}" for task, _, label in rows], fontsize=8)
     values.invert_yaxis()

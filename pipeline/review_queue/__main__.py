@@ -35,8 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     which = e.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every row with a prediction, not only needs_review")
     which.add_argument("--least-confident", type=int, metavar="N", help="the N rows of lowest confidence")
-    e.add_argument("--label-studio", metavar="URL", help="also import the tasks into this Label Studio "
-                                                         "(default: $LABEL_STUDIO_URL when --api-key is given)")
+    e.add_argument(
+        "--label-studio",
+        metavar="URL",
+        help="also import the tasks into this Label Studio (default: $LABEL_STUDIO_URL when --api-key is given)",
+    )
     e.add_argument("--api-key", help="Label Studio access token (default: $LABEL_STUDIO_API_KEY)")
     e.add_argument("--project", default=PROJECT_TITLE, help=f"Label Studio project title (default: {PROJECT_TITLE!r})")
     i = commands.add_parser("import", help="Label Studio's annotations to a labelled archive")
@@ -44,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     i.add_argument("--output", type=Path, required=True, help="the archive folder to write")
     i.add_argument("--run", help="the run whose tasks and classes the labels belong to (default: the tasks' run)")
     i.add_argument("--input", help="read the attachments from this archive (default: the one each task names)")
-    i.add_argument("--api-key", help="Label Studio access token, for a project's address "
-                                     "(default: $LABEL_STUDIO_API_KEY)")
+    i.add_argument(
+        "--api-key", help="Label Studio access token, for a project's address (default: $LABEL_STUDIO_API_KEY)"
+    )
     i.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
     args = p.parse_args(argv)
     if args.command == "export" and args.least_confident is not None and args.least_confident < 1:
@@ -57,11 +61,18 @@ def export(args: argparse.Namespace) -> None:
     from pipeline.review_queue.export import CONFIG_XML, TASKS_FILE, export_queue
 
     done = export_queue(args.predictions, args.input, args.output, args.run, args.all, args.least_confident)
-    chosen = "all rows" if args.all else f"the {args.least_confident} least confident" if args.least_confident \
+    chosen = (
+        "all rows"
+        if args.all
+        else f"the {args.least_confident} least confident"
+        if args.least_confident
         else "rows that need review"
-    print(f"{len(done.queue)} tasks ({chosen}; {done.rows} rows, {done.without_prediction} without a prediction) "
-          f"-> {args.output / TASKS_FILE}, labelling config {args.output / CONFIG_XML}; "
-          f"{done.photos} photos inline, {done.notes} tasks with notes")
+    )
+    print(
+        f"{len(done.queue)} tasks ({chosen}; {done.rows} rows, {done.without_prediction} without a prediction) "
+        f"-> {args.output / TASKS_FILE}, labelling config {args.output / CONFIG_XML}; "
+        f"{done.photos} photos inline, {done.notes} tasks with notes"
+    )
     if done.not_in_archive:
         shown = ", ".join(done.not_in_archive[:5]) + (", ..." if len(done.not_in_archive) > 5 else "")
         print(f"{len(done.not_in_archive)} row(s) not found in the archive, left out: ids {shown}", file=sys.stderr)
@@ -73,8 +84,10 @@ def export(args: argparse.Namespace) -> None:
         ls, url = client(args.label_studio, args.api_key)
         with answering(url):
             project = push(ls, args.project, done.config, done.queue)
-        print(f"{len(done.queue)} tasks imported into Label Studio project {args.project!r}: "
-              f"open {url}/projects/{project}")
+        print(
+            f"{len(done.queue)} tasks imported into Label Studio project {args.project!r}: "
+            f"open {url}/projects/{project}"
+        )
 
 
 def import_(args: argparse.Namespace) -> None:
@@ -93,14 +106,22 @@ def import_(args: argparse.Namespace) -> None:
         raise ReviewError(f"no run named in the tasks: give --run RUN_FOLDER (its {LABELS_FILE} has the tasks)")
     labels = reviewed_run(run, {}).labels
     done = import_corrections(tasks, labels, args.output, args.input, args.overwrite)
-    print(f"{done.records} reviewed records -> {args.output / MANIFEST} ({done.attachments} attachments copied); "
-          f"left out: {done.skipped} skipped by the reviewer, {done.unfinished} not finished")
+    print(
+        f"{done.records} reviewed records -> {args.output / MANIFEST} ({done.attachments} attachments copied); "
+        f"left out: {done.skipped} skipped by the reviewer, {done.unfinished} not finished"
+    )
     if done.missing_attachments:
-        print(f"{len(done.missing_attachments)} attachment(s) not copied (the record kept without them): "
-              + "; ".join(done.missing_attachments[:3]), file=sys.stderr)
+        print(
+            f"{len(done.missing_attachments)} attachment(s) not copied (the record kept without them): "
+            + "; ".join(done.missing_attachments[:3]),
+            file=sys.stderr,
+        )
     for (task, label), n in sorted(done.unknown_labels.items()):
-        print(f"task {task!r}: label {label!r} ({n} record(s)) is not one of the run's classes "
-              f"{labels.classes[task]}; kept as the reviewer chose it", file=sys.stderr)
+        print(
+            f"task {task!r}: label {label!r} ({n} record(s)) is not one of the run's classes "
+            f"{labels.classes[task]}; kept as the reviewer chose it",
+            file=sys.stderr,
+        )
 
 
 def main(argv=None) -> int:

@@ -37,14 +37,16 @@ def final_annotation(task: dict) -> tuple[dict | None, bool]:
     """``(the latest annotation not skipped, whether one was skipped)``."""
     annotations = task.get("annotations") or []
     done = [a for a in annotations if not a.get("was_cancelled")]
-    latest = max(done, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0),
-                 default=None)
+    latest = max(done, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0), default=None)
     return latest, any(a.get("was_cancelled") for a in annotations)
 
 
 def chosen_labels(annotation: dict) -> dict[str, list[str]]:
-    return {r["from_name"]: list(r.get("value", {}).get("choices", []))
-            for r in annotation.get("result") or [] if r.get("type") == "choices"}
+    return {
+        r["from_name"]: list(r.get("value", {}).get("choices", []))
+        for r in annotation.get("result") or []
+        if r.get("type") == "choices"
+    }
 
 
 def reviewer(annotation: dict) -> str | None:
@@ -118,8 +120,9 @@ def copy_attachments(names: list[str], source: str | None, dest: Path, sources: 
     return copied, problems
 
 
-def import_corrections(tasks: list[dict], labels: LabelSpace, out: Path, archive: str | None = None,
-                       overwrite: bool = False) -> Imported:
+def import_corrections(
+    tasks: list[dict], labels: LabelSpace, out: Path, archive: str | None = None, overwrite: bool = False
+) -> Imported:
     """Write the reviewed records of Label Studio ``tasks`` as the archive folder ``out`` (``complaints.jsonl``
     and the attachments). ``archive`` overrides where the attachments are read (default: the archive each
     task names)."""
@@ -161,4 +164,3 @@ def read_export(path: Path) -> list[dict]:
     if not isinstance(tasks, list):
         raise ReviewError(f"{path}: a Label Studio JSON export is a list of tasks")
     return tasks
-

@@ -86,8 +86,14 @@ class Exported:
         return sum(bool(t["data"]["notes"]) for t in self.queue)
 
 
-def export_queue(predictions: Path, inputs: list[str] | None, out: Path, run: str | None = None,
-                 everything: bool = False, least_confident: int | None = None) -> Exported:
+def export_queue(
+    predictions: Path,
+    inputs: list[str] | None,
+    out: Path,
+    run: str | None = None,
+    everything: bool = False,
+    least_confident: int | None = None,
+) -> Exported:
     """Write ``out/tasks.json`` and ``out/config.xml`` for the chosen rows of ``predictions``."""
     if not predictions.is_file():
         raise ReviewError(f"predictions not found: {predictions}")
@@ -112,9 +118,13 @@ def export_queue(predictions: Path, inputs: list[str] | None, out: Path, run: st
             tasks[str(record.id)] = task_of(row, record, archive, target.labels, origin)
     except (ArchiveError, OSError) as e:
         raise ReviewError(f"--input: {e}") from None
-    done = Exported(queue=[tasks[i] for i in wanted if i in tasks], config=label_config(target.labels), rows=len(rows),
-                    without_prediction=sum(r.get("status") == "error" for r in rows),
-                    not_in_archive=[i for i in wanted if i not in tasks])
+    done = Exported(
+        queue=[tasks[i] for i in wanted if i in tasks],
+        config=label_config(target.labels),
+        rows=len(rows),
+        without_prediction=sum(r.get("status") == "error" for r in rows),
+        not_in_archive=[i for i in wanted if i not in tasks],
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / CONFIG_XML, done.config.encode("utf-8"))
     write_atomic(out / TASKS_FILE, json.dumps(done.queue, ensure_ascii=False, indent=1).encode("utf-8"))

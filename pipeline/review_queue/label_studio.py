@@ -51,8 +51,10 @@ def push(ls, title: str, config: str, tasks: list[dict]) -> int:
     if project is None:
         project = ls.projects.create(title=title, label_config=config)
     elif ls.projects.get(id=project.id).label_config.strip() != config.strip():
-        raise ReviewError(f"Label Studio project {title!r} (id {project.id}) has another labelling config: "
-                          "give another --project title")
+        raise ReviewError(
+            f"Label Studio project {title!r} (id {project.id}) has another labelling config: "
+            "give another --project title"
+        )
     ls.projects.import_tasks(id=project.id, request=tasks)
     return project.id
 
@@ -65,8 +67,11 @@ def pull(source: str, api_key: str | None) -> list[dict]:
         raise ReviewError(f"{source}: a project's address looks like http://HOST:PORT/projects/ID")
     ls, url = client(found.group(1), api_key)
     with answering(url):
-        tasks = json.loads(b"".join(ls.projects.exports.download_sync(int(found.group(2)), export_type="JSON",
-                                                                       download_all_tasks=True)))
+        tasks = json.loads(
+            b"".join(
+                ls.projects.exports.download_sync(int(found.group(2)), export_type="JSON", download_all_tasks=True)
+            )
+        )
         emails = {user.id: user.email for user in ls.users.list()}
     for task in tasks:  # the export names annotators by user id
         for annotation in task.get("annotations") or []:

@@ -41,11 +41,13 @@ def label_config(labels: LabelSpace) -> str:
     clashes = {t.name for t in labels.tasks} & {TEXT_TAG, PHOTOS_TAG, NOTES_TAG}
     if clashes:
         raise ReviewError(f"task name(s) {sorted(clashes)} are this config's own tags: rename the task(s)")
-    lines = ["<View>",
-             '  <Header value="Complaint $complaint_id"/>',
-             f'  <Text name="{TEXT_TAG}" value="$text"/>',
-             f'  <Image name="{PHOTOS_TAG}" valueList="$photos" maxWidth="480px"/>',
-             f'  <Text name="{NOTES_TAG}" value="$notes"/>']
+    lines = [
+        "<View>",
+        '  <Header value="Complaint $complaint_id"/>',
+        f'  <Text name="{TEXT_TAG}" value="$text"/>',
+        f'  <Image name="{PHOTOS_TAG}" valueList="$photos" maxWidth="480px"/>',
+        f'  <Text name="{NOTES_TAG}" value="$notes"/>',
+    ]
     for task in labels.tasks:
         choice = "multiple" if task.type == MULTILABEL else "single"
         lines.append(f"  <Header value={quoteattr(task.name)}/>")
@@ -109,11 +111,21 @@ def task_of(row: dict, record: Record, archive: Archive, labels: LabelSpace, ori
     photos, notes = evidence(record, archive)
     reasons = row.get("review_reasons") or []
     notes = [f"review: {r}" for r in reasons] + notes
-    result = [{"from_name": task, "to_name": TEXT_TAG, "type": "choices", "value": {"choices": values}}
-              for task, values in predicted_labels(row, labels).items()]
+    result = [
+        {"from_name": task, "to_name": TEXT_TAG, "type": "choices", "value": {"choices": values}}
+        for task, values in predicted_labels(row, labels).items()
+    ]
     return {
-        "data": {"complaint_id": record.id, "text": record.text, "photos": photos, "notes": "\n".join(notes),
-                 "attachments": list(record.attachments), "archive": origin.archive, "run": origin.run},
-        "predictions": [{"model_version": Path(origin.run).name, "score": lowest_confidence(row, labels),
-                         "result": result}],
+        "data": {
+            "complaint_id": record.id,
+            "text": record.text,
+            "photos": photos,
+            "notes": "\n".join(notes),
+            "attachments": list(record.attachments),
+            "archive": origin.archive,
+            "run": origin.run,
+        },
+        "predictions": [
+            {"model_version": Path(origin.run).name, "score": lowest_confidence(row, labels), "result": result}
+        ],
     }

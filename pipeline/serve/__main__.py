@@ -24,22 +24,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     d = ServeOptions()
     p = argparse.ArgumentParser(prog="python -m pipeline.serve", description=__doc__.splitlines()[0])
     p.add_argument("run", help="a run folder (or checkpoint) printed by train.py")
-    p.add_argument("--host", default=d.host, choices=["127.0.0.1", "0.0.0.0", "::"],
-                   help="address to listen on (0.0.0.0: every interface, e.g. behind a load balancer)")
+    p.add_argument(
+        "--host",
+        default=d.host,
+        choices=["127.0.0.1", "0.0.0.0", "::"],
+        help="address to listen on (0.0.0.0: every interface, e.g. behind a load balancer)",
+    )
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--workers", type=int, default=d.workers, help="model worker processes (the cores are shared)")
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                   help="requests predicted together at most (1: one at a time)")
-    p.add_argument("--batch-timeout", type=float, default=d.batch_timeout,
-                   help="seconds a worker waits for a batch to fill")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=d.max_batch_size,
+        help="requests predicted together at most (1: one at a time)",
+    )
+    p.add_argument(
+        "--batch-timeout", type=float, default=d.batch_timeout, help="seconds a worker waits for a batch to fill"
+    )
     p.add_argument("--timeout", type=float, default=d.timeout, help="seconds before a request is answered 504")
     p.add_argument("--max-body-mb", type=float, default=d.max_body_mb, help="larger requests are answered 413")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU when there is one)")
     p.add_argument("--backend", default="torch", choices=BACKENDS)
-    p.add_argument("--review-precision", type=float, default=None, metavar="P",
-                   help="the review band's precision (default: the run's)")
-    p.add_argument("--api-key", default=None,
-                   help=f"clients must send it as X-API-Key on /predict and /info (default: ${API_KEY_ENV})")
+    p.add_argument(
+        "--review-precision",
+        type=float,
+        default=None,
+        metavar="P",
+        help="the review band's precision (default: the run's)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"clients must send it as X-API-Key on /predict and /info (default: ${API_KEY_ENV})",
+    )
     return p.parse_args(argv)
 
 
@@ -51,8 +68,9 @@ def main(argv=None) -> int:
         print(INSTALL, file=sys.stderr)
         return 2
     if args.workers < 1 or args.max_batch_size < 1 or args.timeout <= 0 or args.batch_timeout >= args.timeout:
-        print("serve: --workers and --max-batch-size must be at least 1, --timeout above --batch-timeout",
-              file=sys.stderr)
+        print(
+            "serve: --workers and --max-batch-size must be at least 1, --timeout above --batch-timeout", file=sys.stderr
+        )
         return 2
     from pipeline.core.library_noise import silence_library_noise
     from pipeline.inference.defaults import AnalyzerOptions
@@ -66,8 +84,16 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"serve: {e}", file=sys.stderr)
         return 2
-    serve = ServeOptions(args.host, args.port, args.workers, args.max_batch_size, args.batch_timeout, args.timeout,
-                         args.max_body_mb, args.api_key or os.environ.get(API_KEY_ENV) or None)
+    serve = ServeOptions(
+        args.host,
+        args.port,
+        args.workers,
+        args.max_batch_size,
+        args.batch_timeout,
+        args.timeout,
+        args.max_body_mb,
+        args.api_key or os.environ.get(API_KEY_ENV) or None,
+    )
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     server = build_server(run, options, serve, threads)
     del run  # each worker loads its own

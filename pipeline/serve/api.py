@@ -23,8 +23,14 @@ SOURCE = "request"  # the rows' source: where infer.py names the archive and lin
 
 
 class ComplaintAPI(ls.LitAPI):
-    def __init__(self, run: str | Path, options: AnalyzerOptions, threads: int, max_batch_size: int = 1,
-                 batch_timeout: float = 0.0):
+    def __init__(
+        self,
+        run: str | Path,
+        options: AnalyzerOptions,
+        threads: int,
+        max_batch_size: int = 1,
+        batch_timeout: float = 0.0,
+    ):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.run, self.options, self.threads = run, options, threads
 
@@ -37,13 +43,17 @@ class ComplaintAPI(ls.LitAPI):
         self.run_id = self.analyzer.run.run_dir.name
         self.predict(self.decode_request({"id": "warm-up", "text": "warm up", "attachments": []}))  # first call's cost
         logging.getLogger("litserve.loops.simple_loops").addFilter(
-            lambda r: "waiting in the queue for too long" not in r.getMessage())  # the client has its 504
+            lambda r: "waiting in the queue for too long" not in r.getMessage()
+        )  # the client has its 504
 
     def decode_request(self, request: dict) -> tuple:
         """A complaint the guard checked: its record and its attachments as an archive in memory."""
         files = {a["name"]: base64.b64decode(a["data"]) for a in request["attachments"]}
-        record = record_from_dict({"id": request["id"], "text": request["text"],
-                                   "attachments": [a["name"] for a in request["attachments"]]}, SOURCE, self.columns)
+        record = record_from_dict(
+            {"id": request["id"], "text": request["text"], "attachments": [a["name"] for a in request["attachments"]]},
+            SOURCE,
+            self.columns,
+        )
         return MemoryArchive(files, self.limits), record
 
     def batch(self, inputs: list) -> list:

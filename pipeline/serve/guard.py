@@ -95,8 +95,10 @@ class RequestGuard:
     async def forward(self, scope, receive, send, body: bytes) -> None:
         """The checked complaint on to LitServe; 504 when no answer has begun within the time limit."""
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
-        scope = {**scope, "headers": [*headers, (b"content-type", JSON.encode()),
-                                      (b"content-length", str(len(body)).encode())]}
+        scope = {
+            **scope,
+            "headers": [*headers, (b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())],
+        }
         sent, started = False, False
 
         async def replay():
@@ -113,7 +115,8 @@ class RequestGuard:
 
         try:
             await asyncio.wait_for(self.app(scope, replay, watched), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if not started:
-                await JSONResponse({"detail": f"no answer within {self.timeout_s:g} s (--timeout)"},
-                                   status_code=504)(scope, replay, send)
+                await JSONResponse({"detail": f"no answer within {self.timeout_s:g} s (--timeout)"}, status_code=504)(
+                    scope, replay, send
+                )

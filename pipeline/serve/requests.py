@@ -55,8 +55,11 @@ def checked(item: object) -> dict:
             raise BadRequest(400, f"attachments[{i}] ({a['name'][:100]}): data is not valid base64") from None
     if not (text or "").strip() and not attachments:
         raise BadRequest(400, "no text and no attachments: nothing to analyse")
-    return {"id": str(rid).strip(), "text": text or "", "attachments": [{"name": a["name"], "data": a["data"]}
-                                                                       for a in attachments]}
+    return {
+        "id": str(rid).strip(),
+        "text": text or "",
+        "attachments": [{"name": a["name"], "data": a["data"]} for a in attachments],
+    }
 
 
 def from_json(body: bytes) -> dict:
@@ -72,8 +75,9 @@ async def from_form(form) -> dict:
     item: dict = {"attachments": []}
     for key, value in form.multi_items():
         if hasattr(value, "read"):  # an uploaded file
-            item["attachments"].append({"name": value.filename or key,
-                                        "data": base64.b64encode(await value.read()).decode("ascii")})
+            item["attachments"].append(
+                {"name": value.filename or key, "data": base64.b64encode(await value.read()).decode("ascii")}
+            )
         elif key in ("id", "text"):
             item[key] = value
         else:

@@ -38,9 +38,15 @@ def run_info(run, options: AnalyzerOptions, device: str) -> dict:
     """What ``/info`` says of the model: run, tasks and classes, checkpoint checksum, review precision, backend,
     device."""
     precision = run.review_precision if options.review_precision is None else options.review_precision
-    return {"run": run.run_dir.name, "run_dir": str(run.run_dir), "checkpoint_sha256": run.checkpoint_sha256,
-            "tasks": {t.name: list(run.labels.classes[t.name]) for t in run.labels.tasks},
-            "review_precision": precision, "backend": options.backend, "device": device}
+    return {
+        "run": run.run_dir.name,
+        "run_dir": str(run.run_dir),
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "tasks": {t.name: list(run.labels.classes[t.name]) for t in run.labels.tasks},
+        "review_precision": precision,
+        "backend": options.backend,
+        "device": device,
+    }
 
 
 class ComplaintServer(ls.LitServer):
@@ -77,12 +83,26 @@ def build_server(run, options: AnalyzerOptions, serve: ServeOptions, threads: in
     device = resolve_device(options.device, options.backend)
     api = ComplaintAPI(run.run_dir, options, threads, serve.max_batch_size, serve.batch_timeout)
     server = ComplaintServer(
-        api, accelerator="cuda" if device.startswith("cuda") else "cpu", devices=1, workers_per_device=serve.workers,
-        timeout=serve.timeout, model_metadata=run_info(run, options, device), restart_workers=True,
-        middlewares=[(RequestGuard, {"api_key": serve.api_key, "max_body_bytes": int(serve.max_body_mb * 2**20),
-                                     "timeout_s": serve.timeout})],
+        api,
+        accelerator="cuda" if device.startswith("cuda") else "cpu",
+        devices=1,
+        workers_per_device=serve.workers,
+        timeout=serve.timeout,
+        model_metadata=run_info(run, options, device),
+        restart_workers=True,
+        middlewares=[
+            (
+                RequestGuard,
+                {
+                    "api_key": serve.api_key,
+                    "max_body_bytes": int(serve.max_body_mb * 2**20),
+                    "timeout_s": serve.timeout,
+                },
+            )
+        ],
         ready_line=f"serving {run.run_dir} at http://{serve.host}:{serve.port} ({serve.workers} worker(s), "
-                   f"batches of up to {serve.max_batch_size}, {device}, {options.backend})")
+        f"batches of up to {serve.max_batch_size}, {device}, {options.backend})",
+    )
     page = PAGE.read_text(encoding="utf-8")
     server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) != "/"]  # LitServe's
     server.app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)

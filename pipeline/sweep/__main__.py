@@ -23,13 +23,22 @@ POLL_SECONDS = 1.0
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipeline.sweep", description=__doc__.splitlines()[0])
     p.add_argument("sweep", help="the sweep file (YAML)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a fixed key for every trial, over the sweep file's (model.teacher=RUN, data.train=DIR, ...)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fixed key for every trial, over the sweep file's (model.teacher=RUN, data.train=DIR, ...)",
+    )
     p.add_argument("--name", default=None, help="the study and its folder, instead of the sweep file's name")
     p.add_argument("--jobs", type=int, default=1, help="trials at once on this machine, each in its own process")
-    p.add_argument("--storage", default=None, metavar="URL",
-                   help="a database shared by several machines (postgresql://user@host/db); default: a journal "
-                        "file in the sweep folder")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="a database shared by several machines (postgresql://user@host/db); default: a journal "
+        "file in the sweep folder",
+    )
     p.add_argument("--runs-root", default="runs", help="the sweep folder is RUNS_ROOT/sweeps/NAME (default runs)")
     p.add_argument("--report", action="store_true", help="print the trials and the best so far, and stop")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs' processes
@@ -43,18 +52,33 @@ def progress(spec, study) -> tuple[str, tuple]:
 
     c = counts(study)
     best = front(study)
-    shown = (f", best {best[0].values[0]:.4f} (trial {best[0].number})" if best and not spec.speed else
-             f", front of {len(best)}" if best else "")
-    line = (f"sweep {spec.name}: {c['complete'] + c['pruned']}/{spec.trials} done ({c['pruned']} pruned), "
-            f"{c['running']} running, {c['fail']} failed{shown}")
+    shown = (
+        f", best {best[0].values[0]:.4f} (trial {best[0].number})"
+        if best and not spec.speed
+        else f", front of {len(best)}"
+        if best
+        else ""
+    )
+    line = (
+        f"sweep {spec.name}: {c['complete'] + c['pruned']}/{spec.trials} done ({c['pruned']} pruned), "
+        f"{c['running']} running, {c['fail']} failed{shown}"
+    )
     return line, (c["complete"], c["pruned"], c["running"], c["fail"], shown)
 
 
 def start_workers(args: argparse.Namespace, folder: Path) -> list[subprocess.Popen]:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)  # never more threads than cores in all
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "pipeline.sweep", args.sweep, "--worker", "--runs-root", args.runs_root,
-               *[x for pair in args.set for x in ("--set", pair)]]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.sweep",
+        args.sweep,
+        "--worker",
+        "--runs-root",
+        args.runs_root,
+        *[x for pair in args.set for x in ("--set", pair)],
+    ]
     for option in ("storage", "name"):
         if getattr(args, option):
             command += [f"--{option}", getattr(args, option)]
@@ -86,8 +110,11 @@ def supervise(args, spec, study, folder: Path) -> int:
             print(f"{line}, {time.monotonic() - started:.0f} s", flush=True)
             shown = state
     if stopping:
-        print(f"sweep: stopped by {signal.Signals(stopping[0]).name}: the trials cut short are failed, not complete; "
-              f"the same command continues the study", file=sys.stderr)
+        print(
+            f"sweep: stopped by {signal.Signals(stopping[0]).name}: the trials cut short are failed, not complete; "
+            f"the same command continues the study",
+            file=sys.stderr,
+        )
         return exit_status(stopping[0])
     failed = [i for i, w in enumerate(workers) if w.returncode != 0]
     if failed:

@@ -25,12 +25,18 @@ def shown(values: list[float]) -> str:
 
 def trial_row(t: FrozenTrial, alone: dict, members: set[int]) -> dict:
     scores = t.user_attrs.get("scores") or []
-    return {"trial": t.number, "state": t.state.name, "values": t.values, "front": t.number in members,
-            "params": t.params,
-            "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
-            "spread": round(statistics.pstdev(scores), 4) if len(scores) > 1 else None,
-            "epochs": len(t.intermediate_values), "folder": t.user_attrs.get("folder"),
-            "records_per_s_alone": alone.get(str(t.number))}
+    return {
+        "trial": t.number,
+        "state": t.state.name,
+        "values": t.values,
+        "front": t.number in members,
+        "params": t.params,
+        "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
+        "spread": round(statistics.pstdev(scores), 4) if len(scores) > 1 else None,
+        "epochs": len(t.intermediate_values),
+        "folder": t.user_attrs.get("folder"),
+        "records_per_s_alone": alone.get(str(t.number)),
+    }
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
@@ -61,14 +67,30 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     written = []
     two = len(study.directions) > 1
-    wanted = [("history", lambda: plots.plot_optimization_history(
-        study, target=(lambda t: t.values[0]) if two else None, target_name="validation macro-F1"))]
+    wanted = [
+        (
+            "history",
+            lambda: plots.plot_optimization_history(
+                study, target=(lambda t: t.values[0]) if two else None, target_name="validation macro-F1"
+            ),
+        )
+    ]
     if len(complete) > 1 and study.get_trials(deepcopy=False)[0].params:
-        wanted.append(("importances", lambda: plots.plot_param_importances(
-            study, target=(lambda t: t.values[0]) if two else None, target_name="validation macro-F1")))
+        wanted.append(
+            (
+                "importances",
+                lambda: plots.plot_param_importances(
+                    study, target=(lambda t: t.values[0]) if two else None, target_name="validation macro-F1"
+                ),
+            )
+        )
     if two:
-        wanted.append(("pareto_front", lambda: plots.plot_pareto_front(
-            study, target_names=["validation macro-F1", "records/s (sweeping)"])))
+        wanted.append(
+            (
+                "pareto_front",
+                lambda: plots.plot_pareto_front(study, target_names=["validation macro-F1", "records/s (sweeping)"]),
+            )
+        )
     for name, draw in wanted:
         try:
             axes = draw()
@@ -94,17 +116,25 @@ def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool
         row = trial_row(t, alone, numbers)
         values = shown(t.values) if t.values else "-"
         spread = f" sd {row['spread']}" if row["spread"] is not None else ""
-        lines.append(f"{t.number:>5}  {t.state.name:8}  {values + spread:22}  {row['seconds'] or '-':>7}  "
-                     f"{json.dumps(t.params)}  {row['folder'] or ''}")
+        lines.append(
+            f"{t.number:>5}  {t.state.name:8}  {values + spread:22}  {row['seconds'] or '-':>7}  "
+            f"{json.dumps(t.params)}  {row['folder'] or ''}"
+        )
     if members:
         best = members[0] if not spec.speed else max(members, key=lambda t: t.values[0])
         (folder / BEST_FILE).write_text(yaml.safe_dump(trial_config(spec, best.params, BASE_SEED), sort_keys=False))
         title = "Pareto front (validation macro-F1, records/s)" if spec.speed else "best"
-        lines.append(f"{title}: " + "; ".join(
-            f"trial {t.number} {shown(t.values)}"
-            + (f" (alone: {alone[str(t.number)]} records/s)" if str(t.number) in alone else "")
-            for t in members))
-        lines.append(f"{BEST_FILE}: trial {best.number}: train.py fit "
-                     f"{' '.join('--config ' + c for c in spec.configs)} --config {folder / BEST_FILE}")
+        lines.append(
+            f"{title}: "
+            + "; ".join(
+                f"trial {t.number} {shown(t.values)}"
+                + (f" (alone: {alone[str(t.number)]} records/s)" if str(t.number) in alone else "")
+                for t in members
+            )
+        )
+        lines.append(
+            f"{BEST_FILE}: trial {best.number}: train.py fit "
+            f"{' '.join('--config ' + c for c in spec.configs)} --config {folder / BEST_FILE}"
+        )
     lines += [f"plot: {p}" for p in write_plots(study, folder)]
     return lines

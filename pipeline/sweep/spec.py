@@ -34,8 +34,19 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 PARTS = ("network", "blend")
 KINDS = ("float", "int", "categorical")
-FILE_KEYS = ("name", "configs", "fixed", "space", "first", "objective", "seeds", "trials", "timeout_minutes",
-             "sampler", "pruner")
+FILE_KEYS = (
+    "name",
+    "configs",
+    "fixed",
+    "space",
+    "first",
+    "objective",
+    "seeds",
+    "trials",
+    "timeout_minutes",
+    "sampler",
+    "pruner",
+)
 
 
 class SweepError(Exception):
@@ -91,8 +102,10 @@ class SweepSpec:
 
 def dimension(key: str, given) -> Dimension:
     if not isinstance(given, dict):
-        raise SweepError(f"space.{key}: expected {{float: [low, high]}}, {{int: [low, high]}} or "
-                         f"{{categorical: [...]}}, got {given!r}")
+        raise SweepError(
+            f"space.{key}: expected {{float: [low, high]}}, {{int: [low, high]}} or "
+            f"{{categorical: [...]}}, got {given!r}"
+        )
     kinds = [k for k in KINDS if k in given]
     extra = [k for k in given if k not in (*KINDS, "log", "step")]
     if len(kinds) != 1 or extra:
@@ -121,8 +134,10 @@ def check_keys(keys: list[str], where: str, known: set[str]) -> None:
     wrong = [k for k in keys if k not in known]
     if wrong:
         hints = did_you_mean(wrong, known)
-        raise SweepError(f"{where}: {', '.join(repr(k) for k in wrong)} is not a key train.py accepts"
-                         f"{'; ' + ' '.join(hints) if hints else ''}")
+        raise SweepError(
+            f"{where}: {', '.join(repr(k) for k in wrong)} is not a key train.py accepts"
+            f"{'; ' + ' '.join(hints) if hints else ''}"
+        )
 
 
 def overrides(pairs: list[str]) -> dict:
@@ -172,11 +187,20 @@ def load_spec(path: str | Path, known_keys: set[str], name: str | None = None, f
     part, speed = objective.get("part", "network"), bool(objective.get("speed", False))
     pruner = given.get("pruner") or {}
     spec = SweepSpec(
-        name=str(name or given.get("name") or path.stem), configs=configs,
-        dimensions=tuple(dimension(k, v) for k, v in space.items()), fixed=dict(fixed), first=tuple(first), part=part,
-        speed=speed, seeds=int(given.get("seeds", 1)), trials=int(given.get("trials", 20)),
-        timeout_minutes=given.get("timeout_minutes"), sampler=str(given.get("sampler", "nsga2" if speed else "tpe")),
-        pruner=str(pruner.get("kind", "median")), warmup_epochs=int(pruner.get("warmup_epochs", 1)))
+        name=str(name or given.get("name") or path.stem),
+        configs=configs,
+        dimensions=tuple(dimension(k, v) for k, v in space.items()),
+        fixed=dict(fixed),
+        first=tuple(first),
+        part=part,
+        speed=speed,
+        seeds=int(given.get("seeds", 1)),
+        trials=int(given.get("trials", 20)),
+        timeout_minutes=given.get("timeout_minutes"),
+        sampler=str(given.get("sampler", "nsga2" if speed else "tpe")),
+        pruner=str(pruner.get("kind", "median")),
+        warmup_epochs=int(pruner.get("warmup_epochs", 1)),
+    )
     if spec.part not in PARTS:
         raise SweepError(f"objective.part {spec.part!r}: expected one of {list(PARTS)}")
     if spec.sampler not in SAMPLERS:
@@ -184,8 +208,9 @@ def load_spec(path: str | Path, known_keys: set[str], name: str | None = None, f
     if spec.pruner not in PRUNERS:
         raise SweepError(f"pruner.kind {spec.pruner!r}: expected one of {list(PRUNERS)}")
     if spec.speed and spec.pruner != "none":
-        raise SweepError("pruner: Optuna prunes single-objective studies only; with objective.speed set pruner: "
-                         "{kind: none}")
+        raise SweepError(
+            "pruner: Optuna prunes single-objective studies only; with objective.speed set pruner: {kind: none}"
+        )
     if spec.seeds < 1 or spec.trials < 1:
         raise SweepError(f"seeds {spec.seeds}, trials {spec.trials}: expected 1 or more")
     if spec.sampler == "grid":

@@ -36,8 +36,12 @@ def open_storage(folder: Path, url: str | None):
         raise SweepError(f"--storage {url}: expected a database URL such as postgresql://user@host/db")
     for attempt in range(3):  # machines started together race to create the tables: the loser finds them
         try:
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=6 * HEARTBEAT_SECONDS,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=6 * HEARTBEAT_SECONDS,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
         except Exception as e:  # the driver's errors arrive as many types
             if "already exists" in str(e) and attempt < 2:
                 time.sleep(1 + attempt)
@@ -70,11 +74,19 @@ def quiet_optuna() -> None:
 
 
 def open_study(spec: SweepSpec, storage) -> optuna.Study:
-    study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions,
-                                sampler=sampler_of(spec), pruner=pruner_of(spec), load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        directions=spec.directions,
+        sampler=sampler_of(spec),
+        pruner=pruner_of(spec),
+        load_if_exists=True,
+    )
     if study.directions != [optuna.study.StudyDirection.MAXIMIZE] * len(spec.directions):
-        raise SweepError(f"study {spec.name!r} in this storage has {len(study.directions)} objective(s); the sweep "
-                         f"file asks for {len(spec.directions)}: give it another name")
+        raise SweepError(
+            f"study {spec.name!r} in this storage has {len(study.directions)} objective(s); the sweep "
+            f"file asks for {len(spec.directions)}: give it another name"
+        )
     return study
 
 

@@ -95,8 +95,10 @@ def work(spec: SweepSpec, study: optuna.Study, storage, folder: Path) -> int:
             traceback.print_exc()
             failures += 1
             if failures >= FAILURES_IN_A_ROW:
-                print(f"sweep worker: {failures} trials in a row failed; stopping (see the tracebacks above)",
-                      file=sys.stderr)
+                print(
+                    f"sweep worker: {failures} trials in a row failed; stopping (see the tracebacks above)",
+                    file=sys.stderr,
+                )
                 return 1
             continue
         failures = 0

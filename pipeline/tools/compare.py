@@ -42,8 +42,11 @@ class CompareError(Exception):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.split("\n\n")[0],
-                                epilog="exit status: 0 B better, 1 B worse, 3 neither, 2 error")
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.compare",
+        description=__doc__.split("\n\n")[0],
+        epilog="exit status: 0 B better, 1 B worse, 3 neither, 2 error",
+    )
     p.add_argument("a", metavar="A", help="run folder, checkpoint, or prediction file of infer.py --evaluate")
     p.add_argument("b", metavar="B", help="the same for the challenger")
     p.add_argument("--input", nargs="+", help="labelled archive(s) both runs predict (needed for run folders)")
@@ -71,8 +74,10 @@ def predicted_rows(source: str, inputs: list[str] | None, device: str, num_worke
     analyzer = ComplaintAnalyzer.from_checkpoint(source, device=device)
     print(f"predicting {', '.join(inputs)} with {source} ...", file=sys.stderr, flush=True)
     heavy = ("modality_weights", "review_reasons", "warnings")  # what a comparison never reads
-    return [{k: v for k, v in row.items() if k not in heavy and not k.endswith("_probs")}
-            for row in analyzer.predict(inputs, num_workers=num_workers, evaluate=True)]
+    return [
+        {k: v for k, v in row.items() if k not in heavy and not k.endswith("_probs")}
+        for row in analyzer.predict(inputs, num_workers=num_workers, evaluate=True)
+    ]
 
 
 def aligned(rows_a: list[dict], rows_b: list[dict]) -> list[tuple[dict, dict]]:
@@ -83,13 +88,13 @@ def aligned(rows_a: list[dict], rows_b: list[dict]) -> list[tuple[dict, dict]]:
     pairs = [(r, by_id[r["id"]]) for r in rows_a if r["id"] in by_id]
     if not pairs:
         raise CompareError("A and B share no record id: were they made from the same archive?")
-    print(f"A has {len(rows_a)} rows, B {len(rows_b)}: comparing the {len(pairs)} records both have",
-          file=sys.stderr)
+    print(f"A has {len(rows_a)} rows, B {len(rows_b)}: comparing the {len(pairs)} records both have", file=sys.stderr)
     return pairs
 
 
-def compare_task(task: str, pairs: list[tuple[dict, dict]], alpha: float, resamples: int, seed: int,
-                 examples: int) -> dict:
+def compare_task(
+    task: str, pairs: list[tuple[dict, dict]], alpha: float, resamples: int, seed: int, examples: int
+) -> dict:
     labelled = [(a, b) for a, b in pairs if a.get(f"{task}_true") not in (None, "", [])]
     if not labelled:
         raise CompareError(f"task {task}: no record has a true label")
@@ -106,15 +111,26 @@ def compare_task(task: str, pairs: list[tuple[dict, dict]], alpha: float, resamp
     metrics = {}
     for name in ("accuracy", "f1_macro", "f1_micro") if multilabel else ("accuracy", "f1_macro"):
         a, b = getattr(whole_a, name)[0], getattr(whole_b, name)[0]
-        metrics[name] = {"a": round(float(a), 4), "a_ci": _rounded(interval(getattr(boot_a, name))),
-                         "b": round(float(b), 4), "b_ci": _rounded(interval(getattr(boot_b, name))),
-                         "difference": round(float(b - a), 4),
-                         "difference_ci": _rounded(interval(getattr(boot_b, name) - getattr(boot_a, name)))}
+        metrics[name] = {
+            "a": round(float(a), 4),
+            "a_ci": _rounded(interval(getattr(boot_a, name))),
+            "b": round(float(b), 4),
+            "b_ci": _rounded(interval(getattr(boot_b, name))),
+            "difference": round(float(b - a), 4),
+            "difference_ci": _rounded(interval(getattr(boot_b, name) - getattr(boot_a, name))),
+        }
     disagreements = [
-        {"id": ra["id"], "true": ra[f"{task}_true"], "a": ra.get(task), "a_confidence": ra.get(f"{task}_confidence"),
-         "b": rb.get(task), "b_confidence": rb.get(f"{task}_confidence"),
-         "right": "A" if x else "B" if y else "neither"}
-        for (ra, rb), sa, sb, x, y in zip(labelled, said_a, said_b, right_a, right_b) if sa != sb
+        {
+            "id": ra["id"],
+            "true": ra[f"{task}_true"],
+            "a": ra.get(task),
+            "a_confidence": ra.get(f"{task}_confidence"),
+            "b": rb.get(task),
+            "b_confidence": rb.get(f"{task}_confidence"),
+            "right": "A" if x else "B" if y else "neither",
+        }
+        for (ra, rb), sa, sb, x, y in zip(labelled, said_a, said_b, right_a, right_b)
+        if sa != sb
     ]
     return {
         "records": len(labelled),
@@ -138,29 +154,41 @@ def overall(per_task: dict[str, dict]) -> str:
 
 
 def summary_text(result: dict) -> str:
-    lines = [f"A: {result['a']}", f"B: {result['b']}",
-             f"{result['records']} records; {result['resamples']} paired bootstrap resamples (seed {result['seed']}), "
-             f"95% intervals; McNemar exact test at alpha {result['alpha']:g}"]
+    lines = [
+        f"A: {result['a']}",
+        f"B: {result['b']}",
+        f"{result['records']} records; {result['resamples']} paired bootstrap resamples (seed {result['seed']}), "
+        f"95% intervals; McNemar exact test at alpha {result['alpha']:g}",
+    ]
     for task, r in result["tasks"].items():
         lines.append(f"{task} ({r['records']} labelled records)")
-        names = (("accuracy", "subset accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1")) \
-            if r["type"] == "multilabel" else (("accuracy", "accuracy"), ("f1_macro", "macro-F1"))
+        names = (
+            (("accuracy", "subset accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"))
+            if r["type"] == "multilabel"
+            else (("accuracy", "accuracy"), ("f1_macro", "macro-F1"))
+        )
         width = max(len(label) for _, label in names)
         for name, label in names:
             m = r[name]
-            lines.append(f"  {label:{width}} A {m['a']:.3f} [{m['a_ci'][0]:.3f}, {m['a_ci'][1]:.3f}]  "
-                         f"B {m['b']:.3f} [{m['b_ci'][0]:.3f}, {m['b_ci'][1]:.3f}]  "
-                         f"B-A {m['difference']:+.3f} [{m['difference_ci'][0]:+.3f}, {m['difference_ci'][1]:+.3f}]")
+            lines.append(
+                f"  {label:{width}} A {m['a']:.3f} [{m['a_ci'][0]:.3f}, {m['a_ci'][1]:.3f}]  "
+                f"B {m['b']:.3f} [{m['b_ci'][0]:.3f}, {m['b_ci'][1]:.3f}]  "
+                f"B-A {m['difference']:+.3f} [{m['difference_ci'][0]:+.3f}, {m['difference_ci'][1]:+.3f}]"
+            )
         mc = r["mcnemar"]
-        lines.append(f"  McNemar: only A right {mc['a_only_right']}, only B right {mc['b_only_right']}, "
-                     f"p = {mc['p_value']:.3g}; agreement {r['agreement']:.1%}; verdict: {r['verdict']}")
+        lines.append(
+            f"  McNemar: only A right {mc['a_only_right']}, only B right {mc['b_only_right']}, "
+            f"p = {mc['p_value']:.3g}; agreement {r['agreement']:.1%}; verdict: {r['verdict']}"
+        )
     lines.append(f"verdict: {result['verdict']} (exit {EXIT[result['verdict']]})")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.alpha < 1 or args.resamples < 1:
-        raise CompareError(f"--alpha {args.alpha} / --resamples {args.resamples}: expected 0 < alpha < 1 and at least 1")
+        raise CompareError(
+            f"--alpha {args.alpha} / --resamples {args.resamples}: expected 0 < alpha < 1 and at least 1"
+        )
     rows_a = predicted_rows(args.a, args.input, args.device, args.num_workers)
     rows_b = predicted_rows(args.b, args.input, args.device, args.num_workers)
     if not rows_a or not rows_b:
@@ -170,8 +198,17 @@ def run(args: argparse.Namespace) -> int:
         raise CompareError("no task with true labels in both: prediction files must come from infer.py --evaluate")
     pairs = aligned(rows_a, rows_b)
     per_task = {t: compare_task(t, pairs, args.alpha, args.resamples, args.seed, args.examples) for t in tasks}
-    result = {"a": args.a, "b": args.b, "input": args.input, "records": len(pairs), "alpha": args.alpha,
-              "resamples": args.resamples, "seed": args.seed, "tasks": per_task, "verdict": overall(per_task)}
+    result = {
+        "a": args.a,
+        "b": args.b,
+        "input": args.input,
+        "records": len(pairs),
+        "alpha": args.alpha,
+        "resamples": args.resamples,
+        "seed": args.seed,
+        "tasks": per_task,
+        "verdict": overall(per_task),
+    }
     text = summary_text(result)
     print(text)
     if args.output:

@@ -4,7 +4,8 @@ Reads every record and attachment of an archive, without training, and
 reports what a run would meet: duplicate ids, empty or very long texts,
 records with no evidence at all (no text and no readable attachment: training
 leaves them out, inference gives them no prediction), attachments by kind,
-failures by reason (with complaint ids and paths) and label distributions. Exit 0 whenever the archive could be read, 2 when not.
+failures by reason (with complaint ids and paths) and label distributions. Exit 0 whenever the archive could be read,
+2 when not.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ MIN_CLASS_COUNT = 5  # as data.min_class_count
 PROBE = MediaSpec(image_size=32, video_frames=2)  # decoding small still finds corrupt files
 
 
-def scan(path: str, columns, limits, decode: bool = True, progress=None, min_class_count: int = MIN_CLASS_COUNT) -> dict:
+def scan(
+    path: str, columns, limits, decode: bool = True, progress=None, min_class_count: int = MIN_CLASS_COUNT
+) -> dict:
     archive = open_archive(path, limits)
     spec = MediaSpec(PROBE.image_size, PROBE.video_frames, limits)
     reader = ManifestReader(archive, columns)
@@ -47,14 +50,20 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None, min_cla
         for record in reader:
             counts["records"] += 1
             if record.error:
-                record_errors[record.error.split(":")[0]].append({"id": record.id, "source": record.source, "detail": record.error})
+                record_errors[record.error.split(":")[0]].append(
+                    {"id": record.id, "source": record.source, "detail": record.error}
+                )
                 continue
             for warning in record.warnings:  # usable, with a problem: e.g. text_encoding
-                record_errors[warning.split(":")[0]].append({"id": record.id, "source": record.source, "detail": warning})
+                record_errors[warning.split(":")[0]].append(
+                    {"id": record.id, "source": record.source, "detail": warning}
+                )
             if not record.text.strip():
                 record_errors["empty text"].append({"id": record.id, "source": record.source})
             elif len(record.text) > LONG_TEXT_CHARS:
-                record_errors["very long text"].append({"id": record.id, "source": record.source, "chars": len(record.text)})
+                record_errors["very long text"].append(
+                    {"id": record.id, "source": record.source, "chars": len(record.text)}
+                )
             if record.text:
                 text_chars.append(len(record.text))
             counts["with attachments"] += bool(record.attachments)
@@ -95,8 +104,9 @@ def scan(path: str, columns, limits, decode: bool = True, progress=None, min_cla
     }
 
 
-def check_attachments(record, archive, spec: MediaSpec, decode: bool, kinds: Counter,
-                      failures: dict[str, list]) -> tuple[int, int]:
+def check_attachments(
+    record, archive, spec: MediaSpec, decode: bool, kinds: Counter, failures: dict[str, list]
+) -> tuple[int, int]:
     """Read (and decode, small) each attachment of ``record``, counting kinds and failures; returns how many
     were readable and how many of those carry a GPS position."""
     readable = gps = 0
@@ -119,7 +129,10 @@ def render(report: dict) -> str:
         f"text      non-empty: median {report['text_chars']['median']} chars, max {report['text_chars']['max']}",
     ]
     lines += [f"note      {n}" for n in report["notes"]]
-    for title, problems in (("record problems", report["record_problems"]), ("attachment failures", report["attachment_failures"])):
+    for title, problems in (
+        ("record problems", report["record_problems"]),
+        ("attachment failures", report["attachment_failures"]),
+    ):
         if not problems:
             lines.append(f"{title}: none")
             continue
@@ -142,8 +155,10 @@ def render(report: dict) -> str:
         rare = report["rare_labels"][column]
         if rare:
             listed = ", ".join(f"{k}: {v}" for k, v in list(rare.items())[:12])
-            lines.append(f"  rare (fewer than {report['min_class_count']} records, see data.rare_classes): "
-                         f"{len(rare)}: {listed}{' ...' if len(rare) > 12 else ''}")
+            lines.append(
+                f"  rare (fewer than {report['min_class_count']} records, see data.rare_classes): "
+                f"{len(rare)}: {listed}{' ...' if len(rare) > 12 else ''}"
+            )
     lines.append(f"scanned in {report['seconds']} s")
     return "\n".join(lines)
 
@@ -153,22 +168,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("archive", help="folder, .zip, .tar(.gz), or a manifest file")
     add_column_options(parser)
     parser.add_argument("--label-column", action="append", default=[], help="label column to summarise; repeatable")
-    parser.add_argument("--against", metavar="OTHER",
-                        help="an archive to compare texts with (e.g. the test set): exact and near-duplicate "
-                             "texts of ARCHIVE (as training) in OTHER")
-    parser.add_argument("--min-class-count", type=int, default=MIN_CLASS_COUNT,
-                        help=f"labels with fewer records are reported as rare (default {MIN_CLASS_COUNT})")
-    parser.add_argument("--no-decode", action="store_true", help="check attachments exist and fit the limits, without decoding")
+    parser.add_argument(
+        "--against",
+        metavar="OTHER",
+        help="an archive to compare texts with (e.g. the test set): exact and near-duplicate "
+        "texts of ARCHIVE (as training) in OTHER",
+    )
+    parser.add_argument(
+        "--min-class-count",
+        type=int,
+        default=MIN_CLASS_COUNT,
+        help=f"labels with fewer records are reported as rare (default {MIN_CLASS_COUNT})",
+    )
+    parser.add_argument(
+        "--no-decode", action="store_true", help="check attachments exist and fit the limits, without decoding"
+    )
     add_limit_options(parser)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
-    progress = None if args.json or not sys.stderr.isatty() else (
-        lambda n, s: print(f"\r{n} records, {n / max(s, 1e-9):.0f}/s", end="", file=sys.stderr)
+    progress = (
+        None
+        if args.json or not sys.stderr.isatty()
+        else (lambda n, s: print(f"\r{n} records, {n / max(s, 1e-9):.0f}/s", end="", file=sys.stderr))
     )
     try:
         report = scan(
-            args.archive, columns_from_args(args, DataOptions(redact=False).columns(args.label_column)), limits_from_args(args),
-            decode=not args.no_decode, progress=progress, min_class_count=args.min_class_count,
+            args.archive,
+            columns_from_args(args, DataOptions(redact=False).columns(args.label_column)),
+            limits_from_args(args),
+            decode=not args.no_decode,
+            progress=progress,
+            min_class_count=args.min_class_count,
         )
         if args.against:
             columns = columns_from_args(args, DataOptions(redact=False).columns())
@@ -182,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
     print(json.dumps(report, ensure_ascii=False) if args.json else render(report))
     if args.against and not args.json:
-        print(leaks.describe(args.against, len(other)) if leaks.exact or leaks.near
-              else f"leakage: no text of {args.against} is in {args.archive}, exactly or nearly")
+        print(
+            leaks.describe(args.against, len(other))
+            if leaks.exact or leaks.near
+            else f"leakage: no text of {args.against} is in {args.archive}, exactly or nearly"
+        )
     return 0
 
 

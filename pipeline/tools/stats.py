@@ -68,11 +68,19 @@ class Scores:
     f1_micro: np.ndarray
 
 
-def paired_bootstrap(true: list, a: list, b: list, resamples: int = RESAMPLES,
-                     seed: int = SEED) -> tuple[Scores, Scores, Scores, Scores]:
+def paired_bootstrap(
+    true: list, a: list, b: list, resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[Scores, Scores, Scores, Scores]:
     """``(A, B)`` on the records as they are, then ``(A, B)`` on ``resamples`` paired bootstrap resamples."""
-    classes = sorted({c for answers in (true, a, b) for x in answers if x is not None
-                      for c in (x if isinstance(x, (list, tuple)) else [x])})
+    classes = sorted(
+        {
+            c
+            for answers in (true, a, b)
+            for x in answers
+            if x is not None
+            for c in (x if isinstance(x, (list, tuple)) else [x])
+        }
+    )
     cells = Counter((answer_key(t), answer_key(x), answer_key(y)) for t, x, y in zip(true, a, b))
     keys = list(cells)
     counts = np.array([cells[k] for k in keys], dtype=np.int64)

@@ -33,24 +33,37 @@ class Blend:
         """The network weights each epoch's metrics are computed for (None: the model as it is)."""
         return DEEP_WEIGHTS if self.active else (None,)
 
-    def fit(self, train: tuple, val: tuple, task_classes: dict[str, list[str]], multilabel: set[str],
-            loss: Callable[[dict, dict], torch.Tensor]) -> dict[str, float] | None:
+    def fit(
+        self,
+        train: tuple,
+        val: tuple,
+        task_classes: dict[str, list[str]],
+        multilabel: set[str],
+        loss: Callable[[dict, dict], torch.Tensor],
+    ) -> dict[str, float] | None:
         """Solve the regression on ``train``'s texts, each ``C`` scored on ``val`` (see
         :func:`fit_text_linear`); the chosen ``C`` per task."""
         if not self.active:
             return None
-        return fit_text_linear(self.model.text_linear, train, val, self.options.text_linear_c, task_classes,
-                               multilabel, loss)
+        return fit_text_linear(
+            self.model.text_linear, train, val, self.options.text_linear_c, task_classes, multilabel, loss
+        )
 
-    def fit_on(self, datamodule, task_classes: dict[str, list[str]], multilabel: set[str],
-               loss: Callable[[dict, dict], torch.Tensor]) -> dict[str, float] | None:
+    def fit_on(
+        self,
+        datamodule,
+        task_classes: dict[str, list[str]],
+        multilabel: set[str],
+        loss: Callable[[dict, dict], torch.Tensor],
+    ) -> dict[str, float] | None:
         """:meth:`fit` on the data module's training and validation texts."""
         if not self.active:
             return None
         if not hasattr(datamodule, "text_tensors"):
             raise TypeError("model.text_linear needs a data module with text_tensors() (ComplaintDataModule)")
-        return self.fit(datamodule.text_tensors("train"), datamodule.text_tensors("val"), task_classes, multilabel,
-                        loss)
+        return self.fit(
+            datamodule.text_tensors("train"), datamodule.text_tensors("val"), task_classes, multilabel, loss
+        )
 
     def network_alone(self) -> None:
         """During a fit: the network alone, until :meth:`choose`."""
@@ -65,8 +78,10 @@ class Blend:
         """Task ``i``'s values to log beside the model's: the regression alone and the blend's weight."""
         if not self.active:
             return {}
-        return {"tfidf_f1_macro": candidates[DEEP_WEIGHTS.index(TFIDF)]["f1_macro"],
-                "deep_weight": self.model.deep_weight[i]}
+        return {
+            "tfidf_f1_macro": candidates[DEEP_WEIGHTS.index(TFIDF)]["f1_macro"],
+            "deep_weight": self.model.deep_weight[i],
+        }
 
     def report(self, i: int, candidates: list[dict]) -> dict:
         """Task ``i``'s ``deep_weight`` and the ``network`` and ``tfidf`` parts alone (accuracy, macro-F1)."""

@@ -58,18 +58,31 @@ class ComplaintCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--runs_root", default="runs", help="folder holding the run folders")
-        parser.add_argument("--experiment", default=None,
-                            help="run folder group (default: the last --config file's name)")
-        parser.add_argument("--review_precision", type=float, default=DEFAULT_PRECISION,
-                            help="precision the review band's thresholds reach on validation (infer.py's default)")
+        parser.add_argument(
+            "--experiment", default=None, help="run folder group (default: the last --config file's name)"
+        )
+        parser.add_argument(
+            "--review_precision",
+            type=float,
+            default=DEFAULT_PRECISION,
+            help="precision the review band's thresholds reach on validation (infer.py's default)",
+        )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/f1_macro", "early_stopping.mode": "max",
-                             "early_stopping.patience": 6})
+        parser.set_defaults(
+            {"early_stopping.monitor": "val/f1_macro", "early_stopping.mode": "max", "early_stopping.patience": 6}
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # last.ckpt is CheckpointOnSigterm's, written at every epoch's end; ModelCheckpoint's own would find it
         # there and write last-v1.ckpt beside it, which --ckpt_path last could then pick
-        parser.set_defaults({"checkpoint.monitor": "val/f1_macro", "checkpoint.mode": "max", "checkpoint.save_last": False,
-                             "checkpoint.filename": "best-epoch{epoch:02d}", "checkpoint.auto_insert_metric_name": False})
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/f1_macro",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": False,
+                "checkpoint.filename": "best-epoch{epoch:02d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
         for name in ("vocab_size", "task_classes", "class_counts", "multilabel_tasks", "pad_id"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
         parser.link_arguments("model.teacher", "data.teacher")
@@ -86,8 +99,10 @@ class ComplaintCLI(LightningCLI):
         if folder:
             given = data["tokenizer_path"]
             if given and Path(given).resolve() != Path(folder).resolve():
-                raise ValueError(f"data.tokenizer_path={given}: the {model['text_encoder']} encoder reads the tokens "
-                                 f"of its own tokenizer, model.text_pretrained={folder}; leave tokenizer_path unset")
+                raise ValueError(
+                    f"data.tokenizer_path={given}: the {model['text_encoder']} encoder reads the tokens "
+                    f"of its own tokenizer, model.text_pretrained={folder}; leave tokenizer_path unset"
+                )
             data["tokenizer_path"] = folder
             return
         if model["embeddings_from"] == FROM_TEACHER:
@@ -109,8 +124,11 @@ class ComplaintCLI(LightningCLI):
             TensorBoardLogger(str(self.run_dir), name="", version="tensorboard"),
         ]
         trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks += [LearningRateMonitor(logging_interval="step"),
-                              CheckpointOnSigterm(self.run_dir / "checkpoints"), TeacherLogits()]
+        trainer.callbacks += [
+            LearningRateMonitor(logging_interval="step"),
+            CheckpointOnSigterm(self.run_dir / "checkpoints"),
+            TeacherLogits(),
+        ]
         return trainer
 
     def before_fit(self) -> None:
@@ -157,14 +175,21 @@ def print_summary(info: dict, precision: float) -> None:
     for task, values in info["metrics"]["val"].items():
         parts = ""
         if "deep_weight" in values:
-            parts = (f"  (network {values['network']['f1_macro']:.3f}, TF-IDF {values['tfidf']['f1_macro']:.3f}, "
-                     f"deep_weight {values['deep_weight']})")
+            parts = (
+                f"  (network {values['network']['f1_macro']:.3f}, TF-IDF {values['tfidf']['f1_macro']:.3f}, "
+                f"deep_weight {values['deep_weight']})"
+            )
         print(f"val {task}: macro-F1 {values['f1_macro']:.3f}  accuracy {values['acc']:.3f}{parts}")
         c, band = values["calibration"], info["review"]["tasks"][task]
-        auto = "none auto-decided" if band["threshold"] is None else \
-            f"{band['coverage']:.1%} auto-decided above confidence {band['threshold']:.3f}"
-        print(f"    calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, NLL {c['nll_before']:.3f} -> "
-              f"{c['nll_after']:.3f}  |  review band at precision {precision:g}: {auto}")
+        auto = (
+            "none auto-decided"
+            if band["threshold"] is None
+            else f"{band['coverage']:.1%} auto-decided above confidence {band['threshold']:.3f}"
+        )
+        print(
+            f"    calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, NLL {c['nll_before']:.3f} -> "
+            f"{c['nll_after']:.3f}  |  review band at precision {precision:g}: {auto}"
+        )
     if "distillation" in info:
         print(f"distillation from {info['distillation']['teacher']} (macro-F1 on the same records):")
         for line in summary_lines({k: v for k, v in info["distillation"].items() if k != "teacher"}):

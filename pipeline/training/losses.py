@@ -22,9 +22,14 @@ def balanced_weights(counts: dict[str, list[int]], multilabel: list[str]) -> dic
     return out
 
 
-def task_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], multilabel: set[str],
-              task_weights: dict[str, float], class_weights: dict[str, torch.Tensor],
-              label_smoothing: float = 0.0) -> torch.Tensor:
+def task_loss(
+    logits: dict[str, torch.Tensor],
+    labels: dict[str, torch.Tensor],
+    multilabel: set[str],
+    task_weights: dict[str, float],
+    class_weights: dict[str, torch.Tensor],
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Sum over tasks of ``task_weights[task]`` (default 1) times its loss on the labelled records: cross-entropy
     (with ``class_weights``, label smoothing) for a multi-class task, binary cross-entropy per known label for a
     multi-label one. A task without labels in the batch adds nothing."""
@@ -38,14 +43,20 @@ def task_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], 
             if known.any():
                 total = total + weight * F.binary_cross_entropy_with_logits(out[known], target[known])
         elif (target != IGNORE_INDEX).any():
-            total = total + weight * F.cross_entropy(out, target, weight=class_weights.get(task),
-                                                     ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+            total = total + weight * F.cross_entropy(
+                out, target, weight=class_weights.get(task), ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing
+            )
     return total
 
 
-def distillation_loss(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], kind: str,
-                      temperature: float, multilabel: set[str],
-                      task_weights: dict[str, float] | None = None) -> torch.Tensor:
+def distillation_loss(
+    student: dict[str, torch.Tensor],
+    teacher: dict[str, torch.Tensor],
+    kind: str,
+    temperature: float,
+    multilabel: set[str],
+    task_weights: dict[str, float] | None = None,
+) -> torch.Tensor:
     """The student's loss against the teacher's logits, summed over the tasks the teacher covers.
 
     ``kl``: ``T^2 * KL(teacher || student)`` at temperature ``T`` (Hinton et al. 2015; see
@@ -70,7 +81,10 @@ def kl_divergence(teacher: torch.Tensor, student: torch.Tensor, multilabel: bool
     multi-label of each label's Bernoulli averaged over records and labels."""
     if multilabel:
         p = torch.sigmoid(teacher)
-        return (F.binary_cross_entropy_with_logits(student, p, reduction="none")
-                - F.binary_cross_entropy_with_logits(teacher, p, reduction="none")).mean()
-    return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
-                    reduction="batchmean")
+        return (
+            F.binary_cross_entropy_with_logits(student, p, reduction="none")
+            - F.binary_cross_entropy_with_logits(teacher, p, reduction="none")
+        ).mean()
+    return F.kl_div(
+        F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean"
+    )

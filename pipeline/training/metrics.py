@@ -30,8 +30,10 @@ def task_metrics(task_classes: dict[str, list[str]], multilabel: set[str], copie
     for task, classes in task_classes.items():
         n = len(classes)
         if task in multilabel:
-            metrics = {"acc": MultilabelAccuracy(n, ignore_index=UNKNOWN_LABEL),
-                       "f1_macro": MultilabelF1Score(n, average="macro", ignore_index=UNKNOWN_LABEL)}
+            metrics = {
+                "acc": MultilabelAccuracy(n, ignore_index=UNKNOWN_LABEL),
+                "f1_macro": MultilabelF1Score(n, average="macro", ignore_index=UNKNOWN_LABEL),
+            }
         else:
             metrics = {
                 "acc": MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_INDEX),

@@ -78,8 +78,10 @@ class DistillationOptions:
         if self.distill_loss not in DISTILL_LOSSES:
             raise ValueError(f"distill_loss {self.distill_loss!r} is not one of {DISTILL_LOSSES}")
         if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
-            raise ValueError(f"distill_alpha={self.distill_alpha}, distill_temperature={self.distill_temperature}: "
-                             f"expected 0 <= alpha <= 1 and a positive temperature")
+            raise ValueError(
+                f"distill_alpha={self.distill_alpha}, distill_temperature={self.distill_temperature}: "
+                f"expected 0 <= alpha <= 1 and a positive temperature"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,9 @@ class BlendOptions:
 
     def __post_init__(self):
         if not self.text_linear_c or min(self.text_linear_c) <= 0:
-            raise ValueError(f"text_linear_c={list(self.text_linear_c)}: expected one or more positive numbers "
-                             f"(C values)")
+            raise ValueError(
+                f"text_linear_c={list(self.text_linear_c)}: expected one or more positive numbers (C values)"
+            )
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,14 @@ def check_options(options: ModelOptions, facts: DataFacts) -> None:
             raise ValueError(f"task_weights/class_weights name task {name!r}; tasks are {list(facts.task_classes)}")
     for name, w in o.class_weights.items():
         if len(w) != len(facts.task_classes[name]):
-            raise ValueError(f"class_weights[{name!r}] has {len(w)} values; task has classes {facts.task_classes[name]}")
+            raise ValueError(
+                f"class_weights[{name!r}] has {len(w)} values; task has classes {facts.task_classes[name]}"
+            )
     if o.embeddings_from and encoder_class(options.network.text_encoder).PRETRAINED:
-        raise ValueError(f"model.embeddings_from starts an own-vocabulary embedding table (lstm, textcnn); the "
-                         f"{options.network.text_encoder} encoder starts from text_pretrained")
+        raise ValueError(
+            f"model.embeddings_from starts an own-vocabulary embedding table (lstm, textcnn); the "
+            f"{options.network.text_encoder} encoder starts from text_pretrained"
+        )
 
 
 class ComplaintClassifier(Predicting, pl.LightningModule):
@@ -98,8 +102,10 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
         reduced = project_embeddings(matrix, embedding.embedding_dim)
         copied = copy_shared_rows(embedding, vocab, source_vocab, reduced)
         how = "as they are" if matrix.shape[1] == embedding.embedding_dim else f"by PCA to {embedding.embedding_dim}"
-        rank_zero_info(f"embeddings_from: {copied} of {len(vocab)} token rows from {folder} "
-                       f"({matrix.shape[1]} dimensions, {how}, scaled to unit variance)")
+        rank_zero_info(
+            f"embeddings_from: {copied} of {len(vocab)} token rows from {folder} "
+            f"({matrix.shape[1]} dimensions, {how}, scaled to unit variance)"
+        )
         return copied
 
     def fit_text_linear(self, train: tuple, val: tuple) -> dict[str, float] | None:
@@ -110,7 +116,9 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
 
     def loss(self, logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """The hard-label loss of every task (see :func:`pipeline.training.losses.task_loss`)."""
-        class_weights = {t: getattr(self, f"class_weight_{t}") for t in self.tasks if hasattr(self, f"class_weight_{t}")}
+        class_weights = {
+            t: getattr(self, f"class_weight_{t}") for t in self.tasks if hasattr(self, f"class_weight_{t}")
+        }
         o = self.options.optimization
         return task_loss(logits, labels, self.multilabel, o.task_weights, class_weights, o.label_smoothing)
 
@@ -127,8 +135,14 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
         if "teacher_logits" not in batch:
             return hard
         d = self.options.distillation
-        soft = distillation_loss(logits, batch["teacher_logits"], d.distill_loss, d.distill_temperature,
-                                 self.multilabel, self.options.optimization.task_weights)
+        soft = distillation_loss(
+            logits,
+            batch["teacher_logits"],
+            d.distill_loss,
+            d.distill_temperature,
+            self.multilabel,
+            self.options.optimization.task_weights,
+        )
         return d.distill_alpha * hard + (1 - d.distill_alpha) * soft
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -201,5 +215,6 @@ def _from_keys(keys: dict) -> ComplaintClassifier:
     return ComplaintClassifier(ModelOptions(*groups), facts)
 
 
-ComplaintClassifier.from_keys = staticmethod(keyword_function(_from_keys, ComplaintClassifier.GROUPS, "from_keys",
-                                                              ComplaintClassifier))
+ComplaintClassifier.from_keys = staticmethod(
+    keyword_function(_from_keys, ComplaintClassifier.GROUPS, "from_keys", ComplaintClassifier)
+)

@@ -24,15 +24,21 @@ def optimizer_and_scheduler(module):
     hp = module.options.optimization
     pretrained = {id(p) for p in pretrained_text_parameters(module)} if hp.text_lr is not None else set()
     params = [p for p in module.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in pretrained], "lr": hp.lr},
-              {"params": [p for p in params if id(p) in pretrained], "lr": hp.text_lr}]
+    groups = [
+        {"params": [p for p in params if id(p) not in pretrained], "lr": hp.lr},
+        {"params": [p for p in params if id(p) in pretrained], "lr": hp.text_lr},
+    ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.lr, weight_decay=hp.weight_decay)
     if hp.scheduler == "constant":
         return optimizer
     total = max(int(module.trainer.estimated_stepping_batches), 1)
     if hp.scheduler == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                                        total_steps=total, pct_start=max(hp.warmup_fraction, 0.01))
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=total,
+            pct_start=max(hp.warmup_fraction, 0.01),
+        )
     else:
         warmup = max(int(total * hp.warmup_fraction), 1)
 

@@ -54,7 +54,9 @@ def split_logits(module: ComplaintClassifier, loader) -> tuple[dict[str, torch.T
     logits, targets = {t: [] for t in module.tasks}, {t: [] for t in module.tasks}
     for batch in loader:
         batch = batch_to_device(batch, module.device)
-        out = module.model.blend(module.forward_head(module.forward_features(batch)[0]), module.model.linear_logits(batch))
+        out = module.model.blend(
+            module.forward_head(module.forward_features(batch)[0]), module.model.linear_logits(batch)
+        )
         for task in module.tasks:
             logits[task].append(out[task].float().cpu())
             targets[task].append(batch["labels"][task].cpu())
@@ -88,13 +90,22 @@ def review_on_test(band: ReviewBand, calibrated: dict, targets: dict, multilabel
     for task, threshold in band.thresholds.items():
         confidence, right = record_decisions(probs[task], targets[task], task in multilabel)
         auto = [r for c, r in zip(confidence, right) if threshold.value is not None and c >= threshold.value]
-        out[task] = {"threshold": threshold.value, "coverage": round(len(auto) / max(len(confidence), 1), 4),
-                     "precision": round(sum(auto) / len(auto), 4) if auto else None}
+        out[task] = {
+            "threshold": threshold.value,
+            "coverage": round(len(auto) / max(len(confidence), 1), 4),
+            "precision": round(sum(auto) / len(auto), 4) if auto else None,
+        }
     return out
 
 
-def calibration_outcomes(module: ComplaintClassifier, outcomes: dict[str, tuple], fitted: dict[str, dict],
-                         metrics: dict, precision: float, run: Path) -> dict:
+def calibration_outcomes(
+    module: ComplaintClassifier,
+    outcomes: dict[str, tuple],
+    fitted: dict[str, dict],
+    metrics: dict,
+    precision: float,
+    run: Path,
+) -> dict:
     """After calibration: ECE and NLL before and after it, per split and task, into ``metrics``; the reliability
     diagram; the validation decisions of the review band (``review.json``). Returns the band at ``precision``
     as ``run.json`` keeps it; the test split's metrics get what it reaches there."""
@@ -110,8 +121,11 @@ def calibration_outcomes(module: ComplaintClassifier, outcomes: dict[str, tuple]
     if "test" in outcomes:
         for task, reached in review_on_test(band, calibrated["test"], outcomes["test"][1], module.multilabel).items():
             metrics["test"][task]["review"] = reached
-    reliability_diagram({split: (outcomes[split][0], calibrated[split], outcomes[split][1]) for split in outcomes},
-                        module.multilabel, run / "reliability.png")
+    reliability_diagram(
+        {split: (outcomes[split][0], calibrated[split], outcomes[split][1]) for split in outcomes},
+        module.multilabel,
+        run / "reliability.png",
+    )
     return {"precision": precision, "split": "val", "tasks": {t: th.as_dict() for t, th in band.thresholds.items()}}
 
 
@@ -120,8 +134,9 @@ def write_plots(run: Path, metrics: dict, classes: dict[str, list[str]]) -> None
     for stage, per_task in metrics.items():
         for task, values in per_task.items():
             if "confusion" in values:
-                confusion_matrix(values["confusion"], classes[task], f"{stage} {task}",
-                                 run / f"confusion_{stage}_{task}.png")
+                confusion_matrix(
+                    values["confusion"], classes[task], f"{stage} {task}", run / f"confusion_{stage}_{task}.png"
+                )
 
 
 def complete_run_folder(run: Path, module: ComplaintClassifier, datamodule) -> None:
@@ -171,30 +186,55 @@ def score_test(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, out
     outcome.outcomes["test"] = split_logits(module, datamodule.test_dataloader())
 
 
-def run_info(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, outcome: FitOutcome, review: dict,
-             started: float | None) -> dict:
+def run_info(
+    trainer: pl.Trainer,
+    module: ComplaintClassifier,
+    datamodule,
+    outcome: FitOutcome,
+    review: dict,
+    started: float | None,
+) -> dict:
     """What ``run.json`` holds: provenance, data, the choices after the fit and, after a distillation fit, the
     student beside its teacher and the floor."""
     score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     info = {
-        "command": sys.argv, "git_commit": git_commit(), "versions": package_versions(),
+        "command": sys.argv,
+        "git_commit": git_commit(),
+        "versions": package_versions(),
         "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
-        "data_fingerprint": datamodule.fingerprint, "train_records": len(datamodule.splits["train"]),
-        "val_records": len(datamodule.splits["val"]), "best_checkpoint": outcome.best or None,
-        "deep_weight": outcome.deep_weights, "calibration": outcome.calibration, "review": review,
+        "data_fingerprint": datamodule.fingerprint,
+        "train_records": len(datamodule.splits["train"]),
+        "val_records": len(datamodule.splits["val"]),
+        "best_checkpoint": outcome.best or None,
+        "deep_weight": outcome.deep_weights,
+        "calibration": outcome.calibration,
+        "review": review,
         "best_score": float(score) if score is not None else None,
-        "epochs": trainer.current_epoch, "fit_seconds": round(time.time() - started, 1) if started else None,
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(time.time() - started, 1) if started else None,
     }
     teacher = module.options.distillation.teacher
     if teacher:
-        scores = teacher_scores(teacher, datamodule, {s: o[1] for s, o in outcome.outcomes.items()},
-                                module.facts.task_classes, module.multilabel, str(module.device))
+        scores = teacher_scores(
+            teacher,
+            datamodule,
+            {s: o[1] for s, o in outcome.outcomes.items()},
+            module.facts.task_classes,
+            module.multilabel,
+            str(module.device),
+        )
         info["distillation"] = {"teacher": str(teacher), **comparison(outcome.metrics, scores)}
     return info
 
 
-def finish_fit(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, run_dir: str | Path,
-               review_precision: float = DEFAULT_PRECISION, started: float | None = None) -> dict | None:
+def finish_fit(
+    trainer: pl.Trainer,
+    module: ComplaintClassifier,
+    datamodule,
+    run_dir: str | Path,
+    review_precision: float = DEFAULT_PRECISION,
+    started: float | None = None,
+) -> dict | None:
     """Blend, calibration and review band of a finished fit, stored in its best checkpoint, with its reports in
     ``run_dir``. Returns what ``run.json`` holds, with ``metrics`` (None on the processes of a DDP fit but the
     first)."""

@@ -46,13 +46,19 @@ class CheckpointOnSigterm(pl.Callback):
         if at_epoch_end:
             state = f"after epoch {epochs.completed}"
         elif self.path.is_file():
-            state = (f"during epoch {epochs.ready}; {self.path.name} holds the end of epoch {epochs.completed}, "
-                     f"and the resumed fit runs epoch {epochs.ready} again")
+            state = (
+                f"during epoch {epochs.ready}; {self.path.name} holds the end of epoch {epochs.completed}, "
+                f"and the resumed fit runs epoch {epochs.ready} again"
+            )
         else:
-            print("train.py: stopped by SIGTERM during the first epoch: no checkpoint to resume from yet", file=sys.stderr)
+            print(
+                "train.py: stopped by SIGTERM during the first epoch: no checkpoint to resume from yet", file=sys.stderr
+            )
             return
-        print(f"train.py: stopped by SIGTERM {state}: resume with the same command and --ckpt_path last "
-              f"({self.path})", file=sys.stderr)
+        print(
+            f"train.py: stopped by SIGTERM {state}: resume with the same command and --ckpt_path last ({self.path})",
+            file=sys.stderr,
+        )
 
     def record_current_best(self, best: pl.callbacks.ModelCheckpoint) -> None:
         """Bring ``last.ckpt``'s record of the best checkpoint up to date: the interrupted epoch's validation may

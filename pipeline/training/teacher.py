@@ -43,16 +43,24 @@ def teacher_pretrained_folder(run_dir: str | None) -> str | None:
     its pretrained embeddings. ``None``, with a note, for a teacher without one (the student trains its own
     tokenizer); an error without a teacher or when the folder is gone."""
     if not run_dir:
-        raise ValueError("model.embeddings_from=teacher: set model.teacher to a run folder, or embeddings_from to a "
-                         "pretrained folder (or null)")
-    folder = pretrained_folder(take(NetworkOptions, RunFolder.of(run_dir).section("model")))  # a plain Trainer run: none
+        raise ValueError(
+            "model.embeddings_from=teacher: set model.teacher to a run folder, or embeddings_from to a "
+            "pretrained folder (or null)"
+        )
+    folder = pretrained_folder(
+        take(NetworkOptions, RunFolder.of(run_dir).section("model"))
+    )  # a plain Trainer run: none
     if folder is None:
-        rank_zero_info(f"embeddings_from=teacher: the teacher {run_dir} has no pretrained text model; "
-                       f"the student trains its own tokenizer")
+        rank_zero_info(
+            f"embeddings_from=teacher: the teacher {run_dir} has no pretrained text model; "
+            f"the student trains its own tokenizer"
+        )
         return None
     if not Path(folder).is_dir():
-        raise FileNotFoundError(f"model.embeddings_from=teacher: the teacher {run_dir} was fine-tuned from {folder}, "
-                                f"which is not a folder any more; give embeddings_from the pretrained folder (or null)")
+        raise FileNotFoundError(
+            f"model.embeddings_from=teacher: the teacher {run_dir} was fine-tuned from {folder}, "
+            f"which is not a folder any more; give embeddings_from the pretrained folder (or null)"
+        )
     return folder
 
 
@@ -77,15 +85,17 @@ class Teacher:
         return h.hexdigest()[:16]
 
     @torch.no_grad()
-    def logits(self, records: Sequence[Record], archives: Sequence[Archive], batch_size: int = 32,
-               num_workers: int = 0) -> dict[str, torch.Tensor]:
+    def logits(
+        self, records: Sequence[Record], archives: Sequence[Archive], batch_size: int = 32, num_workers: int = 0
+    ) -> dict[str, torch.Tensor]:
         """The teacher's output logits (blend included, before calibration), in eval mode: ``{task: (N, C)}`` in
         record order."""
         run = load_run(self.checkpoint, device=self.device)
         dataset = ComplaintDataset(records, archives, run.featurizer())
         order = sorted(range(len(records)), key=lambda i: len(records[i].text))  # similar lengths pad less
-        loader = DataLoader(Subset(dataset, order), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=run.collator())
+        loader = DataLoader(
+            Subset(dataset, order), batch_size=batch_size, num_workers=num_workers, collate_fn=run.collator()
+        )
         started, progress = time.monotonic(), Progress(what="teacher logits: ", total=len(records))
         parts: dict[str, list[torch.Tensor]] = {}
         done = 0
@@ -100,8 +110,15 @@ class Teacher:
         rank_zero_info(f"teacher logits: {len(records)} records in {time.monotonic() - started:.1f} s on {self.device}")
         return {task: torch.cat(chunks)[inverse] for task, chunks in parts.items()}
 
-    def cached_logits(self, records: Sequence[Record], archives: Sequence[Archive], cache_dir: Path,
-                      run_cache: Path | None = None, trainer=None, **kwargs) -> dict[str, torch.Tensor]:
+    def cached_logits(
+        self,
+        records: Sequence[Record],
+        archives: Sequence[Archive],
+        cache_dir: Path,
+        run_cache: Path | None = None,
+        trainer=None,
+        **kwargs,
+    ) -> dict[str, torch.Tensor]:
         """:meth:`logits`, computed only when neither ``cache_dir`` (kept across runs, by content) nor
         ``run_cache`` (a run's own copy) holds them for these records; both then keep them.
 
@@ -146,7 +163,13 @@ class TeacherLogits(pl.Callback):
             return
         teacher = Teacher(teacher_dir, device=str(trainer.strategy.root_device))
         records, archives = datamodule.distillation_set(mask_token(teacher.tokenizer))
-        logits = teacher.cached_logits(records, archives, datamodule.artifacts_dir, datamodule.teacher_cache,
-                                       trainer=trainer, batch_size=datamodule.batch_size,
-                                       num_workers=datamodule.num_workers)
+        logits = teacher.cached_logits(
+            records,
+            archives,
+            datamodule.artifacts_dir,
+            datamodule.teacher_cache,
+            trainer=trainer,
+            batch_size=datamodule.batch_size,
+            num_workers=datamodule.num_workers,
+        )
         datamodule.teacher_logits = {task: v for task, v in logits.items() if task in datamodule.label_space.classes}

@@ -15,8 +15,14 @@ from pipeline.training.metrics import metric_inputs, task_metrics
 from pipeline.training.teacher import Teacher
 
 
-def teacher_scores(teacher_run: str, datamodule, targets: dict[str, dict[str, torch.Tensor]],
-                   task_classes: dict[str, list[str]], multilabel: set[str], device: str = "cpu") -> dict:
+def teacher_scores(
+    teacher_run: str,
+    datamodule,
+    targets: dict[str, dict[str, torch.Tensor]],
+    task_classes: dict[str, list[str]],
+    multilabel: set[str],
+    device: str = "cpu",
+) -> dict:
     """The teacher's macro-F1 per split and task, on the records of ``targets``' splits (their targets in
     record order, as the unshuffled loaders give them)."""
     teacher = Teacher(teacher_run, device=device)
@@ -45,12 +51,21 @@ def comparison(metrics: dict, teacher: dict) -> dict:
             values = metrics[split][task]
             network = values["network"]["f1_macro"] if "network" in values else values["f1_macro"]
             floor = values["tfidf"]["f1_macro"] if "tfidf" in values else None
-            rows[task] = {"student_network": network, "student": values["f1_macro"], "floor": floor,
-                          "teacher": teacher_f1}
+            rows[task] = {
+                "student_network": network,
+                "student": values["f1_macro"],
+                "floor": floor,
+                "teacher": teacher_f1,
+            }
         if rows:
-            rows["mean"] = {key: (None if any(r[key] is None for r in rows.values())
-                                  else round(statistics.mean(r[key] for r in rows.values()), 4))
-                            for key in ("student_network", "student", "floor", "teacher")}
+            rows["mean"] = {
+                key: (
+                    None
+                    if any(r[key] is None for r in rows.values())
+                    else round(statistics.mean(r[key] for r in rows.values()), 4)
+                )
+                for key in ("student_network", "student", "floor", "teacher")
+            }
         out[split] = rows
     return out
 
@@ -62,6 +77,8 @@ def summary_lines(distillation: dict) -> list[str]:
         for task, r in rows.items():
             floor = "floor (TF-IDF) -" if r["floor"] is None else f"floor (TF-IDF) {r['floor']:.3f}"
             gap = r["student_network"] - r["teacher"]
-            lines.append(f"{split} {task}: student network {r['student_network']:.3f} ({gap:+.3f} vs teacher), "
-                         f"student blend {r['student']:.3f}, teacher {r['teacher']:.3f}, {floor}")
+            lines.append(
+                f"{split} {task}: student network {r['student_network']:.3f} ({gap:+.3f} vs teacher), "
+                f"student blend {r['student']:.3f}, teacher {r['teacher']:.3f}, {floor}"
+            )
     return lines

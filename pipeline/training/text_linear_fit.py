@@ -12,9 +12,15 @@ from pipeline.models.tfidf_linear import TfidfLinear
 from pipeline.training.metrics import metric_inputs, task_metrics
 
 
-def fit_text_linear(linear: TfidfLinear, train: tuple, val: tuple, c_values: list[float],
-                    task_classes: dict[str, list[str]], multilabel: set[str],
-                    loss: Callable[[dict, dict], torch.Tensor]) -> dict[str, float]:
+def fit_text_linear(
+    linear: TfidfLinear,
+    train: tuple,
+    val: tuple,
+    c_values: list[float],
+    task_classes: dict[str, list[str]],
+    multilabel: set[str],
+    loss: Callable[[dict, dict], torch.Tensor],
+) -> dict[str, float]:
     """Solve the TF-IDF regression for each ``C`` in ``c_values``; keep, per task, the best on validation.
 
     ``train`` and ``val`` are ``(ids (N, L), lengths (N,), targets {task: (N, ...)})``; ``loss(logits,
@@ -47,6 +53,7 @@ def fit_text_linear(linear: TfidfLinear, train: tuple, val: tuple, c_values: lis
         with torch.no_grad():
             linear.weight[rows], linear.bias[rows] = weight, bias
         rank_zero_info(f"text_linear {task}: C={c} (validation macro-F1 {score:.3f})")
-    rank_zero_info(f"text_linear: {len(c_values)} regressions on {len(ids)} texts "
-                   f"in {time.perf_counter() - started:.1f} s")
+    rank_zero_info(
+        f"text_linear: {len(c_values)} regressions on {len(ids)} texts in {time.perf_counter() - started:.1f} s"
+    )
     return {task: c for task, (_, c, _, _) in best.items()}

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 # have every process compile torch anew. With it cleared, pip need not compile every installed file up front.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install test demo test-label-studio
+.PHONY: install test demo docs test-label-studio
 
 install: $(STAMP)
 
@@ -28,11 +28,14 @@ $(LABEL_STUDIO)/bin/label-studio:
 	$(PYTHON) -m venv $(LABEL_STUDIO)
 	$(LABEL_STUDIO)/bin/python -m pip install -qq --no-compile label-studio==1.23.2
 
-# Lint and format (ruff, configured in pyproject.toml), then two pytest workers, each taking whole test files
+# Lint and format (ruff, configured in pyproject.toml), the documentation built strictly (a broken link or a page
+# missing from the navigation fails; the second build says why), then two pytest workers, each taking whole test files
 # (their module fixtures, e.g. the Ray cluster, stay in one), slowest first (tests/conftest.py orders them).
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site-check \
+		|| NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir $(VENV)/site-check
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The review loop against a real Label Studio server (its first start migrates a fresh database: over a minute).
@@ -47,3 +50,8 @@ demo: install
 	$(PY) infer.py --checkpoint "$$(sed -n 's/^run: //p' runs/demo-train.log | tail -n 1)" \
 		--input data/demo/test --output runs/demo-predictions.jsonl --overwrite --evaluate \
 		--explain runs/demo-explanations --explain-limit 20
+
+# The documentation site (MkDocs, Material theme) into site/; the reference pages come from the commands' --help.
+docs: install
+	$(PY) docs/generate_reference.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site

@@ -61,12 +61,17 @@ class ComplaintServer(ls.LitServer):
 
     def _start_server(self, *args, **kwargs):
         self.http_workers = super()._start_server(*args, **kwargs)
-        print(self.ready_line, flush=True)
+        if self.stop_signal is not None:  # a stop that came while the model loaded
+            self.stop(self.stop_signal)
+        else:
+            print(self.ready_line, flush=True)
         return self.http_workers
 
     def stop(self, signum: int) -> None:
-        """Stop taking requests, answer those in flight, then end."""
+        """Stop taking requests, answer those in flight, then end (once the HTTP processes exist)."""
         self.stop_signal = signum
+        if not self.http_workers:
+            return
 
         def drain():
             for worker in self.http_workers.values():

@@ -210,6 +210,7 @@ def test_a_killed_worker_and_a_stopped_sweep_lose_nothing_and_two_jobs_finish_wi
             assert t.value == validation_score(json.loads((folder / "metrics.json").read_text()), "network")
     assert {"best.yaml", "trials.json", "history.png"} <= {p.name for p in sweeps.iterdir()}
     assert f"best: trial {study.best_trial.number} {study.best_value:.4f}" in out
+    assert f"pruning stopped {states.count('PRUNED')} of 8 trials early" in out
     assert study.best_value < 1.0  # the shuffled labels: the refit below compares a figure, not a ceiling
 
     # train.py with the sweep's configs and best.yaml: the same validation figure (one thread, as a worker of 2)

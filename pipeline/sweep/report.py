@@ -103,6 +103,32 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     return written
 
 
+def epochs_not_run(t: FrozenTrial) -> int:
+    """The epochs a pruned trial's fit was asked for and did not run."""
+    from pipeline.core.run_files import RunFolder
+
+    asked = (
+        RunFolder(Path(t.user_attrs["folder"])).section("trainer").get("max_epochs")
+        if "folder" in t.user_attrs
+        else None
+    )
+    return max(0, int(asked) - len(t.intermediate_values)) if asked else 0
+
+
+def time_and_pruning(trials: list[FrozenTrial]) -> str:
+    """How long the sweep has taken (first start to last end) and what pruning saved."""
+    started = [t.datetime_start for t in trials if t.datetime_start]
+    ended = [t.datetime_complete for t in trials if t.datetime_complete]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    took = (max(ended) - min(started)).total_seconds() if started and ended else 0.0
+    fits = sum(t.duration.total_seconds() for t in trials if t.duration)
+    return (
+        f"time: {took / 60:.1f} min from the first trial's start to the last one's end, {fits / 60:.1f} min of "
+        f"trials; pruning stopped {len(pruned)} of {len(trials)} trials early, "
+        f"{sum(epochs_not_run(t) for t in pruned)} epochs not run"
+    )
+
+
 def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool) -> list[str]:
     """The report's files in ``folder`` and its lines; ``final``: the front's speed is measured again alone."""
     members = front(study)
@@ -136,5 +162,6 @@ def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool
             f"{BEST_FILE}: trial {best.number}: train.py fit "
             f"{' '.join('--config ' + c for c in spec.configs)} --config {folder / BEST_FILE}"
         )
+    lines.append(time_and_pruning(trials))
     lines += [f"plot: {p}" for p in write_plots(study, folder)]
     return lines

@@ -79,8 +79,8 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
         wanted.append(
             (
                 "importances",
-                lambda: plots.plot_param_importances(
-                    study, target=(lambda t: t.values[0]) if two else None, target_name="validation macro-F1"
+                lambda: plots.plot_param_importances(  # Optuna's evaluator looks for low targets: F1 negated
+                    study, target=(lambda t: -t.values[0]) if two else None, target_name="validation macro-F1"
                 ),
             )
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import warnings
 from pathlib import Path
 
 import litserve as ls
@@ -31,7 +32,9 @@ class ComplaintAPI(ls.LitAPI):
         max_batch_size: int = 1,
         batch_timeout: float = 0.0,
     ):
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+        with warnings.catch_warnings():  # LitServe's note that batch() goes unused at a batch size of 1
+            warnings.filterwarnings("ignore", message="The LitServer has both batch and unbatch")
+            super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.run, self.options, self.threads = run, options, threads
 
     def setup(self, device: str) -> None:

@@ -21,6 +21,7 @@ import base64
 import itertools
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -90,8 +91,15 @@ def infer_rate(run: str, archive: Path, records: list[dict], photos: bool, folde
     return float(line.split("|")[1].split()[0])
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Server:
-    def __init__(self, run: str, *options: str, port: int = 8731):
+    def __init__(self, run: str, *options: str):
+        port = free_port()  # a port of its own: the last server's may still be closing
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.serve", run, "--port", str(port), "--device", "cpu", *options],

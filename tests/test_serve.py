@@ -59,7 +59,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(trained_run):
-    s = Server(trained_run, "--api-key", KEY, "--max-batch-size", "8", "--batch-timeout", "0.02", "--max-body-mb", "2")
+    # a request waits up to 0.5 s for its batch to fill: the stop test's requests are in flight when it stops
+    s = Server(trained_run, "--api-key", KEY, "--max-batch-size", "64", "--batch-timeout", "0.5", "--max-body-mb", "2")
     yield s
     s.stop()
 
@@ -207,7 +208,7 @@ def test_an_answer_later_than_the_time_limit_is_504_and_the_server_recovers(trai
     s = Server(trained_run, "--max-batch-size", "1", "--timeout", "0.5", "--workers", "1")
     try:
         payload = {"text": "my card was charged twice and the bank will not refund it"}
-        answers = asyncio.run(many(s.url, 300, payload))
+        answers = asyncio.run(many(s.url, 200, payload))
         codes = {a.status_code for a in answers}
         assert 504 in codes and codes <= {200, 504}, sorted(codes)
         assert all(
@@ -300,15 +301,18 @@ def test_the_triage_page_shows_the_labels_of_a_complaint_typed_in(server, tmp_pa
 
 
 def test_sigterm_answers_the_requests_in_flight_and_leaves_nothing_running(server):
-    """The last test of the module's server: SIGTERM while 20 requests are in flight. Each is answered, the server
-    exits 143, and none of its processes (LitServe's HTTP and model workers) is left."""
+    """The last test of the module's server: SIGTERM while 20 requests wait for their batch (up to 0.5 s). Each is
+    answered, the server exits 143, and none of its processes (LitServe's HTTP and model workers) is left."""
     payload = {"text": "my card was charged twice and the bank will not refund it"}
 
     async def stop_in_flight():
-        sent = asyncio.ensure_future(many(server.url, 20, payload, HEADERS))
-        await asyncio.sleep(0.15)
-        server.proc.send_signal(signal.SIGTERM)
-        return await sent
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+        async with httpx.AsyncClient(limits=limits, timeout=120, headers=HEADERS) as client:
+            await asyncio.gather(*[client.get(f"{server.url}/health") for _ in range(20)])  # 20 open connections
+            sent = asyncio.gather(*[client.post(f"{server.url}/predict", json=payload) for _ in range(20)])
+            await asyncio.sleep(0.25)  # sent and read, waiting for their batch
+            server.proc.send_signal(signal.SIGTERM)
+            return await sent
 
     in_flight = asyncio.run(stop_in_flight())
     assert [a.status_code for a in in_flight] == [200] * 20

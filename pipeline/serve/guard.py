@@ -21,6 +21,24 @@ KEYED = (PREDICT, "/info")  # the page, /health and the OpenAPI page stay open (
 MAX_FORM_FILES = 32
 
 
+def replaying(body: bytes, then):
+    """An ASGI ``receive`` that hands over ``body`` (already read) once, then defers to ``then``."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return await then()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def disconnected():
+    return {"type": "http.disconnect"}
+
+
 class RequestGuard:
     def __init__(self, app, api_key: str | None, max_body_bytes: int, timeout_s: float):
         self.app = app
@@ -74,17 +92,10 @@ class RequestGuard:
         body = await self.read_body(scope, receive)
         if kind == JSON:
             return from_json(body)
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         try:
-            form = await Request(scope, replay).form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FILES)
+            form = await Request(scope, replaying(body, disconnected)).form(
+                max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FILES
+            )
         except Exception as e:  # starlette's parser errors (a broken boundary, too many parts) come as several types
             raise BadRequest(400, f"the form cannot be read ({str(e).splitlines()[0][:120]})") from None
         try:
@@ -99,14 +110,7 @@ class RequestGuard:
             **scope,
             "headers": [*headers, (b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())],
         }
-        sent, started = False, False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        replay, started = replaying(body, receive), False
 
         async def watched(message):
             nonlocal started

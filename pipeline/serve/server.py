@@ -17,6 +17,7 @@ from pipeline.serve.api import ComplaintAPI
 from pipeline.serve.guard import RequestGuard
 
 PAGE = Path(__file__).with_name("page.html")
+LISTEN_BACKLOG = 2048  # uvicorn's own
 DRAIN_SECONDS = 30  # what the HTTP processes get to answer the requests in flight after a stop signal
 
 
@@ -59,8 +60,10 @@ class ComplaintServer(ls.LitServer):
         self.http_workers: dict = {}
         self.stop_signal: int | None = None
 
-    def _start_server(self, *args, **kwargs):
-        self.http_workers = super()._start_server(*args, **kwargs)
+    def _start_server(self, port, num_api_servers, log_level, sockets, *args, **kwargs):
+        for sock in sockets:  # uvicorn listens only once its process has started: until then a client would be
+            sock.listen(LISTEN_BACKLOG)  # refused after the ready line; listening here queues it instead
+        self.http_workers = super()._start_server(port, num_api_servers, log_level, sockets, *args, **kwargs)
         if self.stop_signal is not None:  # a stop that came while the model loaded
             self.stop(self.stop_signal)
         else:

@@ -43,6 +43,7 @@ class Server:
         )
         self.ready = self.proc.stdout.readline()  # the one line it prints when it answers
         assert self.ready.startswith("serving "), self.ready + self.proc.stderr.read()[-3000:]
+        socket.create_connection(("127.0.0.1", self.port), timeout=5).close()  # ready: no client is refused now
 
     def stop(self) -> tuple[int, str]:
         if self.proc.poll() is None:
@@ -322,3 +323,13 @@ def test_sigterm_answers_the_requests_in_flight_and_leaves_nothing_running(serve
     assert server.processes_left() == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/health")
+
+
+@pytest.mark.parametrize("option", [["--threads", "0"], ["--workers", "0"], ["--max-batch-size", "0"]])
+def test_a_count_below_one_is_one_line_before_any_model_loads(option, capsys):
+    from pipeline.serve.__main__ import main
+
+    assert main(["no-such-run", *option]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "serve: --workers, --threads and --max-batch-size must be at least 1, --timeout above --batch-timeout"
+    )

@@ -33,6 +33,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--workers", type=int, default=d.workers, help="model worker processes (the cores are shared)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of each model worker (default: the cores but one, which the HTTP process needs, "
+        "shared among the workers)",
+    )
+    p.add_argument(
         "--max-batch-size",
         type=int,
         default=d.max_batch_size,
@@ -67,9 +74,16 @@ def main(argv=None) -> int:
     except ImportError:
         print(INSTALL, file=sys.stderr)
         return 2
-    if args.workers < 1 or args.max_batch_size < 1 or args.timeout <= 0 or args.batch_timeout >= args.timeout:
+    if (
+        args.workers < 1
+        or args.max_batch_size < 1
+        or (args.threads is not None and args.threads < 1)
+        or args.timeout <= 0
+        or args.batch_timeout >= args.timeout
+    ):
         print(
-            "serve: --workers and --max-batch-size must be at least 1, --timeout above --batch-timeout", file=sys.stderr
+            "serve: --workers, --threads and --max-batch-size must be at least 1, --timeout above --batch-timeout",
+            file=sys.stderr,
         )
         return 2
     from pipeline.core.library_noise import silence_library_noise
@@ -94,7 +108,7 @@ def main(argv=None) -> int:
         args.max_body_mb,
         args.api_key or os.environ.get(API_KEY_ENV) or None,
     )
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    threads = args.threads or max(1, ((os.cpu_count() or 1) - 1) // args.workers)
     server = build_server(run, options, serve, threads)
     del run  # each worker loads its own
     server.run(host=args.host, port=args.port, log_level="error", generate_client_file=False)

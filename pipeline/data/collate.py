@@ -24,10 +24,15 @@ PER_RECORD_KEYS = {
 }
 
 
-def pad_token_ids(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id sequences -> ``(B, L)`` long, ``pad_id``-padded (L at least 1), and lengths ``(B,)``."""
+def pad_token_ids(
+    sequences: list[torch.Tensor], pad_id: int, length_step: int = 1, max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences -> ``(B, L)`` long, ``pad_id``-padded (L at least 1), and lengths ``(B,)``. L is the
+    longest sequence rounded up to a multiple of ``length_step``, but not past ``max_length``."""
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    ids = torch.full((len(sequences), max([1, *lengths.tolist()])), pad_id, dtype=torch.long)
+    longest = max([1, *lengths.tolist()])
+    stepped = -(-longest // length_step) * length_step
+    ids = torch.full((len(sequences), max(longest, min(stepped, max_length or stepped))), pad_id, dtype=torch.long)
     for row, s in zip(ids, sequences):
         row[: len(s)] = s
     return ids, lengths
@@ -75,18 +80,23 @@ class Collator:
 
     N, V and L are at least 1 so shapes stay valid when a whole batch lacks a modality.
     ``media`` False (a model that reads no photos or videos): S is 0, so the empty slots cost nothing.
+    ``length_step`` > 1 rounds L up to its multiple (never past ``max_length``): fewer distinct shapes.
     """
 
     pad_id: int = 0
     image_size: int = 128
     video_frames: int = 8
     media: bool = True
+    length_step: int = 1
+    max_length: int | None = None
 
     def __call__(self, samples: list[dict]) -> dict:
         B, S, T = len(samples), self.image_size if self.media else 0, self.video_frames
         N = max([len(s["images"]) for s in samples] + [1])
         V = max([len(s["videos"]) for s in samples] + [1])
-        text_ids, text_lengths = pad_token_ids([s["text_ids"] for s in samples], self.pad_id)
+        text_ids, text_lengths = pad_token_ids(
+            [s["text_ids"] for s in samples], self.pad_id, self.length_step, self.max_length
+        )
         images = torch.zeros(B, N, 3, S, S, dtype=torch.uint8)
         image_mask = torch.zeros(B, N, dtype=torch.bool)
         videos = torch.zeros(B, V, T, 3, S, S, dtype=torch.uint8)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import litserve as ls
@@ -21,8 +22,8 @@ from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.models.trained_run import load_run
 
 SOURCE = "request"  # the rows' source: where infer.py names the archive and line
-# A batch's texts are padded to a multiple of this many tokens: with every length its own input shape, oneDNN's
-# cache of compiled kernels (one per shape, up to 1,024) grew the worker by 50 MB in a 5-minute soak.
+# A batch's texts are padded to a multiple of this many tokens (the encoders ignore padding): with every length its
+# own input shape, oneDNN's cache of compiled kernels (one per shape, up to 1,024) grew the worker 50 MB in a soak.
 LENGTH_STEP = 16
 
 
@@ -44,9 +45,9 @@ class ComplaintAPI(ls.LitAPI):
         torch.set_num_threads(self.threads)
         options = AnalyzerOptions(**{**self.options.__dict__, "device": device})
         self.analyzer = ComplaintAnalyzer(load_run(self.run), options)
-        featurizer, collator = self.analyzer.featurizer(), self.analyzer.collator()
+        featurizer = self.analyzer.featurizer()
+        collator = replace(self.analyzer.collator(), length_step=LENGTH_STEP, max_length=featurizer.max_text_length)
         self.build = BlockBuilder(featurizer, collator)
-        self.pad_id, self.max_length = collator.pad_id, featurizer.max_text_length
         self.columns, self.limits = self.analyzer.run.columns, self.analyzer.run.media.limits
         self.run_id = self.analyzer.run.run_dir.name
         self.predict(self.decode_request({"id": "warm-up", "text": "warm up", "attachments": []}))  # first call's cost
@@ -71,18 +72,8 @@ class ComplaintAPI(ls.LitAPI):
         """Rows for one complaint, or for a batch of them (one bad record fails alone, as in an archive)."""
         many = isinstance(inputs, list)
         pending = [(i, archive, record) for i, (archive, record) in enumerate(inputs if many else [inputs])]
-        rows = self.analyzer.predict_batch(self.padded_to_step(self.build(0, pending)))
+        rows = self.analyzer.predict_batch(self.build(0, pending))
         return rows if many else rows[0]
-
-    def padded_to_step(self, block: dict) -> dict:
-        """The block with its texts padded on to a multiple of ``LENGTH_STEP`` tokens (never past the run's
-        maximum): the encoders ignore padding, as they do when ``infer.py`` pads a text to its batch's longest."""
-        ids = block["text_ids"]
-        length = ids.shape[1]
-        target = max(length, min(-(-length // LENGTH_STEP) * LENGTH_STEP, self.max_length))
-        if target > length:
-            block["text_ids"] = torch.nn.functional.pad(ids, (0, target - length), value=self.pad_id)
-        return block
 
     def unbatch(self, rows: list) -> list:
         return rows

@@ -284,7 +284,8 @@ def main() -> None:
     else:
         print(f"no load kept p99 under {P99_TARGET_MS} ms")
     if args.soak_minutes > 0:
-        mixed = [x for i, g in enumerate(good) for x in ([g] if i % 9 else [g, bad_requests()[i // 9 % 5]])]
+        bad = bad_requests()
+        mixed = [x for i, g in enumerate(good) for x in ([g] if i % 9 else [g, bad[i // 9 % len(bad)]])]
         server = Server(args.run, *modes[dynamic])
         try:
             asyncio.run(load(server.url, 4, 3, good))

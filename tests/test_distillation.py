@@ -4,6 +4,8 @@ learns from a teacher what its own labels never showed it."""
 import json
 import math
 import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,29 @@ def test_teacher_logits_are_computed_once_and_cached_in_the_run(tiny_demo, train
     assert torch.equal(
         torch.load(again.run_dir / "teacher_logits.pt", weights_only=True)["logits"]["severity"], saved["severity"]
     )
+
+
+def test_fits_at_once_on_the_same_records_compute_the_teacher_logits_once(trained_run, tmp_path, monkeypatch):
+    """A sweep's first trials start together: the second waits for the first's logits instead of computing them
+    again (each fit opens the lock file itself, as another process would)."""
+    calls = []
+    original = Teacher.logits
+
+    def slow(self, records, *args, **kwargs):
+        calls.append(len(records))
+        time.sleep(0.5)  # long enough for the other fit to arrive while these are computed
+        return original(self, records, *args, **kwargs)
+
+    monkeypatch.setattr(Teacher, "logits", slow)
+    records = [Record(f"r{i}", f"the parcel came late, the {i}th time", [], {}, f"test {i}") for i in range(8)]
+    teacher = Teacher(trained_run)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(lambda run: teacher.cached_logits(records, [None] * 8, tmp_path / "cache", tmp_path / run), "ab")
+        )
+    assert calls == [8]
+    assert torch.equal(results[0]["severity"], results[1]["severity"])
+    assert (tmp_path / "a").is_file() and (tmp_path / "b").is_file()
 
 
 # -- embeddings_from --

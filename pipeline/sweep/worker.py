@@ -3,7 +3,6 @@ pruned), the time limit passes, or a stop signal arrives."""
 
 from __future__ import annotations
 
-import fcntl
 import signal
 import sys
 import threading
@@ -17,6 +16,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from pipeline.core.file_lock import file_lock
 from pipeline.core.signals import exit_status
 from pipeline.sweep.spec import SweepSpec
 from pipeline.sweep.study import HEARTBEAT_SECONDS, counts
@@ -24,17 +24,6 @@ from pipeline.sweep.trial import run_trial
 
 LOCK_FILE = "sweep.lock"
 FAILURES_IN_A_ROW = 3  # then the worker stops: the trials fail for a reason no parameter changes
-
-
-@contextmanager
-def locked(path: Path):
-    """This machine's workers take turns between counting the trials and starting one (no trial too many)."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -60,7 +49,7 @@ def heartbeat(storage, trial: optuna.Trial):
 
 
 def next_trial(spec: SweepSpec, study: optuna.Study, storage, folder: Path) -> optuna.Trial | None:
-    with locked(folder / LOCK_FILE):
+    with file_lock(folder / LOCK_FILE):  # this machine's workers take turns to count the trials and start one
         if isinstance(storage, RDBStorage):
             fail_stale_trials(study)  # a dead machine's trials: failed, and retried by their callback
         c = counts(study)

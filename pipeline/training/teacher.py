@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.core.atomic import atomic_file
+from pipeline.core.file_lock import file_lock
 from pipeline.core.option_groups import take
 from pipeline.core.progress import Progress
 from pipeline.core.run_files import RunFolder, sha256
@@ -122,21 +123,23 @@ class Teacher:
         """:meth:`logits`, computed only when neither ``cache_dir`` (kept across runs, by content) nor
         ``run_cache`` (a run's own copy) holds them for these records; both then keep them.
 
-        Under DDP the first process computes and the others wait for its file.
+        Under DDP the first process computes and the others wait for its file; so do other fits on this machine
+        (a sweep's trials at once) that need the same logits.
         """
         key = self.cache_key(records)
         shared = cache_dir / f"teacher_logits-{key}.pt"
         places = [shared] + ([run_cache] if run_cache else [])
         if trainer is None or trainer.is_global_zero:
-            held = {place: self._read(place, key) for place in places}
-            logits = next((v for v in held.values() if v is not None), None)
-            if logits is None:
-                logits = self.logits(records, archives, **kwargs)
-            for place in places:
-                if held[place] is None:
-                    place.parent.mkdir(parents=True, exist_ok=True)
-                    with atomic_file(place) as partial:
-                        torch.save({"key": key, "teacher": str(self.run_dir), "logits": logits}, partial)
+            with file_lock(shared.with_suffix(".lock")):
+                held = {place: self._read(place, key) for place in places}
+                logits = next((v for v in held.values() if v is not None), None)
+                if logits is None:
+                    logits = self.logits(records, archives, **kwargs)
+                for place in places:
+                    if held[place] is None:
+                        place.parent.mkdir(parents=True, exist_ok=True)
+                        with atomic_file(place) as partial:
+                            torch.save({"key": key, "teacher": str(self.run_dir), "logits": logits}, partial)
         if trainer is not None:
             trainer.strategy.barrier()
         logits = self._read(shared, key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import socket
 import stat
 import subprocess
 import sys
@@ -43,6 +44,13 @@ def infer_process(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
         cwd=ROOT,
         **kw,
     )
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_jsonl(path: Path) -> list[dict]:

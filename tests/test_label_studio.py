@@ -10,26 +10,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from factory import ROOT, infer, read_jsonl
+from factory import ROOT, free_port, infer, read_jsonl
 from pipeline.review_queue.__main__ import main
 
 pytestmark = pytest.mark.label_studio
 
 EMAIL, PASSWORD = "reviewer@example.com", "review-pass-123"
 TOKEN = "5f1e0c3a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f"  # the first user's legacy API token, set at start
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def answers(url: str) -> bool:

@@ -14,17 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from factory import ROOT, image_bytes, infer, png_bomb, read_jsonl
+from factory import ROOT, free_port, image_bytes, infer, png_bomb, read_jsonl
 
 KEY = "s3cret-key"
 HEADERS = {"X-API-Key": KEY}
 COMPARED_AWAY = ("source", "run")  # where a row came from: the archive's line, or the request
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

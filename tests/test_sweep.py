@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from factory import ROOT, write_manifest
+from factory import ROOT, free_port, write_manifest
 from pipeline.sweep.__main__ import main as sweep
 from pipeline.sweep.trial import validation_score
 from pipeline.training.cli import ComplaintCLI
@@ -277,7 +277,6 @@ def postgres_url():
     since it refuses root)."""
     import pwd
     import shutil
-    import socket
     import tempfile
 
     bins = [shutil.which("initdb"), *sorted(str(p) for p in Path("/usr/lib/postgresql").glob("*/bin/initdb"))]
@@ -290,9 +289,7 @@ def postgres_url():
     if as_user:
         user = pwd.getpwnam("postgres")
         os.chown(folder, user.pw_uid, user.pw_gid)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     data = os.path.join(folder, "data")
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, cwd=folder)  # noqa: E731
     run(f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres")

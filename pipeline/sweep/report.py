@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 from pathlib import Path
 
 import optuna
@@ -57,6 +58,15 @@ def remeasure(study: optuna.Study, members: list[FrozenTrial]) -> None:
     study.set_user_attr(SPEED_ALONE, alone)
 
 
+def importances(plots, study: optuna.Study, two: bool):
+    """Optuna's parameter importances for validation macro-F1 (of two objectives, the first)."""
+    with warnings.catch_warnings():  # with a target it warns that it ranks low values: they are, F1 negated
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator")
+        return plots.plot_param_importances(
+            study, target=(lambda t: -t.values[0]) if two else None, target_name="validation macro-F1"
+        )
+
+
 def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib
 
@@ -79,9 +89,7 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
         wanted.append(
             (
                 "importances",
-                lambda: plots.plot_param_importances(  # Optuna's evaluator looks for low targets: F1 negated
-                    study, target=(lambda t: -t.values[0]) if two else None, target_name="validation macro-F1"
-                ),
+                lambda: importances(plots, study, two),
             )
         )
     if two:

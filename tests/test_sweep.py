@@ -82,6 +82,7 @@ def study_of(tmp_path, name="t") -> optuna.Study:
             "space.model.text_hidden: step must be positive",
         ),
         ({"first": [{"model.dropout": 0.1}]}, "first[0]: ['model.dropout'] not in the space"),
+        ({"objective": {"speed": True, "within": 2}}, "objective.within 2: expected a macro-F1 difference"),
     ],
 )
 def test_a_bad_sweep_file_is_one_line_before_any_fit(tiny_demo, tmp_path, capsys, given, said):
@@ -265,10 +266,42 @@ def test_two_objectives_report_a_front_that_no_trial_beats(tiny_demo, tmp_path):
 
     assert {r["trial"] for r in rows if r["front"]} == {r["trial"] for r in rows if not beaten(r)}
     assert all(r["records_per_s_alone"] > 0 for r in rows if r["front"])
+    # the choice: of the front members within 0.01 of the best validation figure, the fastest (alone; within
+    # 10% counts as as fast), the best on validation among those
+    near = [r for r in rows if r["front"] and r["values"][0] >= max(o["values"][0] for o in rows) - 0.01]
+    fastest = max(r["records_per_s_alone"] for r in near)
+    chosen = max((r for r in near if r["records_per_s_alone"] >= 0.9 * fastest), key=lambda r: r["values"][0])
+    assert [r["trial"] for r in rows if r["choice"]] == [chosen["trial"]]
+    choice = yaml.safe_load((tmp_path / "runs" / "sweeps" / "t" / "choice.yaml").read_text())
+    assert (choice["model"]["text_encoder"], choice["model"]["text_hidden"]) == (
+        chosen["params"]["model.text_encoder"],
+        chosen["params"]["model.text_hidden"],
+    )
+    assert f"choice.yaml: trial {chosen['trial']}, the fastest on the front" in out
     assert (
         "Pareto front (validation macro-F1, records/s)" in out
         and (tmp_path / "runs" / "sweeps" / "t" / "pareto_front.png").is_file()
     )
+
+
+def test_the_choice_is_the_fastest_near_the_best_and_a_speed_within_noise_is_a_tie():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from pipeline.sweep.report import choice
+
+    def trial(number: int, f1: float, speed: float):
+        t = create_trial(values=[f1, speed], params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)})
+        t.number = number
+        return t
+
+    best, fast, fastest_far = trial(0, 0.764, 1000.0), trial(1, 0.757, 1500.0), trial(2, 0.740, 2000.0)
+    assert choice([best, fast, fastest_far], {}, within=0.01) is fast  # 2 is more than a point under
+    assert choice([best, fast, fastest_far], {}, within=0.03) is fastest_far
+    # the speed measured alone decides when every candidate has it; 5% apart is a tie: the better F1 wins
+    assert choice([best, fast], {"0": 1450.0, "1": 1520.0}, within=0.01) is best
+    assert choice([best, fast], {"0": 1200.0, "1": 1520.0}, within=0.01) is fast
+    assert choice([best, fast], {"0": 1450.0}, within=0.01) is fast  # alone for one only: the sweeping figures
 
 
 @pytest.fixture

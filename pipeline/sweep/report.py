@@ -15,8 +15,9 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.sweep.spec import SweepSpec
 from pipeline.sweep.trial import BASE_SEED, trial_config
 
-BEST_FILE, TABLE_FILE = "best.yaml", "trials.json"
+BEST_FILE, CHOICE_FILE, TABLE_FILE = "best.yaml", "choice.yaml", "trials.json"
 SPEED_ALONE = "records_per_s_alone"  # the front's speed, measured again with the machine to itself
+SPEED_TIE = 0.1  # records/s this close to the fastest count as equal: one model measured twice differs by as much
 
 
 def shown(values: list[float]) -> str:
@@ -24,13 +25,14 @@ def shown(values: list[float]) -> str:
     return ", ".join(f"{v:.4f}" if i == 0 else f"{v:.1f}" for i, v in enumerate(values))
 
 
-def trial_row(t: FrozenTrial, alone: dict, members: set[int]) -> dict:
+def trial_row(t: FrozenTrial, alone: dict, members: set[int], chosen: int | None = None) -> dict:
     scores = t.user_attrs.get("scores") or []
     return {
         "trial": t.number,
         "state": t.state.name,
         "values": t.values,
         "front": t.number in members,
+        "choice": t.number == chosen,
         "params": t.params,
         "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
         "spread": round(statistics.pstdev(scores), 4) if len(scores) > 1 else None,
@@ -47,14 +49,32 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return list(study.best_trials) if len(study.directions) > 1 else [study.best_trial]
 
 
-def remeasure(study: optuna.Study, members: list[FrozenTrial]) -> None:
-    """The front's speed again, one member after the other, nothing else of the sweep running."""
+def choice(members: list[FrozenTrial], alone: dict, within: float) -> FrozenTrial:
+    """Of the front, the fastest trial whose validation figure is within ``within`` of the best one (by the speed
+    measured alone when every candidate has it, else while sweeping); of those within ``SPEED_TIE`` of the
+    fastest, the best on validation."""
+    top = max(t.values[0] for t in members)
+    near = [t for t in members if t.values[0] >= top - within]
+    measured_alone = all(str(t.number) in alone for t in near)
+
+    def speed(t: FrozenTrial) -> float:
+        return alone[str(t.number)] if measured_alone else t.values[1]
+
+    fastest = max(speed(t) for t in near)
+    return max((t for t in near if speed(t) >= fastest * (1 - SPEED_TIE)), key=lambda t: t.values[0])
+
+
+def remeasure(study: optuna.Study, members: list[FrozenTrial], rounds: int = 2) -> None:
+    """The front's speed again, nothing else of the sweep running: the members take turns for ``rounds``, each
+    keeping its best (the first model a process loads reads slower for seconds, whichever it is)."""
     from pipeline.sweep.speed import records_per_second
 
     alone = dict(study.user_attrs.get(SPEED_ALONE, {}))
-    for t in members:
-        if str(t.number) not in alone and t.user_attrs.get("runs"):
-            alone[str(t.number)] = records_per_second(Path(t.user_attrs["runs"][0]))
+    todo = [t for t in members if str(t.number) not in alone and t.user_attrs.get("runs")]
+    for _ in range(rounds):
+        for t in todo:
+            rate = records_per_second(Path(t.user_attrs["runs"][0]))
+            alone[str(t.number)] = max(alone.get(str(t.number), 0.0), rate)
     study.set_user_attr(SPEED_ALONE, alone)
 
 
@@ -144,10 +164,11 @@ def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool
         remeasure(study, members)
     alone = study.user_attrs.get(SPEED_ALONE, {})
     trials, numbers = study.get_trials(deepcopy=False), {t.number for t in members}
-    (folder / TABLE_FILE).write_text(json.dumps([trial_row(t, alone, numbers) for t in trials], indent=1))
+    chosen = choice(members, alone, spec.within) if members and spec.speed else None
+    rows = [trial_row(t, alone, numbers, chosen.number if chosen else None) for t in trials]
+    (folder / TABLE_FILE).write_text(json.dumps(rows, indent=1))
     lines = [f"{'trial':>5}  {'state':8}  {'value(s)':22}  {'seconds':>7}  params"]
-    for t in trials:
-        row = trial_row(t, alone, numbers)
+    for t, row in zip(trials, rows):
         values = shown(t.values) if t.values else "-"
         spread = f" sd {row['spread']}" if row["spread"] is not None else ""
         lines.append(
@@ -166,9 +187,13 @@ def write_report(study: optuna.Study, spec: SweepSpec, folder: Path, final: bool
                 for t in members
             )
         )
+        stack = " ".join("--config " + c for c in spec.configs)
+        lines.append(f"{BEST_FILE}: trial {best.number}: train.py fit {stack} --config {folder / BEST_FILE}")
+    if chosen is not None:
+        (folder / CHOICE_FILE).write_text(yaml.safe_dump(trial_config(spec, chosen.params, BASE_SEED), sort_keys=False))
         lines.append(
-            f"{BEST_FILE}: trial {best.number}: train.py fit "
-            f"{' '.join('--config ' + c for c in spec.configs)} --config {folder / BEST_FILE}"
+            f"{CHOICE_FILE}: trial {chosen.number}, the fastest on the front (within {SPEED_TIE:.0%}) of those "
+            f"within {spec.within} of the best validation figure: train.py fit {stack} --config {folder / CHOICE_FILE}"
         )
     lines.append(time_and_pruning(trials))
     lines += [f"plot: {p}" for p in write_plots(study, folder)]

@@ -9,6 +9,7 @@ space:
   model.text_hidden: {int: [32, 128], step: 32}
   model.text_encoder: {categorical: [lstm, textcnn]}
 objective: {part: network, speed: false}   # validation macro-F1, mean over tasks: network alone or the blend
+                                # speed: true adds records/s; within: 0.01 picks the front's fastest that close
 first: [{model.lr: 0.003}]      # trials tried first (today's recipe, say): keys of the space
 seeds: 1
 trials: 20
@@ -88,6 +89,7 @@ class SweepSpec:
     first: tuple[dict, ...] = ()  # parameters tried before the sampler's
     part: str = "network"  # the objective: the network alone, or the blend validation chose
     speed: bool = False  # a second objective: text-only records/s
+    within: float = 0.01  # with speed, the choice: the fastest front member this close to the best validation figure
     seeds: int = 1
     trials: int = 20
     timeout_minutes: float | None = None
@@ -185,6 +187,9 @@ def load_spec(path: str | Path, known_keys: set[str], name: str | None = None, f
             raise SweepError(f"configs: {config} is not a file")
     objective = given.get("objective") or {}
     part, speed = objective.get("part", "network"), bool(objective.get("speed", False))
+    within = objective.get("within", 0.01)
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or not 0 <= within <= 1:
+        raise SweepError(f"objective.within {within!r}: expected a macro-F1 difference from 0 to 1 (0.01: a point)")
     pruner = given.get("pruner") or {}
     spec = SweepSpec(
         name=str(name or given.get("name") or path.stem),
@@ -194,6 +199,7 @@ def load_spec(path: str | Path, known_keys: set[str], name: str | None = None, f
         first=tuple(first),
         part=part,
         speed=speed,
+        within=float(within),
         seeds=int(given.get("seeds", 1)),
         trials=int(given.get("trials", 20)),
         timeout_minutes=given.get("timeout_minutes"),

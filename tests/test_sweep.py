@@ -267,7 +267,7 @@ def test_two_objectives_report_a_front_that_no_trial_beats(tiny_demo, tmp_path):
     assert {r["trial"] for r in rows if r["front"]} == {r["trial"] for r in rows if not beaten(r)}
     assert all(r["records_per_s_alone"] > 0 for r in rows if r["front"])
     # the choice: of the front members within 0.01 of the best validation figure, the fastest (alone; within
-    # 10% counts as as fast), the best on validation among those
+    # 10% is a tie), the best on validation among those
     near = [r for r in rows if r["front"] and r["values"][0] >= max(o["values"][0] for o in rows) - 0.01]
     fastest = max(r["records_per_s_alone"] for r in near)
     chosen = max((r for r in near if r["records_per_s_alone"] >= 0.9 * fastest), key=lambda r: r["values"][0])

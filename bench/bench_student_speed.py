@@ -3,8 +3,8 @@
     python bench/bench_student_speed.py --archive TEST_SPLIT REFERENCE_RUN RUN [RUN ...]
 
 For each run: the sweep's measure (``pipeline.sweep.speed``: one thread, the first 256 validation texts, the
-median of 3) and ``infer.py``'s records/s over the archive read five times; the runs take turns, best of
-``--rounds``. Prints each figure and its ratio to the reference (the first run).
+best of 5 after an untimed read) and ``infer.py``'s records/s over the archive read five times; the runs take
+turns, best of ``--rounds``. Prints each figure and its ratio to the reference (the first run).
 """
 
 from __future__ import annotations

@@ -304,6 +304,26 @@ def test_the_choice_is_the_fastest_near_the_best_and_a_speed_within_noise_is_a_t
     assert choice([best, fast], {"0": 1450.0}, within=0.01) is fast  # alone for one only: the sweeping figures
 
 
+def test_the_sweeps_time_counts_overlapping_trials_once_and_leaves_out_a_pause():
+    from datetime import datetime, timedelta
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from pipeline.sweep.report import running_seconds
+
+    day = datetime(2026, 12, 4, 9)
+
+    def trial(start_min: int, end_min: int):
+        t = create_trial(value=0.5, params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)})
+        t.datetime_start, t.datetime_complete = day + timedelta(minutes=start_min), day + timedelta(minutes=end_min)
+        return t
+
+    # two jobs overlap for 0-10 and 5-20, one inside the other at 6-8; stopped, continued a night later for 10 min
+    trials = [trial(0, 10), trial(5, 20), trial(6, 8), trial(20 + 12 * 60, 30 + 12 * 60)]
+    assert running_seconds(trials) == 30 * 60
+
+
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL server on a free local port (Debian's postgresql; run as its user when we are root,

@@ -143,15 +143,24 @@ def epochs_not_run(t: FrozenTrial) -> int:
     return max(0, int(asked) - len(t.intermediate_values)) if asked else 0
 
 
+def running_seconds(trials: list[FrozenTrial]) -> float:
+    """Seconds in which at least one trial ran: a sweep stopped and continued later does not count the pause."""
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    total, reached = 0.0, None
+    for start, end in spans:
+        counted_from = start if reached is None else max(start, reached)
+        if end > counted_from:
+            total += (end - counted_from).total_seconds()
+            reached = end
+    return total
+
+
 def time_and_pruning(trials: list[FrozenTrial]) -> str:
-    """How long the sweep has taken (first start to last end) and what pruning saved."""
-    started = [t.datetime_start for t in trials if t.datetime_start]
-    ended = [t.datetime_complete for t in trials if t.datetime_complete]
+    """How long the sweep has taken (trials running, pauses left out) and what pruning saved."""
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    took = (max(ended) - min(started)).total_seconds() if started and ended else 0.0
     fits = sum(t.duration.total_seconds() for t in trials if t.duration)
     return (
-        f"time: {took / 60:.1f} min from the first trial's start to the last one's end, {fits / 60:.1f} min of "
+        f"time: {running_seconds(trials) / 60:.1f} min with trials running, {fits / 60:.1f} min of "
         f"trials; pruning stopped {len(pruned)} of {len(trials)} trials early, "
         f"{sum(epochs_not_run(t) for t in pruned)} epochs not run"
     )

@@ -268,6 +268,22 @@ def test_tfidf_linear_ignores_padding_and_empty_text():
     torch.testing.assert_close(short["cat"][2], linear.bias[:3])  # no text: the bias alone
 
 
+def test_tfidf_linear_per_token_logits_equal_the_rows_scikit_learn_checks():
+    from pipeline.models.tfidf_linear import TfidfLinear
+
+    torch.manual_seed(0)
+    linear = TfidfLinear(30, {"cat": 3, "sev": 2})
+    torch.nn.init.normal_(linear.weight)
+    torch.nn.init.normal_(linear.bias)
+    ids = torch.tensor([[5, 6, 5, 5, 9, 6], [7, 0, 7, 0, 0, 0], [4, 4, 4, 4, 4, 4], [8, 8, 8, 8, 8, 8]])
+    lengths = torch.tensor([5, 3, 6, 0])  # repeats, the padding token inside the text, garbage after it, no text
+    linear.set_idf(torch.randint(1, 30, (40, 6)), torch.full((40,), 6))
+    per_token = linear(ids, lengths)
+    rows = linear.logits(linear.features(ids, lengths))
+    for task in ("cat", "sev"):
+        torch.testing.assert_close(per_token[task], rows[task])
+
+
 def test_text_linear_blends_with_the_network_per_task():
     m = model(text_linear=True)
     b = batch()

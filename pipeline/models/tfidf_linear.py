@@ -65,11 +65,20 @@ class TfidfLinear(nn.Module):
     def logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per task from (dense or sparse) features ``(N, V)``."""
         out = torch.sparse.mm(features, self.weight.T) if features.is_sparse else features @ self.weight.T
-        out = out + self.bias
-        return dict(zip(self.num_classes, out.split(list(self.num_classes.values()), dim=1)))
+        return self._per_task(out + self.bias)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.logits(self.features(ids, lengths))
+        """``logits(features(ids, lengths))``, computed per token instead of over ``(B, V)`` rows: each entry's
+        TF-IDF weight, shared among its repeats, times the entry's column of the weights."""
+        valid = length_mask(lengths, ids.shape[1]) & (ids != self.pad_id)  # (B, L)
+        repeats = self._counts(ids, lengths).gather(1, ids).clamp(min=1)  # (B, L): repeats of each token's entry
+        weights = (1 + torch.log(repeats)) * self.idf[ids] * valid  # the entry's TF-IDF, at each of its tokens
+        norms = (weights.pow(2) / repeats).sum(1, keepdim=True).sqrt().clamp(min=1e-12)  # each entry once
+        out = torch.einsum("bl,blc->bc", weights / (repeats * norms), self.weight.T[ids])
+        return self._per_task(out + self.bias)
+
+    def _per_task(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.num_classes, logits.split(list(self.num_classes.values()), dim=1)))
 
     def token_contributions(
         self, ids: torch.Tensor, lengths: torch.Tensor, task: str, target: torch.Tensor

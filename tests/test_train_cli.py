@@ -52,7 +52,7 @@ def required_args(config: Path, request) -> list[str]:
     """What a config leaves for the user to give: a pretrained folder, a teacher run."""
     if config.stem == "transformer":
         return ["--model.text_pretrained", str(request.getfixturevalue("tiny_bert_dir"))]
-    if config.stem == "distill":
+    if config.stem.startswith("distill"):
         return ["--model.teacher", str(request.getfixturevalue("trained_run"))]
     return []
 

@@ -284,16 +284,21 @@ def test_two_objectives_report_a_front_that_no_trial_beats(tiny_demo, tmp_path):
     )
 
 
-def test_the_choice_is_the_fastest_near_the_best_and_a_speed_within_noise_is_a_tie():
-    from optuna.distributions import FloatDistribution
-    from optuna.trial import create_trial
+def finished_trial(values: list[float], **fields) -> optuna.trial.FrozenTrial:
+    """A COMPLETE trial made by hand, with ``fields`` (number, datetime_start, ...) set on it."""
+    t = optuna.trial.create_trial(
+        values=values, params={"x": 0.0}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)}
+    )
+    for name, value in fields.items():
+        setattr(t, name, value)
+    return t
 
+
+def test_the_choice_is_the_fastest_near_the_best_and_a_speed_within_noise_is_a_tie():
     from pipeline.sweep.report import choice
 
     def trial(number: int, f1: float, speed: float):
-        t = create_trial(values=[f1, speed], params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)})
-        t.number = number
-        return t
+        return finished_trial([f1, speed], number=number)
 
     best, fast, fastest_far = trial(0, 0.764, 1000.0), trial(1, 0.757, 1500.0), trial(2, 0.740, 2000.0)
     assert choice([best, fast, fastest_far], {}, within=0.01) is fast  # 2 is more than a point under
@@ -307,17 +312,13 @@ def test_the_choice_is_the_fastest_near_the_best_and_a_speed_within_noise_is_a_t
 def test_the_sweeps_time_counts_overlapping_trials_once_and_leaves_out_a_pause():
     from datetime import datetime, timedelta
 
-    from optuna.distributions import FloatDistribution
-    from optuna.trial import create_trial
-
     from pipeline.sweep.report import running_seconds
 
     day = datetime(2026, 12, 4, 9)
 
     def trial(start_min: int, end_min: int):
-        t = create_trial(value=0.5, params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)})
-        t.datetime_start, t.datetime_complete = day + timedelta(minutes=start_min), day + timedelta(minutes=end_min)
-        return t
+        start, end = day + timedelta(minutes=start_min), day + timedelta(minutes=end_min)
+        return finished_trial([0.5], datetime_start=start, datetime_complete=end)
 
     # two jobs overlap for 0-10 and 5-20, one inside the other at 6-8; stopped, continued a night later for 10 min
     trials = [trial(0, 10), trial(5, 20), trial(6, 8), trial(20 + 12 * 60, 30 + 12 * 60)]

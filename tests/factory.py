@@ -46,6 +46,20 @@ def infer_process(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
     )
 
 
+def assert_same_rows(eager: list[dict], other: list[dict], tolerance: float) -> None:
+    assert [r["id"] for r in eager] == [r["id"] for r in other]
+    for a, b in zip(eager, other):
+        assert (a["status"], a["warnings"]) == (b["status"], b["warnings"]), a["id"]
+        for key, value in a.items():
+            if key.endswith("_probs") and value is not None:
+                assert a[key[:-6]] == b[key[:-6]], (a["id"], key)
+                assert max(abs(value[c] - b[key][c]) for c in value) <= tolerance, (a["id"], key)
+        if a["modality_weights"] is not None:
+            wa, wb = a["modality_weights"], b["modality_weights"]
+            assert wa["attachments"].keys() == wb["attachments"].keys()
+            assert all(abs(wa[k] - wb[k]) <= tolerance for k in ("text", "image", "video", "absent"))
+
+
 def free_port() -> int:
     """A local TCP port nothing listens on now."""
     with socket.socket() as s:

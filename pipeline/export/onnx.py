@@ -1,8 +1,5 @@
-"""ONNX export of a trained run (``python -m pipeline.export RUN_DIR [--int8]``, see :mod:`pipeline.export.__main__`).
-
-Writes ``RUN_DIR/export/model.onnx`` (and ``model.int8.onnx`` with ``--int8``)
-and ``export.json``, which names the graph's inputs and outputs, their types and
-dynamic axes, the classes of each task and the checkpoint the graph came from.
+"""ONNX graph of a trained run, and its check against the eager model (the export folder around it:
+:mod:`pipeline.export.folder`).
 
 The graph is the whole forward pass: text encoder (BiLSTM, TextCNN or
 transformer), image CNN, video encoder, fusion, heads, the TF-IDF regression
@@ -17,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import logging
 import os
 import sys
 import warnings
@@ -28,13 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.core.atomic import atomic_folder
-from pipeline.core.run_files import cache_dir
 from pipeline.models.trained_run import LoadedRun
 
-EXPORT_DIR = "export"
-GRAPH_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-INFO_FILE = "export.json"
 OPSET = 17
 TOLERANCE = 1e-4  # largest difference from the eager model's probabilities that an export may show
 # (name, dtype, axes) of every input the graph can take; a model takes those of its modalities
@@ -167,8 +157,9 @@ def trace(run: LoadedRun, path: Path) -> None:
         raise ExportError(f"cannot export {failing_part(model, batch)}") from e
 
 
-def check_against_eager(run: LoadedRun, path: Path, tolerance: float = TOLERANCE) -> float:
-    """Largest difference between the graph and the eager model on batches of other shapes than the traced one."""
+def largest_difference(run: LoadedRun, path: Path) -> float:
+    """Largest difference between the graph's probabilities and fusion weights and the eager model's, on
+    batches of other shapes than the traced one."""
     import onnxruntime as ort
 
     forward = ExportedForward(run.model.cpu().eval())
@@ -196,91 +187,16 @@ def check_against_eager(run: LoadedRun, path: Path, tolerance: float = TOLERANCE
                     f"{sizes}, the model {list(e.shape)}: a shape was fixed at export"
                 )
             worst = max(worst, float(np.abs(e.numpy() - g).max()))
-    if worst > tolerance:
-        raise ExportError(
-            f"the exported graph differs from the model by {worst:.2g} (more than {tolerance:g}) "
-            f"on batches of other sizes than the traced one"
-        )
     return worst
 
 
-def quantize(src: Path, dst: Path) -> None:
-    """Dynamic INT8: weights of the LSTM, MatMul and Gemm nodes stored as int8, activations quantised per batch."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process first fails on LSTM graphs (symbolic shapes)
-    try:
-        quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul", "Gemm"]
+def check_against_eager(run: LoadedRun, path: Path) -> float:
+    """:func:`largest_difference`, an error when it is over :data:`TOLERANCE` (a float graph must equal the
+    model)."""
+    worst = largest_difference(run, path)
+    if worst > TOLERANCE:
+        raise ExportError(
+            f"the exported graph differs from the model by {worst:.2g} (more than {TOLERANCE:g}) "
+            f"on batches of other sizes than the traced one"
         )
-    finally:
-        root.setLevel(level)
-
-
-def describe(run: LoadedRun, differences: dict[str, float]) -> dict:
-    import onnxruntime as ort
-
-    model = run.model.model
-    return {
-        "checkpoint": str(run.checkpoint.resolve()),
-        "checkpoint_sha256": run.checkpoint_sha256,
-        "graphs": {k: GRAPH_FILES[k] for k in differences},
-        "opset": OPSET,
-        "inputs": [{"name": n, "dtype": d, "shape": s} for m in model.modalities for n, d, s in INPUTS[m]],
-        "outputs": [
-            {
-                "name": f"probs_{t}",
-                "dtype": "float32",
-                "shape": ["batch", len(run.labels.classes[t])],
-                "classes": run.labels.classes[t],
-                "activation": "sigmoid" if t in run.model.multilabel else "softmax",
-            }
-            for t in model.tasks
-        ]
-        + [{"name": "fusion_weights", "dtype": "float32", "shape": ["batch", "fusion_tokens"]}],
-        "calibrated": run.calibrated,  # the probabilities are calibrated (False: a run from before calibration)
-        "max_difference_from_eager": differences,  # per graph, on probabilities and fusion weights
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
-    }
-
-
-def export_run(run: LoadedRun, dest: Path, int8: bool = False) -> Path:
-    """Export ``run`` into ``dest`` (written whole, then moved into place); returns ``dest``."""
-    with atomic_folder(dest) as work:
-        trace(run, work / GRAPH_FILES["fp32"])
-        differences = {"fp32": check_against_eager(run, work / GRAPH_FILES["fp32"])}
-        if int8:  # quantised weights are meant to differ: recorded, not bounded
-            quantize(work / GRAPH_FILES["fp32"], work / GRAPH_FILES["int8"])
-            differences["int8"] = check_against_eager(run, work / GRAPH_FILES["int8"], tolerance=float("inf"))
-        (work / INFO_FILE).write_text(json.dumps(describe(run, differences), indent=2, ensure_ascii=False))
-    return dest
-
-
-def current_export(run: LoadedRun, dest: Path, int8: bool) -> bool:
-    """Whether ``dest`` holds an export of this very checkpoint (with the INT8 graph when asked for)."""
-    info = dest / INFO_FILE
-    if not info.is_file():
-        return False
-    described = json.loads(info.read_text())
-    wanted = ["fp32", "int8"] if int8 else ["fp32"]
-    return described.get("checkpoint_sha256") == run.checkpoint_sha256 and all(
-        (dest / GRAPH_FILES[k]).is_file() for k in wanted
-    )
-
-
-def export_folder(run: LoadedRun) -> Path:
-    """The run folder's ``export/``, or a per-checkpoint folder in the user's cache when the run is read-only."""
-    if os.access(run.run_dir, os.W_OK):
-        return run.run_dir / EXPORT_DIR
-    return cache_dir() / "onnx" / run.checkpoint_sha256[:16]
-
-
-def ensure_export(run: LoadedRun, int8: bool = False) -> Path:
-    """The folder of a current export of ``run``, exporting it first if needed (printed to stderr)."""
-    dest = export_folder(run)
-    if not current_export(run, dest, int8):
-        print(f"exporting {run.checkpoint.name} to ONNX in {dest} ...", file=sys.stderr, flush=True)
-        export_run(run, dest, int8)
-    return dest
+    return worst

@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from pipeline.export.onnx import GRAPH_FILES, ensure_export, input_names
+from pipeline.export.folder import served_graph
+from pipeline.export.onnx import input_names
 from pipeline.models.length_groups import in_length_groups
 from pipeline.models.trained_run import LoadedRun
 
@@ -23,7 +24,8 @@ def providers_for(device: str) -> list[str]:
 
 
 class OnnxClassifier:
-    """Runs a run's ONNX export (made on first use, see :func:`pipeline.export.onnx.ensure_export`).
+    """Runs a run's ONNX export (made on first use; the INT8 graph only where it is close to the eager model,
+    see :func:`pipeline.export.folder.served_graph`).
 
     Batches stay on the host: onnxruntime copies them to the GPU itself when
     its CUDA provider runs the graph. On CPU, ``threads`` length groups (see
@@ -37,7 +39,7 @@ class OnnxClassifier:
         import onnxruntime as ort
 
         model = run.model.model
-        self.graph = ensure_export(run, int8) / GRAPH_FILES["int8" if int8 else "fp32"]
+        self.graph = served_graph(run, int8)
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
         providers = providers_for(device)

@@ -16,6 +16,38 @@ from pipeline.inference.writers import output_format
 CORES = os.cpu_count() or 1
 DEFAULT_WORKERS = max(1, min(8, CORES // 2))
 TEXT_WORKERS = 1 if CORES > 1 else 0  # reading and tokenizing the next blocks while the model runs
+CHOICES = [  # flag, default, choices, help
+    (
+        "--backend",
+        "torch",
+        BACKENDS,
+        "torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use; INT8 where it "
+        "is close to eager)",
+    ),
+    (
+        "--engine",
+        "local",
+        ENGINES,
+        "local (this machine: DataLoader workers decode, the model predicts) or ray (Ray Data: decoders and model "
+        "actors across a cluster; needs the [ray] extra)",
+    ),
+]
+RAY_OPTIONS = [  # flag, type, metavar, help
+    (
+        "--ray-address",
+        str,
+        "ADDRESS",
+        "the cluster to join (auto, host:port or ray://...); default: start one on this machine for the run",
+    ),
+    ("--decoders", int, "N", "decoding actors, one CPU each (default: the CPUs the model leaves)"),
+    ("--predictors", int, "N", "model actors, each loading the model once (default: one per GPU, else 1)"),
+    (
+        "--gpus-per-predictor",
+        float,
+        "G",
+        "GPUs each model actor reserves (default: 1 when the cluster has GPUs and --device is not cpu, else 0)",
+    ),
+]
 
 
 def model_threads(num_workers: int, devices: int = 1) -> int:
@@ -57,49 +89,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="model threads on CPU (default: the cores the workers leave free)"
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU when there is one)")
-    p.add_argument(
-        "--backend",
-        default="torch",
-        choices=BACKENDS,
-        help="torch (eager), onnxruntime or onnxruntime-int8 (the run's ONNX export, made on first use)",
-    )
     p.add_argument("--devices", type=int, default=1, help="processes (DDP) sharing the records")
-    p.add_argument(
-        "--engine",
-        default="local",
-        choices=ENGINES,
-        help="local (this machine: DataLoader workers decode, the model predicts) or ray (Ray Data: "
-        "decoders and model actors across a cluster; needs the [ray] extra)",
-    )
-    p.add_argument(
-        "--ray-address",
-        default=None,
-        metavar="ADDRESS",
-        help="--engine ray: the cluster to join (auto, host:port or ray://...); default: start one on "
-        "this machine for the run",
-    )
-    p.add_argument(
-        "--decoders",
-        type=int,
-        default=None,
-        metavar="N",
-        help="--engine ray: decoding actors, one CPU each (default: the CPUs the model leaves)",
-    )
-    p.add_argument(
-        "--predictors",
-        type=int,
-        default=None,
-        metavar="N",
-        help="--engine ray: model actors, each loading the model once (default: one per GPU, else 1)",
-    )
-    p.add_argument(
-        "--gpus-per-predictor",
-        type=float,
-        default=None,
-        metavar="G",
-        help="--engine ray: GPUs each model actor reserves (default: 1 when the cluster has GPUs and "
-        "--device is not cpu, else 0)",
-    )
+    for flag, default, choices, help in CHOICES:
+        p.add_argument(flag, default=default, choices=choices, help=help)
+    for flag, kind, metavar, help in RAY_OPTIONS:
+        p.add_argument(flag, type=kind, default=None, metavar=metavar, help=f"--engine ray: {help}")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run with the same output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--evaluate", action="store_true", help="score predictions against the archive's label columns")

@@ -14,9 +14,9 @@ from pathlib import Path
 import litserve as ls
 import torch
 
-from pipeline.data.archive import MemoryArchive
 from pipeline.data.dataset import BlockBuilder
 from pipeline.data.manifest import record_from_dict
+from pipeline.data.memory_archive import MemoryArchive
 from pipeline.inference.analyzer import ComplaintAnalyzer
 from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.models.trained_run import load_run

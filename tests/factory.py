@@ -239,9 +239,15 @@ def pack_bad(root: Path, kind: str) -> Path:
     return pack(root, kind, extra_members=evil, links={"media/link.jpg": "../../secret.jpg"})
 
 
-def tiny_bert(folder: Path, texts: list[str], seed: int = 0) -> Path:
+def tiny_bert(
+    folder: Path, texts: list[str], seed: int = 0, weights: str = "model.safetensors", lowercase: bool = True
+) -> Path:
     """A random 2-layer BERT with a WordPiece tokenizer trained on ``texts``, saved as a local Hugging Face
-    folder (config.json, model.safetensors, tokenizer files): a stand-in for a real pretrained model."""
+    folder (config.json, the weights, tokenizer files): a stand-in for a real pretrained model.
+
+    ``weights``: ``model.safetensors``, or ``pytorch_model.bin`` alone (as older folders are published).
+    ``lowercase`` False: a vocabulary of lower-case entries whose tokenizer does not lower-case (as
+    bert-base-chinese's)."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -253,6 +259,7 @@ def tiny_bert(folder: Path, texts: list[str], seed: int = 0) -> Path:
     tok.train_from_iterator(
         texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials, show_progress=False)
     )
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
@@ -275,7 +282,11 @@ def tiny_bert(folder: Path, texts: list[str], seed: int = 0) -> Path:
         max_position_embeddings=64,
         pad_token_id=0,
     )
-    BertModel(config).save_pretrained(str(folder))
+    model = BertModel(config)
+    model.save_pretrained(str(folder))
+    if weights == "pytorch_model.bin":
+        torch.save(model.state_dict(), folder / weights)
+        (folder / "model.safetensors").unlink()
     tokenizer.save_pretrained(str(folder))
     return folder
 
@@ -313,3 +324,52 @@ def png_bomb(side: int, mode: str = "L", rows: int | None = None) -> bytes:
     ihdr = struct.pack(">IIBBBBB", side, side, 8, colour_type, 0, 0, 0)
     idat = _zero_rows_zlib(rows or side, 1 + side * channels)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+# EfficientNet-B0's stages, which Lite0 keeps: (expansion, kernel, first stride, output channels, blocks)
+LITE0_STAGES = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+]
+LITE0_STAGES.append((6, 3, 1, 320, 1))
+
+
+def lite0_published_state(seed: int = 0) -> dict:
+    """Random Lite0 weights in the published file's key layout (efficientnet_pytorch's names)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+
+    def conv(name, c_out, c_in, k):
+        state[f"{name}.weight"] = torch.randn(c_out, c_in, k, k, generator=g) * (2 / (c_in * k * k)) ** 0.5
+
+    def bn(name, c):
+        state[f"{name}.weight"] = 1 + 0.2 * torch.randn(c, generator=g)
+        state[f"{name}.bias"] = 0.1 * torch.randn(c, generator=g)
+        state[f"{name}.running_mean"] = 0.1 * torch.randn(c, generator=g)
+        state[f"{name}.running_var"] = 0.5 + torch.rand(c, generator=g)
+        state[f"{name}.num_batches_tracked"] = torch.tensor(1000)
+
+    conv("_conv_stem", 32, 3, 3)
+    bn("_bn0", 32)
+    i, c_in = 0, 32
+    for expansion, k, _, c_out, blocks in LITE0_STAGES:
+        for _ in range(blocks):
+            mid = c_in * expansion
+            if expansion != 1:
+                conv(f"_blocks.{i}._expand_conv", mid, c_in, 1)
+                bn(f"_blocks.{i}._bn0", mid)
+            conv(f"_blocks.{i}._depthwise_conv", mid, 1, k)
+            bn(f"_blocks.{i}._bn1", mid)
+            conv(f"_blocks.{i}._project_conv", c_out, mid, 1)
+            bn(f"_blocks.{i}._bn2", c_out)
+            i, c_in = i + 1, c_out
+    conv("_conv_head", 1280, 320, 1)
+    bn("_bn1", 1280)
+    state["_fc.weight"], state["_fc.bias"] = torch.randn(1000, 1280, generator=g) * 0.01, torch.zeros(1000)
+    return state

@@ -4,6 +4,7 @@ learns from a teacher what its own labels never showed it."""
 import json
 import math
 import random
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from factory import write_manifest
+from factory import tiny_bert, write_manifest
 from pipeline.data.augment import MAX_NGRAM, UNIT, augmented_copy
 from pipeline.data.records import Record
 from pipeline.data.text import load_tokenizer
@@ -427,6 +428,87 @@ def test_embeddings_from_teacher_needs_a_teacher(tiny_demo, tmp_path):
                 str(tmp_path),
             ]
         )
+
+
+# -- a Chinese teacher, from a folder published with pytorch_model.bin, mixed with English words --
+
+CHINESE = {
+    "negative": ["外卖送得太慢了", "我的{brand}屏幕坏了", "客服不理人", "{app}一直闪退"],
+    "positive": ["送餐很快味道不错", "{brand}包装完好", "客服态度很好", "{app}用起来很方便"],
+}
+
+
+def chinese_records(n: int, seed: int, prefix: str) -> list[dict]:
+    """Short Chinese complaints with English brand and product words, in the cases people type them."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = "negative" if i % 2 else "positive"
+        text = rng.choice(CHINESE[label]).format(
+            brand=rng.choice(["iPhone", "IPHONE", "iphone"]), app=rng.choice(["APP", "App"])
+        )
+        out.append({"id": f"{prefix}{i}", "text": text + rng.choice(["", "！", "，GPU也很烫"]), "label": label})
+    return out
+
+
+def test_a_chinese_folder_with_pytorch_model_bin_only_teaches_a_student_that_reads_its_english_words(tmp_path, caplog):
+    splits = {split: chinese_records(n, seed, split) for split, n, seed in (("train", 60, 1), ("val", 20, 2))}
+    for split, records in splits.items():
+        write_manifest(tmp_path / split, records)
+    texts = [r["text"].lower() for r in splits["train"]]
+    folder = tiny_bert(tmp_path / "zh_bert", texts, weights="pytorch_model.bin", lowercase=False)
+    assert not (folder / "model.safetensors").exists() and (folder / "pytorch_model.bin").is_file()
+    tokenizer = load_tokenizer(folder)  # its English entries are lower case: it lower-cases
+    assert tokenizer.tokenize("我的iPhone用APP") == tokenizer.tokenize("我的iphone用app")
+    assert tokenizer.unk_token not in tokenizer.tokenize("我的IPHONE用App，GPU也很烫")
+    data = [
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--config",
+        str(ROOT / "configs" / "text_only.yaml"),
+        "--data.train",
+        str(tmp_path / "train"),
+        "--data.val",
+        str(tmp_path / "val"),
+        "--data.test",
+        "null",
+        "--data.tasks",
+        "[{name: label, column: label}]",
+        "--data.num_workers",
+        "0",
+        "--trainer.max_epochs",
+        "1",
+        "--runs_root",
+        str(tmp_path / "runs"),
+    ]
+    teacher = fit(
+        [*data, "--config", str(ROOT / "configs" / "transformer.yaml"), "--model.text_pretrained", str(folder)]
+    ).run_dir
+    student = fit(
+        [
+            *data,
+            "--config",
+            str(ROOT / "configs" / "distill.yaml"),
+            "--model.teacher",
+            str(teacher),
+            "--model.embed_dim",
+            "32",
+        ]
+    ).run_dir
+    vocab = tokenizer.get_vocab()
+    assert f"embeddings_from: {len(vocab)} of {len(vocab)} token rows from {folder}" in caplog.text
+    assert json.loads((student / "run.json").read_text())["distillation"]["teacher"] == str(teacher)
+    for run in (teacher, student):  # the run folders read the English words as the teacher's folder does
+        saved = load_tokenizer(run / "tokenizer")
+        assert saved.get_vocab() == vocab and saved.tokenize("我的IPHONE") == tokenizer.tokenize("我的iphone")
+
+
+def test_a_folder_without_weights_is_one_line_naming_both_files(tiny_demo, tiny_bert_dir, tmp_path):
+    bare = shutil.copytree(tiny_bert_dir, tmp_path / "bare", ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(FileNotFoundError) as e:
+        pretrained_input_embeddings(bare)
+    assert f"model.embeddings_from={bare}: neither model.safetensors nor pytorch_model.bin there" in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 # -- a student learns from its teacher --

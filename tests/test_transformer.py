@@ -174,5 +174,6 @@ def test_transformer_refuses_another_tokenizer_and_a_folder_without_weights(tiny
     architecture_only = shutil.copytree(
         tiny_bert_dir, tmp_path / "bare", ignore=shutil.ignore_patterns("*.safetensors")
     )
-    with pytest.raises(FileNotFoundError, match="would start untrained"):
+    with pytest.raises(FileNotFoundError, match="would start untrained") as e:
         fit_transformer(tiny_demo, architecture_only, tmp_path)
+    assert "neither model.safetensors nor pytorch_model.bin there" in str(e.value) and "\n" not in str(e.value)

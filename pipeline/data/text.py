@@ -8,6 +8,7 @@ user's own local tokenizer folder can be used instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +49,31 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if tok.pad_token_id is None:
         raise ValueError(f"tokenizer in {path} has no padding token; add one (e.g. [PAD]) and save it again")
+    lower_case_for_its_vocabulary(tok)
     return tok
+
+
+LATIN_ENTRY = re.compile(r"(?:##)?[A-Za-z]+")
+
+
+def lower_case_for_its_vocabulary(tok: PreTrainedTokenizerFast) -> bool:
+    """Make a tokenizer lower-case its text when it does not do so itself and its vocabulary's English entries
+    are all lower case (bert-base-chinese's, m3e's): there "The", "iPhone" or "APP" in a Chinese complaint would
+    each be ``[UNK]``. Returns whether it was changed (the change is saved with the tokenizer)."""
+    from tokenizers import normalizers
+
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None or (backend.normalizer and backend.normalizer.normalize_str("Ab") == "ab"):
+        return False
+    latin = [t for t in tok.get_vocab() if LATIN_ENTRY.fullmatch(t)]
+    if not latin or any(not t.islower() for t in latin):  # no English, or cased: lower-casing would lose tokens
+        return False
+    steps = [backend.normalizer] if backend.normalizer else []
+    backend.normalizer = normalizers.Sequence([*steps, normalizers.Lowercase()])
+    if "do_lower_case" in tok.init_kwargs:  # saved, the folder lower-cases when transformers alone loads it too
+        tok.init_kwargs.update(do_lower_case=True, strip_accents=False)
+        tok.do_lower_case, tok.strip_accents = True, False
+    return True
 
 
 ENCODE_CHUNK = 1024  # texts per tokenizer call: its per-text results stay small

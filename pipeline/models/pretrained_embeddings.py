@@ -7,22 +7,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.models.pretrained_folder import has_weights, load_pretrained, no_weights
+
 
 def pretrained_input_embeddings(folder: str | Path) -> tuple[dict[str, int], torch.Tensor]:
     """A local Hugging Face folder's vocabulary (token -> row) and input embedding matrix ``(V, D)``."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
     from pipeline.data.text import load_tokenizer
-    from pipeline.models.transformer_encoder import has_weights
 
     if not has_weights(folder):
         raise FileNotFoundError(
-            f"embeddings_from {folder}: no model.safetensors (or pytorch_model.bin) there; "
-            f"expected a local Hugging Face model folder, nothing is downloaded"
+            f"{no_weights('model.embeddings_from', folder)}; expected a local Hugging Face model folder, "
+            f"nothing is downloaded"
         )
-    hf_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    model = load_pretrained(folder)
     return load_tokenizer(folder).get_vocab(), model.get_input_embeddings().weight.detach().float()
 
 

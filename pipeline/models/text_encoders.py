@@ -9,8 +9,9 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.models.network_options import NetworkOptions
+from pipeline.models.pretrained_folder import has_weights, no_weights
 from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
-from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, TransformerTextEncoder, has_weights
+from pipeline.models.transformer_encoder import TEXT_MODEL_DIR, TransformerTextEncoder
 
 TEXT_ENCODERS = {"lstm": LSTMTextEncoder, "textcnn": TextCNNEncoder, "transformer": TransformerTextEncoder}
 
@@ -44,7 +45,7 @@ def check_startable(o: NetworkOptions) -> None:
     folder = pretrained_folder(o)
     if folder and not has_weights(folder):
         raise FileNotFoundError(
-            f"model.text_pretrained={folder}: no model.safetensors there, so the {o.text_encoder} would start untrained"
+            f"{no_weights('model.text_pretrained', folder)}, so the {o.text_encoder} would start untrained"
         )
 
 

@@ -9,15 +9,11 @@ from torch import nn
 
 from pipeline.models.network_options import NetworkOptions
 from pipeline.models.pooling import AdditiveAttention
+from pipeline.models.pretrained_folder import WEIGHT_FILES, has_weights, load_pretrained
 from pipeline.models.text_encoder import length_mask
 
 POOLINGS = ("mean", "cls", "attention")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TEXT_MODEL_DIR = "text_model"  # in a run folder: the transformer's config and tokenizer, not its weights
-
-
-def has_weights(folder: str | Path) -> bool:
-    return any((Path(folder) / name).is_file() for name in WEIGHT_FILES)
 
 
 def save_architecture(pretrained: str | Path, dest: str | Path) -> None:
@@ -42,9 +38,10 @@ class TransformerTextEncoder(nn.Module):
     """Token ids ``(B, L)`` + lengths ``(B,)`` -> ``(B, hidden)`` and per-token weights ``(B, L)`` (or None).
 
     ``pretrained`` is a local folder as ``save_pretrained`` writes it: ``config.json``,
-    the tokenizer and, to start from pretrained weights, ``model.safetensors``. A
-    folder without weights (a run folder's ``text_model/``) builds the architecture
-    only, for weights that come from a checkpoint.
+    the tokenizer and, to start from pretrained weights, ``model.safetensors`` or
+    ``pytorch_model.bin`` (:mod:`pipeline.models.pretrained_folder`). A folder
+    without weights (a run folder's ``text_model/``) builds the architecture only,
+    for weights that come from a checkpoint.
 
     Batches carry the text's own tokens, as for every text encoder; the encoder
     adds the tokenizer's ``[CLS]`` and ``[SEP]`` itself and truncates to the
@@ -59,7 +56,6 @@ class TransformerTextEncoder(nn.Module):
     def __init__(self, pretrained: str, pooling: str = "mean", freeze_layers: int = 0):
         super().__init__()
         from transformers import AutoConfig, AutoModel
-        from transformers.utils import logging as hf_logging
 
         from pipeline.data.text import load_tokenizer
 
@@ -69,14 +65,12 @@ class TransformerTextEncoder(nn.Module):
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"text_pretrained {folder} has no config.json: expected a local Hugging Face "
-                f"model folder (config.json, model.safetensors, tokenizer); nothing is downloaded"
+                f"model folder (config.json, {' or '.join(WEIGHT_FILES)}, tokenizer); nothing is downloaded"
             )
-        hf_logging.disable_progress_bar()
         if has_weights(folder):
-            self.transformer = AutoModel.from_pretrained(str(folder), local_files_only=True)
+            self.transformer = load_pretrained(folder)
         else:
             self.transformer = AutoModel.from_config(AutoConfig.from_pretrained(str(folder), local_files_only=True))
-        self.transformer.train()  # from_pretrained returns it in eval mode, which Lightning would keep
         if getattr(self.transformer, "pooler", None) is not None:
             self.transformer.pooler = None  # never used: pooling is ours, and DDP needs every parameter used
         config = self.transformer.config

@@ -122,8 +122,8 @@ def train(args: list[str]) -> dict:
     return json.loads((train_run(args) / "metrics.json").read_text())
 
 
-def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5) -> float:
-    """infer.py's records/s (prediction phase) over ``archive`` read ``repeats`` times."""
+def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5, *options: str) -> float:
+    """infer.py's records/s (prediction phase) over ``archive`` read ``repeats`` times, with ``options``."""
     done = subprocess.run(
         [
             sys.executable,
@@ -135,6 +135,7 @@ def infer_rate(run: Path, archive: Path, out: Path, repeats: int = 5) -> float:
             "--output",
             str(out),
             "--overwrite",
+            *options,
         ],
         capture_output=True,
         text=True,

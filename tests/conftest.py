@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
-from factory import bad_archive, make_demo_module, tiny_bert  # noqa: E402
+from factory import bad_archive, lite0_published_state, make_demo_module, tiny_bert  # noqa: E402
 
 # The files that take longest (pytest --durations=0, summed per file), slowest first; the sweep's, whose worker
 # processes would crowd the Ray cluster's, after the other heavy ones. `make test` gives whole
@@ -27,6 +27,7 @@ SLOWEST_FIRST = [
     "test_explain.py",
     "test_serve.py",
     "test_export.py",
+    "test_pretrained_image.py",
     "test_calibration.py",
     "test_transformer.py",
     "test_multilabel.py",
@@ -123,6 +124,53 @@ def demo_text_run(tmp_path_factory):
             "0",
             "--trainer.max_epochs",
             "1",
+            "--runs_root",
+            str(tmp_path_factory.mktemp("runs")),
+        ]
+    )
+    return cli.run_dir
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(tmp_path_factory):
+    """Random EfficientNet-Lite0 weights in the published file's key layout (tests never need the real ones)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("lite0") / "efficientnet-lite0-random.pth"
+    torch.save(lite0_published_state(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0_run(tiny_demo, lite0_weights, tmp_path_factory):
+    """A multimodal demo run with README's pretrained-image recipe (Lite0 from ``lite0_weights``) at 32 pixels:
+    the backbone frozen in epoch 0, trained in epoch 1."""
+    from pipeline.training.cli import ComplaintCLI
+
+    root = Path(__file__).parents[1]
+    cli = ComplaintCLI(
+        args=[
+            "fit",
+            "--config",
+            str(root / "configs" / "demo.yaml"),
+            "--config",
+            str(root / "configs" / "pretrained_image.yaml"),
+            "--model.backbone_weights",
+            str(lite0_weights),
+            "--data.train",
+            str(tiny_demo["train"]),
+            "--data.val",
+            str(tiny_demo["val"]),
+            "--data.test",
+            "null",
+            "--data.image_size",
+            "32",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "2",
             "--runs_root",
             str(tmp_path_factory.mktemp("runs")),
         ]

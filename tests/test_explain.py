@@ -19,7 +19,7 @@ from factory import ROOT, infer, make_demo_module
 from pipeline.data.dataset import RecordStream
 from pipeline.data.limits import Limits
 from pipeline.explain.attribution import Explainer
-from pipeline.explain.images import heatmap, photo
+from pipeline.explain.images import UNSEEN_BRIGHTNESS, heatmap, overlay, photo
 from pipeline.explain.selection import LowestConfidence
 from pipeline.inference.analyzer import ComplaintAnalyzer
 from pipeline.training.module import ComplaintClassifier
@@ -102,7 +102,7 @@ def test_token_attributions_add_up_to_the_logit(encoder, tiny_bert_dir):
             assert float(part["tokens"].sum()) == pytest.approx(change, abs=1e-2 + 0.05 * abs(change))  # 16 steps
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "resnet18"])
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "resnet18", "efficientnet_lite0"])
 def test_picture_maps_are_grad_cam_for_pooled_backbones(backbone):
     """Where the last block feeds global average pooling, the per-position map is Captum's Grad-CAM exactly."""
     model = classifier(modalities=["image"], image_backbone=backbone)
@@ -121,6 +121,19 @@ def test_picture_maps_are_grad_cam_for_pooled_backbones(backbone):
     assert len(got) == int(batch["image_mask"].sum()) == 3
     for cam, want in zip(got, expected):
         assert np.allclose(cam, want.numpy(), atol=1e-6 * float(want.abs().max()) + 1e-9)
+
+
+def test_the_heatmap_covers_the_square_the_model_saw_and_the_rest_is_dimmed():
+    grey = Image.new("RGB", (200, 100), (200, 200, 200))
+    cam = np.ones((4, 4), np.float32)  # heat everywhere the model looked
+    whole = np.asarray(overlay(grey, cam, image_crop=1.0)).astype(int)
+    seen = whole[:, 50:150]
+    assert (np.abs(seen - whole[50, 100]) <= 1).all()  # the centre 100 x 100 square: heat all over
+    assert not (seen == 200).all(axis=-1).any()
+    outside = np.concatenate([whole[:, :50], whole[:, 150:]], axis=1)
+    assert (outside == round(200 * UNSEEN_BRIGHTNESS)).all()  # not seen: dimmed, no heat
+    half = np.asarray(overlay(grey, cam, image_crop=0.5)).astype(int)
+    assert (half[25:75, 75:125] == whole[50, 100]).all() and (half[:, :74] == 100).all()
 
 
 def test_a_task_the_regression_decides_shows_no_network_attributions():

@@ -111,6 +111,24 @@ def test_each_record_sent_alone_gets_infer_pys_row_as_json_and_as_a_form(server,
         same_row(as_form.json(), rows[record["id"]])
 
 
+def test_a_pretrained_lite0_run_is_served_with_infer_pys_rows(lite0_run, tiny_demo, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    assert infer("--checkpoint", lite0_run, "--input", tiny_demo["test"], "--output", out, "--device", "cpu") == 0
+    rows = {r["id"]: r for r in read_jsonl(out)}
+    records = [r for r in read_jsonl(tiny_demo["test"] / "complaints.jsonl") if r.get("attachments")][:4]
+    lite0 = Server(lite0_run, "--api-key", KEY)
+    try:
+        for record in records:
+            files = [(name, (tiny_demo["test"] / name).read_bytes()) for name in record["attachments"]]
+            answer = predict(
+                lite0, data={"id": record["id"], "text": record["text"]}, files=[("files", f) for f in files]
+            )
+            assert answer.status_code == 200, answer.text
+            same_row(answer.json(), rows[record["id"]])
+    finally:
+        assert lite0.stop()[0] == 0
+
+
 def bad(server, status: int, said: str, **kw) -> None:
     answer = predict(server, **kw)
     assert answer.status_code == status, (answer.status_code, answer.text)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torchmetrics.classification import MulticlassF1Score
 
 from pipeline.data.labels import IGNORE_INDEX
@@ -209,6 +210,8 @@ def test_wrong_type_is_an_error(capsys):
 
 
 def test_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
+    """Two processes, one run folder; an image backbone frozen for the first epoch (no gradients then) trains
+    in the second, under plain ``ddp``."""
     out = run_train(
         "fit",
         "--config",
@@ -218,9 +221,11 @@ def test_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
         "--trainer.devices=2",
         "--trainer.accelerator=cpu",
         "--trainer.max_epochs",
-        "1",
+        "2",
         "--trainer.limit_train_batches",
         "2",
+        "--model.freeze_backbone_epochs",
+        "1",
         "--runs_root",
         str(tmp_path),
         "--experiment",
@@ -234,3 +239,5 @@ def test_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
     run = run if run.is_absolute() else ROOT / run
     assert (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((tmp_path / "ddp").iterdir())) == 1  # both processes wrote into one run folder
+    assert "image backbone: trains from epoch 1" in out.stdout + out.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["strategy"] == "ddp_find_unused_parameters_true"

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 # Lightning 2.6 on torch 2.14 touches a deprecated torch class in every predict and fit.
 PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+# A frozen image backbone, or its batch norm, stays in eval mode on purpose (see ImageEncoder.train).
+EVAL_MODE_MODULES = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 # Lightning's info lines that say nothing a user of train.py acts on, by the start of the message: the device
 # report, the seed, its cloud logger's advertisement, the epoch estimate and the end of a fit (the summary follows).
@@ -47,6 +49,7 @@ def _handlers() -> list[logging.Handler]:
 def silence_library_noise() -> None:
     """Filter the known warnings and info lines (idempotent)."""
     warnings.filterwarnings("ignore", message=PYTREE_DEPRECATION, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=EVAL_MODE_MODULES)
     for handler in _handlers():
         if not any(isinstance(f, _DropMessages) for f in handler.filters):
             handler.addFilter(_DropMessages(INFO_NOISE))

@@ -26,6 +26,7 @@ from pipeline.data.dataset import ComplaintDataset, Featurizer
 from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.options import DataOptions
+from pipeline.data.picture_views import AUGMENT, EVAL
 from pipeline.data.reading import (
     read_splits,
     report_attachment_problems,
@@ -109,6 +110,10 @@ class ComplaintDataModule(pl.LightningDataModule):
     @property
     def num_workers(self) -> int:
         return self.loader.num_workers
+
+    @property
+    def image_augment(self) -> bool:
+        return bool(self.loader.image_augment)
 
     # -- what the model needs to know, available before setup() (LightningCLI links these) --
 
@@ -195,9 +200,9 @@ class ComplaintDataModule(pl.LightningDataModule):
 
     # -- Lightning hooks --
 
-    def featurizer(self) -> Featurizer:
+    def featurizer(self, view: str = EVAL) -> Featurizer:
         self._prepare()
-        return self.options.featurizer(self.tokenizer, labels=self.label_space)
+        return self.options.featurizer(self.tokenizer, labels=self.label_space, view=view)
 
     def collator(self) -> Collator:
         return self.options.collator(self.pad_id)
@@ -224,16 +229,19 @@ class ComplaintDataModule(pl.LightningDataModule):
         self._prepare()
 
     def _dataset(self, split: str) -> ComplaintDataset:
-        augment = ImageAugmentation(self.options.image_size) if split == "train" and self.loader.image_augment else None
+        augment = None
+        if split == "train" and self.image_augment:
+            augment = ImageAugmentation(self.options.image_size, self.loader.trivial_augment)
+        featurizer = self.featurizer(AUGMENT if augment else EVAL)
         if split == "train" and self.teacher_logits is not None:
             records, archives = self.distillation_set(mask_token(self.tokenizer))
-            return ComplaintDataset(records, archives, self.featurizer(), self.teacher_logits, augment)
+            return ComplaintDataset(records, archives, featurizer, self.teacher_logits, augment)
         if split == "train" and self.teacher:
             raise RuntimeError(
                 "model.teacher is set but no teacher logits were handed to the data module: add "
                 "pipeline.training.teacher.TeacherLogits() to the Trainer's callbacks (train.py does)"
             )
-        return ComplaintDataset(self.splits[split], self.archives[split], self.featurizer(), augment=augment)
+        return ComplaintDataset(self.splits[split], self.archives[split], featurizer, augment=augment)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:

@@ -106,15 +106,20 @@ class LoaderOptions:
         num_workers: DataLoader worker processes.
         sample_cache_mb: memory for samples decoded once before training, so that epochs do not decode the same
             attachments again (0: decode every epoch).
-        image_augment: augment training photos and video frames (random resized crop, flip, colour jitter, small
-            rotation; see :mod:`pipeline.data.image_augment`).
+        image_augment: augment training photos and video frames: decoded larger, then a random resized crop,
+            a flip and colour jitter (see :mod:`pipeline.data.image_augment`). ``train.py`` turns it on when
+            ``model.backbone_weights`` start a backbone that trains, and leaves it off otherwise, unless it is
+            given.
+        trivial_augment: with ``image_augment``, also TrivialAugment (one random photometric or geometric change
+            of random strength per picture).
         cache_dir: where fitted vocabularies are cached (default ``~/.cache/complaint-pipeline``).
     """
 
     batch_size: int = 32
     num_workers: int = 2
     sample_cache_mb: float = 1024
-    image_augment: bool = False
+    image_augment: bool | None = None
+    trivial_augment: bool = False
     cache_dir: str | None = None
 
 

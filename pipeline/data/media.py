@@ -1,8 +1,10 @@
 """Attachment decoding: photos and video frames to uint8 tensors, typed by content.
 
 Images: ``(3, S, S)`` uint8. Videos: ``(T, 3, S, S)`` uint8, T frames sampled
-uniformly over the duration. Every failure raises :class:`AttachmentError`
-with a reason from :mod:`pipeline.data.records`.
+uniformly over the duration. Sized as :mod:`pipeline.data.picture_views` says
+(the ``augment`` view: ``(3, H, W)`` and ``(T, 3, H, W)``, larger and uncropped).
+Every failure raises :class:`AttachmentError` with a reason from
+:mod:`pipeline.data.records`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.data.limits import Limits
+from pipeline.data.picture_views import EVAL, centre_crop, check_view, resized, shorter_side
 from pipeline.data.records import TOO_LARGE, UNREADABLE, UNSUPPORTED, AttachmentError
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the doctor's checks run without it
@@ -38,6 +41,19 @@ class MediaSpec:
     image_size: int = 128
     video_frames: int = 8
     limits: Limits = field(default_factory=Limits)
+    image_crop: float = 1.0  # the share of the shorter side the centre crop keeps
+    view: str = EVAL
+
+    def __post_init__(self):
+        check_view(self.image_crop, self.view)
+
+    def size_of(self, width: int, height: int) -> tuple[int, int]:
+        """The ``(width, height)`` a picture of that size is resized to."""
+        return resized(width, height, self.image_size, self.image_crop, self.view)
+
+    def cropped(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's square of resized ``(..., H, W, 3)`` pixels (all of them for the ``augment`` view)."""
+        return centre_crop(pixels, self.image_size) if self.view == EVAL else pixels
 
 
 def sniff(data: bytes) -> str | None:
@@ -120,15 +136,16 @@ def viewed_image(data: bytes, size: int, limits: Limits) -> Image.Image:
         raise AttachmentError(UNREADABLE, error_text(e)) from None
 
 
-def image_array(data: bytes, size: int, limits: Limits) -> np.ndarray:
-    """Decode, orient by EXIF, convert to RGB and resize to ``(size, size, 3)`` uint8."""
-    return np.asarray(viewed_image(data, size, limits).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+def image_array(data: bytes, spec: MediaSpec) -> np.ndarray:
+    """Decode, orient by EXIF, convert to RGB, resize and crop as ``spec`` says: ``(S, S, 3)`` uint8."""
+    im = viewed_image(data, shorter_side(spec.image_size, spec.image_crop, spec.view), spec.limits)
+    return spec.cropped(np.asarray(im.resize(spec.size_of(*im.size), Image.BILINEAR), dtype=np.uint8))
 
 
 _local = threading.local()
 
 
-def _frame_array(frame, size: int | tuple[int, int]) -> np.ndarray:
+def _frame_array(frame, size: int | tuple[int, int] | MediaSpec) -> np.ndarray:
     # One reformatter per thread and process: it keeps its scaler between frames of the
     # same geometry, ~15x faster than one per frame (frame.to_ndarray(width=...)).
     # Single-threaded scaling: DataLoader workers give the parallelism, and a scaler
@@ -137,13 +154,17 @@ def _frame_array(frame, size: int | tuple[int, int]) -> np.ndarray:
         from av.video.reformatter import VideoReformatter
 
         _local.reformatter, _local.pid = VideoReformatter(), os.getpid()
-    width, height = (size, size) if isinstance(size, int) else size
-    return _local.reformatter.reformat(frame, width=width, height=height, format="rgb24", threads=1).to_ndarray()
+    if isinstance(size, MediaSpec):
+        width, height = size.size_of(frame.width, frame.height)
+    else:
+        width, height = (size, size) if isinstance(size, int) else size
+    pixels = _local.reformatter.reformat(frame, width=width, height=height, format="rgb24", threads=1).to_ndarray()
+    return size.cropped(pixels) if isinstance(size, MediaSpec) else pixels
 
 
-def video_array(data: bytes, size: int | tuple[int, int], num_frames: int, limits: Limits) -> np.ndarray:
+def video_array(data: bytes, size: int | tuple[int, int] | MediaSpec, num_frames: int, limits: Limits) -> np.ndarray:
     """Sample ``num_frames`` frames uniformly over the clip: ``(T, size, size, 3)`` uint8 (``size`` may
-    also be ``(width, height)``)."""
+    also be ``(width, height)``, or a :class:`MediaSpec` that sizes each frame as a photo)."""
     import av
 
     try:
@@ -231,11 +252,11 @@ def attachment_kind(data: bytes) -> str:
 
 
 def attachment_array(data: bytes, spec: MediaSpec) -> tuple[str, np.ndarray]:
-    """Type by content and decode: ``("image", (S,S,3))`` or ``("video", (T,S,S,3))`` uint8."""
+    """Type by content and decode: ``("image", (S,S,3))`` or ``("video", (T,S,S,3))`` uint8 (``spec``'s view)."""
     kind = attachment_kind(data)
     if kind == IMAGE:
-        return IMAGE, image_array(data, spec.image_size, spec.limits)
-    return VIDEO, video_array(data, spec.image_size, spec.video_frames, spec.limits)
+        return IMAGE, image_array(data, spec)
+    return VIDEO, video_array(data, spec, spec.video_frames, spec.limits)
 
 
 def check_attachment(data: bytes, spec: MediaSpec) -> str:

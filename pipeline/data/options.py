@@ -9,11 +9,12 @@ and :class:`Collator` from it, and its defaults are the data module's.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from pipeline.data.limits import Limits
 from pipeline.data.media import MediaSpec
+from pipeline.data.picture_views import EVAL
 from pipeline.data.records import Columns
 from pipeline.data.redact import PII_TYPES, check_types
 
@@ -38,7 +39,10 @@ class DataOptions:
             caches, logs, run folder): e-mail addresses, phone numbers, card numbers, IBANs, Chinese resident ID
             numbers and URLs become ``[EMAIL]``, ``[PHONE]``, ... (see :mod:`pipeline.data.redact`).
         redact_types: which of those kinds (default all).
-        image_size: the side photos and video frames are resized to.
+        image_size: the side of the square the model sees of each photo and video frame.
+        image_crop: the share of a picture's shorter side that square keeps (the shorter side is resized to
+            ``image_size / image_crop``, the aspect kept, and the centre cropped; see
+            :mod:`pipeline.data.picture_views`): 1 keeps it all, ImageNet's 0.875 is 224 pixels of 256.
         video_frames: frames sampled per video.
         max_images: photos read per record.
         max_videos: videos read per record.
@@ -54,6 +58,7 @@ class DataOptions:
     redact: bool = True
     redact_types: tuple[str, ...] = PII_TYPES
     image_size: int = 128
+    image_crop: float = 1.0
     video_frames: int = 8
     max_images: int = 4
     max_videos: int = 2
@@ -86,16 +91,23 @@ class DataOptions:
 
     @property
     def media(self) -> MediaSpec:
-        return MediaSpec(image_size=self.image_size, video_frames=self.video_frames, limits=self.limits)
+        """How pictures are decoded for the model: the deterministic view (:mod:`pipeline.data.picture_views`)."""
+        return MediaSpec(self.image_size, self.video_frames, self.limits, self.image_crop)
 
     def featurizer(
-        self, tokenizer, labels: LabelSpace | None = None, read_media: bool = True, mark_no_input: bool = False
+        self,
+        tokenizer,
+        labels: LabelSpace | None = None,
+        read_media: bool = True,
+        mark_no_input: bool = False,
+        view: str = EVAL,
     ) -> Featurizer:
+        """Records to samples, their pictures in ``view`` (``augment``: for training's augmentation)."""
         from pipeline.data.dataset import Featurizer
 
         return Featurizer(
             tokenizer,
-            self.media,
+            replace(self.media, view=view),
             max_text_length=self.max_text_length,
             max_images=self.max_images,
             max_videos=self.max_videos,

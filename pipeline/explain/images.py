@@ -19,6 +19,7 @@ from pipeline.data.media import video_array, viewed_image
 THUMBNAIL = 224  # longest side of a report picture, in pixels (small pictures are enlarged to it)
 HEAT_OPACITY = 0.6  # of the heatmap where it is hottest; it fades out where the map is cold
 COLORMAP = colormaps["turbo"]
+UNSEEN_BRIGHTNESS = 0.5  # of the parts of a photo outside the square the model saw
 
 
 def thumbnail_size(width: int, height: int) -> tuple[int, int]:
@@ -51,12 +52,21 @@ def heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(scaled, mode="F").resize(size, Image.BILINEAR)).clip(0, 1)
 
 
-def overlay(image: Image.Image, cam: np.ndarray) -> Image.Image:
-    """``image`` with ``cam``'s heatmap over it (stretched over the whole picture, as the model saw it)."""
-    heat = heatmap(cam, image.size)[..., None]  # (H, W, 1)
+def overlay(image: Image.Image, cam: np.ndarray, image_crop: float = 1.0) -> Image.Image:
+    """``image`` with ``cam``'s heatmap over the part of it the model saw: the centre square that keeps
+    ``image_crop`` of the shorter side (:mod:`pipeline.data.picture_views`); what it did not see is dimmed."""
+    width, height = image.size
+    side = min(width, height) * image_crop
+    left, top = round((width - side) / 2), round((height - side) / 2)
+    right, bottom = width - left, height - top
+    heat = np.zeros((height, width, 1), np.float32)
+    heat[top:bottom, left:right, 0] = heatmap(cam, (right - left, bottom - top))
     colour = COLORMAP(heat[..., 0])[..., :3]  # (H, W, 3) in [0, 1]
     opacity = HEAT_OPACITY * heat
-    mixed = np.asarray(image, dtype=np.float32) / 255 * (1 - opacity) + colour * opacity
+    pixels = np.asarray(image, dtype=np.float32) / 255
+    unseen = np.full((height, width, 1), UNSEEN_BRIGHTNESS, np.float32)
+    unseen[top:bottom, left:right] = 1
+    mixed = pixels * unseen * (1 - opacity) + colour * opacity
     return Image.fromarray((mixed * 255).round().astype(np.uint8))
 
 

@@ -179,7 +179,7 @@ class ReportWriter:
 
     def _save(self, picture, cam, name: str) -> str:
         path = self.images / f"{name}.png"
-        save_png(picture if cam is None else overlay(picture, cam), path)
+        save_png(picture if cam is None else overlay(picture, cam, self.run.media.image_crop), path)
         return f"img/{path.name}"
 
     def close(self, about: str) -> Path:

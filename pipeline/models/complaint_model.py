@@ -20,21 +20,30 @@ def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -
     """Run ``encoder`` on the present slots only: ``x (B, K, ...)``, ``present (B, K)`` -> ``(B, K, D)``.
 
     Padding slots are never seen by the encoder (their content cannot matter).
-    With no slot present, one slot is encoded and multiplied by zero, so every
-    parameter still takes part in the graph (DDP requires it). An ONNX export
-    traces the general case only, so its graph serves every mask (none present
-    included: the encoder then sees an empty batch).
+    With no slot present the encoder does not run, except in a distributed fit:
+    there one slot is encoded and multiplied by zero, so every parameter still
+    takes part in the graph (DDP requires it). An ONNX export traces the general
+    case only, so its graph serves every mask (none present included: the
+    encoder then sees an empty batch).
     """
     B, K = present.shape
     if torch.jit.is_tracing():
         feats = encoder(x[present])
         return feats.new_zeros(B, K, feats.shape[-1]).index_put((present,), feats)
     any_present = bool(present.any())
+    if not any_present and not torch.distributed.is_initialized():
+        return torch.zeros(B, K, encoder.out_dim, device=x.device)
     feats = encoder(x[present] if any_present else x[:1, 0])  # (M, D)
     out = feats.new_zeros(B, K, feats.shape[-1])
     if any_present:
         return out.index_put((present,), feats)
     return out + 0.0 * feats.sum()
+
+
+def image_encoder(o: NetworkOptions) -> ImageEncoder:
+    return ImageEncoder(
+        o.image_backbone, o.image_dim, o.backbone_weights, o.freeze_backbone, o.freeze_batchnorm, o.image_dropout
+    )
 
 
 def check_options(o: NetworkOptions) -> None:
@@ -76,13 +85,10 @@ class ComplaintModel(nn.Module):
             self.text_encoder = build_text_encoder(o, vocab_size, pad_id)
             dims["text"] = self.text_encoder.out_dim
         if "image" in self.modalities:
-            self.image_encoder = ImageEncoder(o.image_backbone, o.image_dim, o.backbone_weights, o.freeze_backbone)
+            self.image_encoder = image_encoder(o)
             dims["image"] = self.image_encoder.out_dim
         if "video" in self.modalities:
-            if o.share_frame_encoder and "image" in self.modalities:
-                frames = self.image_encoder
-            else:
-                frames = ImageEncoder(o.image_backbone, o.image_dim, o.backbone_weights, o.freeze_backbone)
+            frames = self.image_encoder if o.share_frame_encoder and "image" in self.modalities else image_encoder(o)
             self.video_encoder = VideoEncoder(frames, o.video_temporal)
             dims["video"] = self.video_encoder.out_dim
         self.fusion = FUSIONS[o.fusion](dims, o.fusion_dim, o.fusion_heads, o.dropout)
@@ -117,6 +123,14 @@ class ComplaintModel(nn.Module):
         explain["layout"] = self.fusion.layout({m: items[m][1].shape[1] for m in self.modalities})
         explain["items"] = items
         return fused, explain
+
+    def image_encoders(self) -> list[ImageEncoder]:
+        """The encoders of photos and video frames (one when they share it)."""
+        found = [
+            getattr(self, "image_encoder", None),
+            getattr(getattr(self, "video_encoder", None), "frame_encoder", None),
+        ]
+        return list({id(e): e for e in found if e is not None}.values())
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.heads(features)

@@ -24,10 +24,14 @@ class NetworkOptions:
         text_freeze_layers: transformer layers (after the embeddings) kept fixed.
         text_linear: a TF-IDF logistic regression on the text beside the network, blended with it per task
             (see :mod:`pipeline.training.blend`).
-        image_backbone: ``small_cnn``, ``mobilenet_v3_small``, ``resnet18`` or ``efficientnet_b0``.
-        image_dim: size of an encoded image.
-        backbone_weights: local state-dict file for the image backbone.
-        freeze_backbone: keep the image backbone's weights fixed.
+        image_backbone: ``small_cnn``, ``mobilenet_v3_small``, ``resnet18``, ``efficientnet_b0`` or
+            ``efficientnet_lite0`` (see :mod:`pipeline.models.image_backbones`).
+        image_dim: size of an encoded image (``small_cnn``; the others keep their own).
+        backbone_weights: local weights file for the image backbone (``efficientnet_lite0``: the file as
+            published; the others: a torchvision state dict).
+        freeze_backbone: keep the image backbone's weights and batch-norm statistics fixed throughout.
+        freeze_batchnorm: keep the image backbone's batch-norm statistics fixed while its weights train.
+        image_dropout: dropout on each encoded picture, before the fusion.
         video_temporal: ``attention``, ``lstm`` or ``mean`` over frames.
         share_frame_encoder: video frames go through the photos' image encoder.
         fusion: ``attention`` (modality tokens) or ``concat`` (ablation).
@@ -49,6 +53,8 @@ class NetworkOptions:
     image_dim: int = 128
     backbone_weights: str | None = None
     freeze_backbone: bool = False
+    freeze_batchnorm: bool = False
+    image_dropout: float = 0.0
     video_temporal: str = "attention"
     share_frame_encoder: bool = True
     fusion: str = "attention"

@@ -15,6 +15,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pipeline.confidence.review import DEFAULT_PRECISION
@@ -23,6 +24,7 @@ from pipeline.core.option_groups import did_you_mean, take
 from pipeline.core.run_files import CONFIG_FILE
 from pipeline.core.signals import exit_status
 from pipeline.data.datamodule import ComplaintDataModule
+from pipeline.models.image_backbones import backbone
 from pipeline.models.network_options import NetworkOptions
 from pipeline.models.text_encoders import pretrained_folder
 from pipeline.training.model_options import ModelOptions
@@ -88,27 +90,12 @@ class ComplaintCLI(LightningCLI):
         parser.link_arguments("model.teacher", "data.teacher")
 
     def before_instantiate_classes(self) -> None:
-        """A pretrained text encoder brings its tokenizer: the data uses it unless told otherwise (it cannot be
-        told otherwise: its embeddings are indexed by its own vocabulary). ``model.embeddings_from: teacher`` is
-        the folder the teacher was fine-tuned from (see :func:`teacher_pretrained_folder`)."""
         cfg = self.config[self.subcommand]
         model, data = cfg["model"], cfg["data"]
-        if "text" not in model["modalities"]:
-            return
-        folder = pretrained_folder(take(NetworkOptions, model))
-        if folder:
-            given = data["tokenizer_path"]
-            if given and Path(given).resolve() != Path(folder).resolve():
-                raise ValueError(
-                    f"data.tokenizer_path={given}: the {model['text_encoder']} encoder reads the tokens "
-                    f"of its own tokenizer, model.text_pretrained={folder}; leave tokenizer_path unset"
-                )
-            data["tokenizer_path"] = folder
-            return
-        if model["embeddings_from"] == FROM_TEACHER:
-            model["embeddings_from"] = teacher_pretrained_folder(model["teacher"])
-        if model["embeddings_from"] and not data["tokenizer_path"]:
-            data["tokenizer_path"] = model["embeddings_from"]
+        if {"image", "video"} & set(model["modalities"]):
+            resolve_image_options(model, data, cfg["trainer"])
+        if "text" in model["modalities"]:
+            resolve_text_options(model, data)
 
     def instantiate_trainer(self, **kwargs):
         if self.subcommand != "fit":
@@ -148,6 +135,48 @@ class ComplaintCLI(LightningCLI):
         if info is not None:
             print_summary(info, precision)
             print(f"run: {self.run_dir}")
+
+
+def resolve_image_options(model, data, trainer) -> None:
+    """``data.image_augment`` unset: on when ``model.backbone_weights`` start a backbone that trains (pretrained
+    weights need real photos' variety to fine-tune without overfitting), off otherwise (a frozen backbone's
+    features are then computed once per picture). A pretrained backbone at another input size than its own
+    gets a note. Under ``trainer.strategy ddp``, a backbone frozen for its first epochs has weights without
+    gradients then, which DDP must be told to expect."""
+    if data["image_augment"] is None:
+        data["image_augment"] = bool(model["backbone_weights"]) and not model["freeze_backbone"]
+    if model["freeze_backbone_epochs"] and not model["freeze_backbone"] and trainer["strategy"] == "ddp":
+        trainer["strategy"] = "ddp_find_unused_parameters_true"
+        rank_zero_info(
+            "trainer.strategy ddp_find_unused_parameters_true: the image backbone has no gradients while "
+            "model.freeze_backbone_epochs keeps it frozen"
+        )
+    native = backbone(model["image_backbone"]).native_size
+    if model["backbone_weights"] and data["image_size"] != native:
+        rank_zero_info(
+            f"data.image_size {data['image_size']}: {model['image_backbone']}'s weights were trained at {native} "
+            f"pixels (configs/pretrained_image.yaml sets it)"
+        )
+
+
+def resolve_text_options(model, data) -> None:
+    """A pretrained text encoder brings its tokenizer: the data uses it unless told otherwise (it cannot be
+    told otherwise: its embeddings are indexed by its own vocabulary). ``model.embeddings_from: teacher`` is
+    the folder the teacher was fine-tuned from (see :func:`teacher_pretrained_folder`)."""
+    folder = pretrained_folder(take(NetworkOptions, model))
+    if folder:
+        given = data["tokenizer_path"]
+        if given and Path(given).resolve() != Path(folder).resolve():
+            raise ValueError(
+                f"data.tokenizer_path={given}: the {model['text_encoder']} encoder reads the tokens "
+                f"of its own tokenizer, model.text_pretrained={folder}; leave tokenizer_path unset"
+            )
+        data["tokenizer_path"] = folder
+        return
+    if model["embeddings_from"] == FROM_TEACHER:
+        model["embeddings_from"] = teacher_pretrained_folder(model["teacher"])
+    if model["embeddings_from"] and not data["tokenizer_path"]:
+        data["tokenizer_path"] = model["embeddings_from"]
 
 
 TOP_KEYS = ("seed_everything", "runs_root", "experiment", "review_precision")

@@ -24,6 +24,10 @@ class OptimizationOptions:
         lr: learning rate (AdamW).
         text_lr: learning rate of pretrained text weights (the pretrained encoder, or the embeddings of
             ``embeddings_from``); default ``lr``.
+        image_lr: learning rate of the pretrained image backbone (when ``backbone_weights`` started it); default
+            ``lr``.
+        freeze_backbone_epochs: epochs the image backbone stays frozen at the start of a fit (the rest of the
+            network learns first), before it trains too.
         embeddings_from: a local pretrained model folder whose input embeddings start the ``lstm``/``textcnn``
             embedding table at the start of a fit: rows of the tokens both vocabularies share are copied,
             reduced to ``embed_dim`` by PCA when smaller (``teacher``: the folder the teacher was fine-tuned from).
@@ -40,6 +44,8 @@ class OptimizationOptions:
 
     lr: float = 2e-3
     text_lr: float | None = None
+    image_lr: float | None = None
+    freeze_backbone_epochs: int = 0
     embeddings_from: str | None = None
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05

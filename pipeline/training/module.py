@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 import pytorch_lightning as pl
@@ -17,6 +18,7 @@ from pipeline.models.modality_dropout import drop_modalities
 from pipeline.models.prediction import Predicting
 from pipeline.models.pretrained_embeddings import copy_shared_rows, pretrained_input_embeddings, project_embeddings
 from pipeline.models.text_encoders import check_startable, encoder_class
+from pipeline.training.backbone_schedule import BackboneSchedule
 from pipeline.training.blend import Blend
 from pipeline.training.losses import balanced_weights, distillation_loss, task_loss
 from pipeline.training.metrics import BlendMetrics
@@ -79,8 +81,12 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
         self.model = ComplaintModel(facts.vocab_size, facts.num_classes, self.options.network, facts.pad_id)
         self.calibration = Calibration(facts.task_classes, self.multilabel)
         self.blend = Blend(self.model, self.options.blend)
+        self.backbone_schedule = BackboneSchedule(
+            self.model, self.options.network.freeze_backbone, self.options.optimization.freeze_backbone_epochs
+        )
         self.metrics = BlendMetrics(facts.task_classes, self.multilabel, self.blend.candidates)
         self.epoch_metrics: dict[str, dict[str, list[dict]]] = {}  # stage -> task -> values per blend
+        self.epoch_seconds: list[float] = []  # wall time of each training epoch with its validation
 
     def setup(self, stage: str) -> None:
         if stage != TrainerFn.FITTING:
@@ -199,6 +205,17 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.blend.network_alone()
+        self.backbone_schedule.start(augmented=bool(getattr(self.trainer.datamodule, "image_augment", False)))
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_started = time.perf_counter()
+        self.backbone_schedule.epoch(self.current_epoch)
+
+    def on_train_epoch_end(self) -> None:  # after the epoch's validation
+        self.epoch_seconds.append(round(time.perf_counter() - self.epoch_started, 1))
+
+    def on_fit_end(self) -> None:
+        self.backbone_schedule.finish()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")

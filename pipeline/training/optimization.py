@@ -1,4 +1,5 @@
-"""The optimiser and learning-rate schedule of a fit: AdamW, with pretrained text weights at their own rate."""
+"""The optimiser and learning-rate schedule of a fit: AdamW, with pretrained text and image weights at their own
+rates."""
 
 from __future__ import annotations
 
@@ -18,16 +19,26 @@ def pretrained_text_parameters(module) -> list[torch.nn.Parameter]:
     return encoder.pretrained_parameters(bool(module.options.optimization.embeddings_from))
 
 
+def pretrained_image_parameters(module) -> list[torch.nn.Parameter]:
+    """The weights that ``image_lr`` trains: the image backbones', when ``backbone_weights`` started them."""
+    if not module.options.network.backbone_weights:
+        return []
+    return [p for encoder in module.model.image_encoders() for p in encoder.backbone.parameters()]
+
+
 def optimizer_and_scheduler(module):
-    """What ``configure_optimizers`` returns for the module's ``lr``, ``text_lr``, ``weight_decay``,
-    ``scheduler`` (``cosine``: linear warm-up then cosine; ``onecycle``; ``constant``) and ``warmup_fraction``."""
+    """What ``configure_optimizers`` returns for the module's ``lr``, ``text_lr``, ``image_lr``,
+    ``weight_decay``, ``scheduler`` (``cosine``: linear warm-up then cosine; ``onecycle``; ``constant``) and
+    ``warmup_fraction``."""
     hp = module.options.optimization
-    pretrained = {id(p) for p in pretrained_text_parameters(module)} if hp.text_lr is not None else set()
-    params = [p for p in module.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if id(p) not in pretrained], "lr": hp.lr},
-        {"params": [p for p in params if id(p) in pretrained], "lr": hp.text_lr},
+    own = [
+        ({id(p) for p in pretrained_text_parameters(module)}, hp.text_lr),
+        ({id(p) for p in pretrained_image_parameters(module)}, hp.image_lr),
     ]
+    own = [(ids, lr) for ids, lr in own if lr is not None]
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if not any(id(p) in ids for ids, _ in own)], "lr": hp.lr}]
+    groups += [{"params": [p for p in params if id(p) in ids], "lr": lr} for ids, lr in own]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.lr, weight_decay=hp.weight_decay)
     if hp.scheduler == "constant":
         return optimizer

@@ -27,7 +27,7 @@ from pipeline.confidence.review import DEFAULT_PRECISION, ReviewBand, record_dec
 from pipeline.core.atomic import atomic_file
 from pipeline.core.library_noise import quiet_checkpoint_restore
 from pipeline.core.provenance import git_commit, package_versions
-from pipeline.core.run_files import CONFIG_FILE, RUN_INFO, TOKENIZER_DIR
+from pipeline.core.run_files import CONFIG_FILE, RUN_INFO, TOKENIZER_DIR, sha256
 from pipeline.data.collate import batch_to_device
 from pipeline.reports.plots import confusion_matrix, learning_curves, reliability_diagram
 from pipeline.training.module import ComplaintClassifier
@@ -186,6 +186,11 @@ def score_test(trainer: pl.Trainer, module: ComplaintClassifier, datamodule, out
     outcome.outcomes["test"] = split_logits(module, datamodule.test_dataloader())
 
 
+def image_weights_record(path: str | None) -> dict | None:
+    """The weights file the image backbone started from, and its SHA-256."""
+    return {"file": str(Path(path).resolve()), "sha256": sha256(Path(path))} if path else None
+
+
 def run_info(
     trainer: pl.Trainer,
     module: ComplaintClassifier,
@@ -203,6 +208,7 @@ def run_info(
         "versions": package_versions(),
         "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
         "data_fingerprint": datamodule.fingerprint,
+        "image_weights": image_weights_record(module.options.network.backbone_weights),
         "train_records": len(datamodule.splits["train"]),
         "val_records": len(datamodule.splits["val"]),
         "best_checkpoint": outcome.best or None,
@@ -211,6 +217,7 @@ def run_info(
         "review": review,
         "best_score": float(score) if score is not None else None,
         "epochs": trainer.current_epoch,
+        "epoch_seconds": module.epoch_seconds,
         "fit_seconds": round(time.time() - started, 1) if started else None,
     }
     teacher = module.options.distillation.teacher

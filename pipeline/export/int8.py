@@ -23,7 +23,7 @@ from pathlib import Path
 
 # Largest difference from the eager model's probabilities (and fusion weights) an INT8 graph may show on the
 # check batches to be served. With 7-bit weights the demo and X-FINCORP models differed by 0.028 and 0.010 there
-# (0.026 and 0.027 at most on their test records), the same on a VNNI CPU and on AVX2; an AVX2 CPU's saturating
+# (0.026 and 0.013 at most on their test records), the same on a VNNI CPU and on AVX2; an AVX2 CPU's saturating
 # sums once moved a model's probabilities by 0.076.
 INT8_TOLERANCE = 0.05
 # The instruction-set extensions that choose onnxruntime's integer kernels, as /proc/cpuinfo names them.

@@ -157,6 +157,21 @@ def trace(run: LoadedRun, path: Path) -> None:
         raise ExportError(f"cannot export {failing_part(model, batch)}") from e
 
 
+def check_batches(run: LoadedRun) -> list[tuple[dict, dict[str, torch.Tensor]]]:
+    """The batches an exported graph is checked on, of other shapes than the traced one, with their sizes."""
+    batches = []
+    for sizes in [
+        dict(batch=5, tokens=11, images=3, videos=1),
+        dict(batch=1, tokens=1, images=1, videos=1),
+        dict(batch=4, tokens=3, images=1, videos=2),
+    ]:
+        batch = example_batch(run, **sizes, frames=run.media.video_frames, seed=1)
+        if sizes["batch"] == 1:
+            batch["image_mask"][:], batch["video_mask"][:] = False, False  # no attachment in the whole batch
+        batches.append((sizes, batch))
+    return batches
+
+
 def largest_difference(run: LoadedRun, path: Path) -> float:
     """Largest difference between the graph's probabilities and fusion weights and the eager model's, on
     batches of other shapes than the traced one."""
@@ -166,14 +181,7 @@ def largest_difference(run: LoadedRun, path: Path) -> float:
     model = run.model.model
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    for sizes in [
-        dict(batch=5, tokens=11, images=3, videos=1),
-        dict(batch=1, tokens=1, images=1, videos=1),
-        dict(batch=4, tokens=3, images=1, videos=2),
-    ]:
-        batch = example_batch(run, **sizes, frames=run.media.video_frames, seed=1)
-        if sizes["batch"] == 1:
-            batch["image_mask"][:], batch["video_mask"][:] = False, False  # no attachment in the whole batch
+    for sizes, batch in check_batches(run):
         with torch.no_grad():
             expected = forward(*[batch[n] for n in forward.inputs])
         try:

@@ -58,12 +58,12 @@ class DataOptions:
     redact: bool = True
     redact_types: tuple[str, ...] = PII_TYPES
     image_size: int = 128
-    image_crop: float = 1.0
     video_frames: int = 8
     max_images: int = 4
     max_videos: int = 2
     max_text_length: int = 256
     limits: Limits = Limits()
+    image_crop: float = 1.0
 
     @classmethod
     def from_config(cls, data: dict) -> DataOptions:

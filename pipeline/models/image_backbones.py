@@ -104,47 +104,41 @@ class SmallCNNBackbone(Backbone):
         return SmallCNN(out_dim), out_dim
 
 
-class MobileNetV3Small(Backbone):
-    name = "mobilenet_v3_small"
+class TorchvisionBackbone(Backbone):
+    """A torchvision classification network without its classifier (``head``)."""
 
-    def build(self, out_dim: int) -> tuple[nn.Module, int]:
+    head = "classifier"
+
+    def network(self) -> nn.Module:
         from torchvision import models  # 1-2 s to import: only these backbones need it
 
-        net = models.mobilenet_v3_small(weights=None)
-        dim = net.classifier[0].in_features
-        net.classifier = nn.Identity()
-        return net, dim
-
-
-class ResNet18(Backbone):
-    name = "resnet18"
-    classifier = ("fc.",)
+        return getattr(models, self.name)(weights=None)
 
     def build(self, out_dim: int) -> tuple[nn.Module, int]:
-        from torchvision import models
-
-        net = models.resnet18(weights=None)
-        dim = net.fc.in_features
-        net.fc = nn.Identity()
+        net = self.network()
+        dim = next(m for m in getattr(net, self.head).modules() if isinstance(m, nn.Linear)).in_features
+        setattr(net, self.head, nn.Identity())
         return net, dim
+
+
+class MobileNetV3Small(TorchvisionBackbone):
+    name = "mobilenet_v3_small"
+
+
+class ResNet18(TorchvisionBackbone):
+    name = "resnet18"
+    head = "fc"
+    classifier = ("fc.",)
 
     def cam_layer(self, net: nn.Module) -> nn.Module:
         return net.layer4
 
 
-class EfficientNetB0(Backbone):
+class EfficientNetB0(TorchvisionBackbone):
     name = "efficientnet_b0"
 
-    def build(self, out_dim: int) -> tuple[nn.Module, int]:
-        from torchvision import models
 
-        net = models.efficientnet_b0(weights=None)
-        dim = net.classifier[1].in_features
-        net.classifier = nn.Identity()
-        return net, dim
-
-
-class EfficientNetLite0(Backbone):
+class EfficientNetLite0(TorchvisionBackbone):
     """EfficientNet-Lite0 (see :mod:`pipeline.models.efficientnet_lite`), from its file as published."""
 
     name = "efficientnet_lite0"
@@ -154,13 +148,10 @@ class EfficientNetLite0(Backbone):
         "(../shared/tools/get_lite0.sh puts it in a folder)"
     )
 
-    def build(self, out_dim: int) -> tuple[nn.Module, int]:
+    def network(self) -> nn.Module:
         from pipeline.models.efficientnet_lite import efficientnet_lite0
 
-        net = efficientnet_lite0()
-        dim = net.classifier[1].in_features
-        net.classifier = nn.Identity()
-        return net, dim
+        return efficientnet_lite0()
 
     def published_keys(self, state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
         from pipeline.models.efficientnet_lite import torchvision_keys

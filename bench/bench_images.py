@@ -73,7 +73,7 @@ def fits(name: str, data: Path, weights: Path, seeds: list[int], runs_root: Path
         fit_s.append(info["fit_seconds"])
         epoch_s.append(statistics.median(info["epoch_seconds"]))
         print(
-            f"  {name} seed {seed}: val macro-F1 {val['f1_macro']:.3f}, {info['epochs'] + 1} epochs, {run}", flush=True
+            f"  {name} seed {seed}: val macro-F1 {val['f1_macro']:.3f}, {info['epochs']} epochs, {run}", flush=True
         )
     spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
     print(
@@ -129,7 +129,11 @@ def rates(runs: list[str], data: Path, repeats: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for run in runs:
         for backend in BACKENDS:
-            speed = infer_rate(Path(run), data / "val", out / "rates.jsonl", repeats, "--backend", backend)
+            try:
+                speed = infer_rate(Path(run), data / "val", out / "rates.jsonl", repeats, "--backend", backend)
+            except RuntimeError as e:
+                print(f"{run} {backend}: failed: {str(e).strip().splitlines()[-1][:300]}", flush=True)
+                continue
             meta = json.loads((out / "rates.jsonl.meta.json").read_text())
             print(f"{run} {backend}: {speed:.1f} images/s  ({meta['runtime']['threads']} threads)", flush=True)
 

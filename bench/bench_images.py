@@ -72,9 +72,7 @@ def fits(name: str, data: Path, weights: Path, seeds: list[int], runs_root: Path
         scores.append(val["f1_macro"])
         fit_s.append(info["fit_seconds"])
         epoch_s.append(statistics.median(info["epoch_seconds"]))
-        print(
-            f"  {name} seed {seed}: val macro-F1 {val['f1_macro']:.3f}, {info['epochs']} epochs, {run}", flush=True
-        )
+        print(f"  {name} seed {seed}: val macro-F1 {val['f1_macro']:.3f}, {info['epochs']} epochs, {run}", flush=True)
     spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
     print(
         f"{name}: val macro-F1 {' '.join(f'{s:.3f}' for s in scores)}  mean {statistics.mean(scores):.3f} "

@@ -126,7 +126,8 @@ def test_a_pretrained_lite0_run_is_served_with_infer_pys_rows(lite0_run, tiny_de
             assert answer.status_code == 200, answer.text
             same_row(answer.json(), rows[record["id"]])
     finally:
-        assert lite0.stop()[0] == 0
+        code, err = lite0.stop()
+        assert code in (0, 143), err[-3000:]  # 143: the SIGTERM stop (test_sigterm_... checks it)
 
 
 def bad(server, status: int, said: str, **kw) -> None:

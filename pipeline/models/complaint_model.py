@@ -20,19 +20,16 @@ def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -
     """Run ``encoder`` on the present slots only: ``x (B, K, ...)``, ``present (B, K)`` -> ``(B, K, D)``.
 
     Padding slots are never seen by the encoder (their content cannot matter).
-    With no slot present the encoder does not run, except in a distributed fit:
-    there one slot is encoded and multiplied by zero, so every parameter still
-    takes part in the graph (DDP requires it). An ONNX export traces the general
-    case only, so its graph serves every mask (none present included: the
-    encoder then sees an empty batch).
+    With no slot present, one slot is encoded and multiplied by zero, so every
+    parameter still takes part in the graph (DDP requires it). An ONNX export
+    traces the general case only, so its graph serves every mask (none present
+    included: the encoder then sees an empty batch).
     """
     B, K = present.shape
     if torch.jit.is_tracing():
         feats = encoder(x[present])
         return feats.new_zeros(B, K, feats.shape[-1]).index_put((present,), feats)
     any_present = bool(present.any())
-    if not any_present and not torch.distributed.is_initialized():
-        return torch.zeros(B, K, encoder.out_dim, device=x.device)
     feats = encoder(x[present] if any_present else x[:1, 0])  # (M, D)
     out = feats.new_zeros(B, K, feats.shape[-1])
     if any_present:

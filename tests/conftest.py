@@ -10,7 +10,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
-from factory import bad_archive, lite0_published_state, make_demo_module, tiny_bert  # noqa: E402
+from factory import (  # noqa: E402
+    bad_archive,
+    lite0_published_state,
+    make_demo_module,
+    pretrained_image_args,
+    tiny_bert,
+)
 
 # The files that take longest (pytest --durations=0, summed per file), slowest first; the sweep's, whose worker
 # processes would crowd the Ray cluster's, after the other heavy ones. `make test` gives whole
@@ -147,26 +153,10 @@ def lite0_run(tiny_demo, lite0_weights, tmp_path_factory):
     the backbone frozen in epoch 0, trained in epoch 1."""
     from pipeline.training.cli import ComplaintCLI
 
-    root = Path(__file__).parents[1]
     cli = ComplaintCLI(
         args=[
             "fit",
-            "--config",
-            str(root / "configs" / "demo.yaml"),
-            "--config",
-            str(root / "configs" / "pretrained_image.yaml"),
-            "--model.backbone_weights",
-            str(lite0_weights),
-            "--data.train",
-            str(tiny_demo["train"]),
-            "--data.val",
-            str(tiny_demo["val"]),
-            "--data.test",
-            "null",
-            "--data.image_size",
-            "32",
-            "--data.num_workers",
-            "0",
+            *pretrained_image_args(tiny_demo, lite0_weights),
             "--trainer.max_epochs",
             "2",
             "--trainer.limit_train_batches",

@@ -373,3 +373,25 @@ def lite0_published_state(seed: int = 0) -> dict:
     bn("_bn1", 1280)
     state["_fc.weight"], state["_fc.bias"] = torch.randn(1000, 1280, generator=g) * 0.01, torch.zeros(1000)
     return state
+
+
+def pretrained_image_args(tiny: dict, weights: Path, *configs: str) -> list[str]:
+    """``train.py fit``'s options for README's pretrained-image recipe (Lite0 from ``weights``) on the tiny demo
+    archive at 32 pixels: ``demo.yaml``, then ``configs``, then ``pretrained_image.yaml``."""
+    root = Path(__file__).parents[1]
+    stack = ["demo.yaml", *configs, "pretrained_image.yaml"]
+    return [
+        *[x for config in stack for x in ("--config", str(root / "configs" / config))],
+        "--model.backbone_weights",
+        str(weights),
+        "--data.train",
+        str(tiny["train"]),
+        "--data.val",
+        str(tiny["val"]),
+        "--data.test",
+        "null",
+        "--data.image_size",
+        "32",
+        "--data.num_workers",
+        "0",
+    ]

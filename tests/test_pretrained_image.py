@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 
 import torch
 import yaml
 
-from factory import infer, read_jsonl
+from factory import infer, pretrained_image_args, read_jsonl
 from pipeline.core.run_files import sha256
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.trained_run import load_run
 from pipeline.training.cli import ComplaintCLI
-
-ROOT = Path(__file__).parents[1]
 
 
 def test_the_run_records_its_weights_file_and_trains_the_backbone_after_its_frozen_epoch(lite0_run, lite0_weights):
@@ -55,26 +52,9 @@ def test_a_frozen_backbone_computes_each_pictures_features_once_per_fit(tiny_dem
     cli = ComplaintCLI(
         args=[
             "fit",
-            "--config",
-            str(ROOT / "configs" / "demo.yaml"),
-            "--config",
-            str(ROOT / "configs" / "image_only.yaml"),
-            "--config",
-            str(ROOT / "configs" / "pretrained_image.yaml"),
-            "--model.backbone_weights",
-            str(lite0_weights),
+            *pretrained_image_args(tiny_demo, lite0_weights, "image_only.yaml"),
             "--model.freeze_backbone",
             "true",
-            "--data.train",
-            str(tiny_demo["train"]),
-            "--data.val",
-            str(tiny_demo["val"]),
-            "--data.test",
-            "null",
-            "--data.image_size",
-            "32",
-            "--data.num_workers",
-            "0",
             "--trainer.max_epochs",
             "3",
             "--runs_root",

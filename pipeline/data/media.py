@@ -145,7 +145,7 @@ def image_array(data: bytes, spec: MediaSpec) -> np.ndarray:
 _local = threading.local()
 
 
-def _frame_array(frame, size: int | tuple[int, int] | MediaSpec) -> np.ndarray:
+def _frame_array(frame, size: tuple[int, int] | MediaSpec) -> np.ndarray:
     # One reformatter per thread and process: it keeps its scaler between frames of the
     # same geometry, ~15x faster than one per frame (frame.to_ndarray(width=...)).
     # Single-threaded scaling: DataLoader workers give the parallelism, and a scaler
@@ -154,17 +154,14 @@ def _frame_array(frame, size: int | tuple[int, int] | MediaSpec) -> np.ndarray:
         from av.video.reformatter import VideoReformatter
 
         _local.reformatter, _local.pid = VideoReformatter(), os.getpid()
-    if isinstance(size, MediaSpec):
-        width, height = size.size_of(frame.width, frame.height)
-    else:
-        width, height = (size, size) if isinstance(size, int) else size
+    width, height = size.size_of(frame.width, frame.height) if isinstance(size, MediaSpec) else size
     pixels = _local.reformatter.reformat(frame, width=width, height=height, format="rgb24", threads=1).to_ndarray()
     return size.cropped(pixels) if isinstance(size, MediaSpec) else pixels
 
 
-def video_array(data: bytes, size: int | tuple[int, int] | MediaSpec, num_frames: int, limits: Limits) -> np.ndarray:
-    """Sample ``num_frames`` frames uniformly over the clip: ``(T, size, size, 3)`` uint8 (``size`` may
-    also be ``(width, height)``, or a :class:`MediaSpec` that sizes each frame as a photo)."""
+def video_array(data: bytes, size: tuple[int, int] | MediaSpec, num_frames: int, limits: Limits) -> np.ndarray:
+    """Sample ``num_frames`` frames uniformly over the clip: ``(T, H, W, 3)`` uint8, each frame sized as a photo
+    by a :class:`MediaSpec`, or to ``(width, height)``."""
     import av
 
     try:

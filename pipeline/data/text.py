@@ -56,24 +56,23 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 LATIN_ENTRY = re.compile(r"(?:##)?[A-Za-z]+")
 
 
-def lower_case_for_its_vocabulary(tok: PreTrainedTokenizerFast) -> bool:
+def lower_case_for_its_vocabulary(tok: PreTrainedTokenizerFast) -> None:
     """Make a tokenizer lower-case its text when it does not do so itself and its vocabulary's English entries
     are all lower case (bert-base-chinese's, m3e's): there "The", "iPhone" or "APP" in a Chinese complaint would
-    each be ``[UNK]``. Returns whether it was changed (the change is saved with the tokenizer)."""
+    each be ``[UNK]``. The change is saved with the tokenizer."""
     from tokenizers import normalizers
 
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is None or (backend.normalizer and backend.normalizer.normalize_str("Ab") == "ab"):
-        return False
+        return
     latin = [t for t in tok.get_vocab() if LATIN_ENTRY.fullmatch(t)]
     if not latin or any(not t.islower() for t in latin):  # no English, or cased: lower-casing would lose tokens
-        return False
+        return
     steps = [backend.normalizer] if backend.normalizer else []
     backend.normalizer = normalizers.Sequence([*steps, normalizers.Lowercase()])
     if "do_lower_case" in tok.init_kwargs:  # saved, the folder lower-cases when transformers alone loads it too
         tok.init_kwargs.update(do_lower_case=True, strip_accents=False)
         tok.do_lower_case, tok.strip_accents = True, False
-    return True
 
 
 ENCODE_CHUNK = 1024  # texts per tokenizer call: its per-text results stay small

@@ -50,6 +50,22 @@ def test_garbage_in_masked_slots_changes_nothing():
             torch.testing.assert_close(a[task], c[task])
 
 
+def test_a_batch_without_pictures_leaves_batch_norm_statistics_alone_and_reaches_every_parameter():
+    m = model().train()
+    b = batch()
+    b["image_mask"][:] = False
+    b["video_mask"][:] = False
+    statistics = {k: v.clone() for k, v in m.image_encoder.state_dict().items() if "running" in k}
+    assert statistics
+    features, _ = m.forward_features(b)
+    m.forward_head(features)["cat"].sum().backward()
+    for k, v in m.image_encoder.state_dict().items():
+        if k in statistics:
+            torch.testing.assert_close(v, statistics[k], rtol=0, atol=0)
+    grads = [p.grad for p in m.image_encoder.parameters()]
+    assert all(g is not None and g.abs().sum() == 0 for g in grads)  # in the graph (DDP), at zero
+
+
 def test_padding_changes_nothing_in_text_encoders():
     torch.manual_seed(0)
     for enc in (LSTMTextEncoder(50, 16, 16), TextCNNEncoder(50, 16, 8)):

@@ -19,22 +19,19 @@ DEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends of network and TF-IDF logit
 def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Run ``encoder`` on the present slots only: ``x (B, K, ...)``, ``present (B, K)`` -> ``(B, K, D)``.
 
-    Padding slots are never seen by the encoder (their content cannot matter).
-    With no slot present, one slot is encoded and multiplied by zero, so every
-    parameter still takes part in the graph (DDP requires it). An ONNX export
-    traces the general case only, so its graph serves every mask (none present
-    included: the encoder then sees an empty batch).
+    Padding slots are never seen by the encoder: their pixels cannot reach its output, its batch-norm statistics
+    or any loss. With no slot present the encoder does not run; its parameters join the graph times zero, so
+    every parameter still takes part in it (DDP requires it). An ONNX export traces the general case only, so
+    its graph serves every mask (none present included: the encoder then sees an empty batch).
     """
     B, K = present.shape
-    if torch.jit.is_tracing():
-        feats = encoder(x[present])
-        return feats.new_zeros(B, K, feats.shape[-1]).index_put((present,), feats)
-    any_present = bool(present.any())
-    feats = encoder(x[present] if any_present else x[:1, 0])  # (M, D)
-    out = feats.new_zeros(B, K, feats.shape[-1])
-    if any_present:
-        return out.index_put((present,), feats)
-    return out + 0.0 * feats.sum()
+    if not torch.jit.is_tracing() and not bool(present.any()):
+        untouched = sum(
+            (0.0 * p.sum() for p in encoder.parameters() if p.requires_grad), x.new_zeros((), dtype=torch.float)
+        )
+        return untouched + x.new_zeros((B, K, encoder.out_dim), dtype=torch.float)
+    feats = encoder(x[present])  # (M, D)
+    return feats.new_zeros(B, K, feats.shape[-1]).index_put((present,), feats)
 
 
 def image_encoder(o: NetworkOptions) -> ImageEncoder:

@@ -3,13 +3,16 @@ import torch
 from torch import nn
 
 from pipeline.data.labels import IGNORE_INDEX
-from pipeline.models.complaint_model import ComplaintModel
+from pipeline.models.complaint_model import DEEP_WEIGHTS, ComplaintModel
 from pipeline.models.fusion import AttentionFusion
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.modality_dropout import drop_modalities
 from pipeline.models.network_options import NetworkOptions
 from pipeline.models.text_encoder import LSTMTextEncoder, TextCNNEncoder
+from pipeline.training.blend import Blend
+from pipeline.training.cli import serving_parts
 from pipeline.training.metrics import metric_inputs, task_metrics
+from pipeline.training.model_options import BlendOptions
 from pipeline.training.module import ComplaintClassifier
 
 S, T = 32, 3
@@ -360,3 +363,19 @@ def test_fit_text_linear_learns_multiclass_and_multilabel_tasks_with_missing_lab
     for task in ("cat", "tags"):
         metrics[task][0].update(*metric_inputs(logits[task], targets[task], task in lit.multilabel))
         assert metrics[task][0].compute()["f1_macro"] > 0.95
+
+
+def test_the_regression_alone_serves_only_ahead_of_every_blend_with_the_network_by_the_margin():
+    def chosen(scores, margin=0.01):
+        blend = Blend(model(text_linear=True), BlendOptions(blend_margin=margin))
+        candidates = [{"f1_macro": s} for s in scores]  # in DEEP_WEIGHTS order: the regression alone first
+        return blend.choose(["cat", "sev"], {"cat": candidates, "sev": candidates})["cat"]
+
+    assert DEEP_WEIGHTS[0] == 0.0 and DEEP_WEIGHTS[-1] == 1.0
+    assert chosen([0.600, 0.590, 0.595, 0.560, 0.550]) == 0.5  # ahead by 0.005: the best blend with the network
+    assert chosen([0.620, 0.590, 0.595, 0.560, 0.550]) == 0.0  # ahead by 0.025: the regression alone
+    assert chosen([0.600, 0.590, 0.595, 0.560, 0.550], margin=0.0) == 0.0
+    assert chosen([0.500, 0.590, 0.600, 0.600, 0.550]) == 0.5  # ties: the smaller network weight
+    assert serving_parts(0.0, ["text", "image"]).startswith("the TF-IDF regression on the text alone")
+    assert serving_parts(0.75, ["text", "image"]) == "the network (text + image) and the TF-IDF regression, 0.75 : 0.25"
+    assert serving_parts(None, ["image"]) == "the network (image)"

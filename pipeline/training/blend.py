@@ -93,14 +93,19 @@ class Blend:
         return out
 
     def choose(self, tasks: list[str], val_candidates: dict[str, list[dict]]) -> dict[str, float] | None:
-        """Per task, the blend with the best validation macro-F1 (ties: the smaller network weight), stored in
-        ``deep_weight``, so that checkpoints saved after this carry it."""
+        """Per task, the blend with the best validation macro-F1 (ties: the smaller network weight), the regression
+        alone only ahead of every blend with the network by more than ``blend_margin``; stored in ``deep_weight``,
+        so that checkpoints saved after this carry it."""
         if not self.active:
             return None
         chosen = {}
         for i, task in enumerate(tasks):
             scores = [c["f1_macro"] for c in val_candidates[task]]
             best = max(range(len(scores)), key=scores.__getitem__)
+            if DEEP_WEIGHTS[best] == TFIDF:
+                networked = max((j for j, w in enumerate(DEEP_WEIGHTS) if w != TFIDF), key=scores.__getitem__)
+                if scores[best] - scores[networked] <= self.options.blend_margin:
+                    best = networked
             self.model.deep_weight[i] = DEEP_WEIGHTS[best]
             chosen[task] = DEEP_WEIGHTS[best]
         return chosen

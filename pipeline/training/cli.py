@@ -198,6 +198,17 @@ def config_keys() -> set[str]:
     return keys
 
 
+def serving_parts(deep_weight: float | None, modalities: list[str]) -> str:
+    """Which parts of a fitted model predict a task: the network (reading ``modalities``), the TF-IDF regression
+    on the text, or both blended."""
+    network = f"the network ({' + '.join(modalities)})"
+    if deep_weight is None or deep_weight == 1.0:
+        return network
+    if deep_weight == 0.0:
+        return "the TF-IDF regression on the text alone (the network is not used)"
+    return f"{network} and the TF-IDF regression, {deep_weight:g} : {1 - deep_weight:g}"
+
+
 def print_summary(info: dict, precision: float) -> None:
     """Per task: validation macro-F1 and accuracy (with the network's and the regression's), calibration and
     the review band; after a distillation fit, the student beside its teacher and the floor."""
@@ -209,6 +220,7 @@ def print_summary(info: dict, precision: float) -> None:
                 f"deep_weight {values['deep_weight']})"
             )
         print(f"val {task}: macro-F1 {values['f1_macro']:.3f}  accuracy {values['acc']:.3f}{parts}")
+        print(f"    serves: {serving_parts(values.get('deep_weight'), info['modalities'])}")
         c, band = values["calibration"], info["review"]["tasks"][task]
         auto = (
             "none auto-decided"

@@ -97,15 +97,21 @@ class BlendOptions:
     Args:
         text_linear_c: the inverse regularisation strengths (scikit-learn's ``C``) tried at the start of a fit;
             per task, the one with the best validation macro-F1 is kept.
+        blend_margin: the regression alone serves a task only when its validation macro-F1 beats every blend with
+            the network by more than this; otherwise the best of those serves. A small validation set can favour
+            the regression by chance, and serving it alone throws the network away (with it, photos and video).
     """
 
     text_linear_c: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+    blend_margin: float = 0.01
 
     def __post_init__(self):
         if not self.text_linear_c or min(self.text_linear_c) <= 0:
             raise ValueError(
                 f"text_linear_c={list(self.text_linear_c)}: expected one or more positive numbers (C values)"
             )
+        if self.blend_margin < 0:
+            raise ValueError(f"blend_margin={self.blend_margin}: expected 0 or more (macro-F1)")
 
 
 @dataclass(frozen=True)

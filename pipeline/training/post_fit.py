@@ -209,6 +209,7 @@ def run_info(
         "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
         "data_fingerprint": datamodule.fingerprint,
         "image_weights": image_weights_record(module.options.network.backbone_weights),
+        "modalities": list(module.model.modalities),
         "train_records": len(datamodule.splits["train"]),
         "val_records": len(datamodule.splits["val"]),
         "best_checkpoint": outcome.best or None,

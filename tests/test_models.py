@@ -178,6 +178,32 @@ def test_overfitting_one_batch_drives_loss_down():
     assert losses[-1] < 0.1 * losses[0], losses[::10]
 
 
+def test_unimodal_heads_learn_each_modality_alone_on_the_records_that_have_it():
+    keys = dict(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]}, embed_dim=16)
+    keys.update(text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2, modality_dropout=0.0, dropout=0.0)
+    torch.manual_seed(0)
+    lit = ComplaintClassifier.from_keys(unimodal_loss=0.5, **keys).eval()
+    b = batch()
+    features, explain = lit.forward_features(b)
+    unimodal = lit.model.unimodal_logits(explain["items"])
+    assert {m: rows.tolist() for m, (rows, _) in unimodal.items()} == {
+        "text": [0, 1, 3],
+        "image": [0, 1],
+        "video": [1, 2],
+    }
+    other = dict(b, images=torch.randint(0, 255, b["images"].shape, dtype=torch.uint8))
+    again = lit.model.unimodal_logits(lit.forward_features(other)[1]["items"])
+    torch.testing.assert_close(again["text"][1], unimodal["text"][1])  # the text head reads no pixels
+    assert not torch.allclose(again["image"][1]["cat"], unimodal["image"][1]["cat"])
+
+    fused = lit.loss(lit.forward_head(features), b["labels"])
+    extra = sum(lit.loss(logits, {t: y[rows] for t, y in b["labels"].items()}) for rows, logits in unimodal.values())
+    torch.testing.assert_close(lit.training_loss(b), fused + 0.5 * extra)
+    plain = ComplaintClassifier.from_keys(**keys)
+    assert plain.model.unimodal_heads is None
+    assert lit(b).keys() == plain(b).keys()  # predictions: the fused heads alone
+
+
 def test_loss_masks_missing_labels():
     lit = ComplaintClassifier.from_keys(
         vocab_size=50,

@@ -87,6 +87,9 @@ class ComplaintModel(nn.Module):
             dims["video"] = self.video_encoder.out_dim
         self.fusion = FUSIONS[o.fusion](dims, o.fusion_dim, o.fusion_heads, o.dropout)
         self.heads = TaskHeads(self.fusion.out_dim, num_classes, o.dropout)
+        self.unimodal_heads = None
+        if o.unimodal_loss > 0 and len(self.modalities) > 1:
+            self.unimodal_heads = nn.ModuleDict({m: TaskHeads(d, num_classes, o.dropout) for m, d in dims.items()})
         self.tasks = list(num_classes)
         self.text_linear = None
         if o.text_linear and "text" in self.modalities:
@@ -125,6 +128,18 @@ class ComplaintModel(nn.Module):
             getattr(getattr(self, "video_encoder", None), "frame_encoder", None),
         ]
         return list({id(e): e for e in found if e is not None}.values())
+
+    def unimodal_logits(self, items: dict) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Per modality, the rows of the records that have it ``(M,)`` and its auxiliary heads' logits on the mean
+        of its present items (``items`` as :meth:`forward_features` gives them); empty without such heads."""
+        out = {}
+        for m, heads in (self.unimodal_heads or {}).items():
+            vecs, present = items[m]
+            rows = present.any(dim=1).nonzero().squeeze(1)
+            p = present[rows].unsqueeze(-1).to(vecs.dtype)
+            mean = (vecs[rows] * p).sum(dim=1) / p.sum(dim=1)
+            out[m] = (rows, heads(mean))
+        return out
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.heads(features)

@@ -38,6 +38,10 @@ class NetworkOptions:
         fusion_dim: size of the fused vector.
         fusion_heads: attention heads of the fusion.
         dropout: dropout in the encoders, fusion and heads.
+        unimodal_loss: weight of the auxiliary heads' loss in training: one head per modality reads that
+            modality's vector alone, before the fusion, and learns the labels of the records that have it, so no
+            branch waits for the other to learn (Wang et al., "What Makes Training Multi-modal Classification
+            Networks Hard?", CVPR 2020). 0: no such heads. They never predict.
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -61,3 +65,4 @@ class NetworkOptions:
     fusion_dim: int = 128
     fusion_heads: int = 4
     dropout: float = 0.1
+    unimodal_loss: float = 0.0

@@ -133,11 +133,15 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
     def training_loss(self, batch: dict) -> torch.Tensor:
         """The network's loss: the TF-IDF path is fitted apart (:meth:`fit_text_linear`) and not blended in.
 
+        With ``unimodal_loss``, each modality's auxiliary heads add their loss on the labels, times that weight.
         With teacher logits in the batch: ``alpha * hard-label loss + (1 - alpha) * distillation loss``.
         """
-        features, _ = self.forward_features(drop_modalities(batch, self.options.optimization.modality_dropout))
+        features, explain = self.forward_features(drop_modalities(batch, self.options.optimization.modality_dropout))
         logits = self.forward_head(features)
         hard = self.loss(logits, batch["labels"])
+        for rows, unimodal in self.model.unimodal_logits(explain["items"]).values():
+            labels = {task: target[rows] for task, target in batch["labels"].items()}
+            hard = hard + self.options.network.unimodal_loss * self.loss(unimodal, labels)
         if "teacher_logits" not in batch:
             return hard
         d = self.options.distillation

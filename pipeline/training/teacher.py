@@ -31,6 +31,7 @@ from pipeline.data.collate import batch_to_device
 from pipeline.data.dataset import ComplaintDataset
 from pipeline.data.records import Record
 from pipeline.data.text import load_tokenizer
+from pipeline.models.feature_cache import FeatureCache
 from pipeline.models.network_options import NetworkOptions
 from pipeline.models.text_encoders import pretrained_folder
 from pipeline.models.trained_run import load_run
@@ -90,8 +91,10 @@ class Teacher:
         self, records: Sequence[Record], archives: Sequence[Archive], batch_size: int = 32, num_workers: int = 0
     ) -> dict[str, torch.Tensor]:
         """The teacher's output logits (blend included, before calibration), in eval mode: ``{task: (N, C)}`` in
-        record order."""
+        record order. Each distinct picture goes through the image backbone once."""
         run = load_run(self.checkpoint, device=self.device)
+        for encoder in run.model.model.image_encoders():  # augmented copies share their record's photos
+            encoder.feature_cache = FeatureCache(encoder.backbone)
         dataset = ComplaintDataset(records, archives, run.featurizer())
         order = sorted(range(len(records)), key=lambda i: len(records[i].text))  # similar lengths pad less
         loader = DataLoader(

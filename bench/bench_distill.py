@@ -5,8 +5,8 @@
     python bench/bench_distill.py --pretrained PATH --datasets xfincorp --ablation [--seeds 1,2,3] [--levers 1,2]
     python bench/bench_distill.py --pretrained PATH --rates
 
-PATH: a local Hugging Face folder, all-MiniLM-L6-v2 from ``../shared/tools/get_minilm.sh``; M3E: m3e-small from
-``../shared/tools/get_m3e_small.sh`` (Chinese; research use only).
+PATH: a local Hugging Face folder, all-MiniLM-L6-v2 from ``python -m pipeline.weights get minilm``; M3E: m3e-small from
+``python -m pipeline.weights get m3e-small`` (Chinese; research use only).
 
 Data (``--shared``, not in the repo), each split once, seeded and stratified, the split written under
 ``--out`` and kept, so a teacher trained once is reused by later runs on the same split:

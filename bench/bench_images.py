@@ -3,7 +3,7 @@
     python bench/bench_images.py --weights LITE0 [--seeds 42,43,44] [--only floor,small_cnn,frozen,recipe]
     python bench/bench_images.py --weights LITE0 --rates SMALL_CNN_RUN LITE0_RUN [--repeats 4]
 
-LITE0: ``efficientnet-lite0-57934424.pth`` from ``../shared/tools/get_lite0.sh``. Data (``--shared``, not in
+LITE0: ``efficientnet-lite0-57934424.pth`` from ``python -m pipeline.weights get lite0``. Data (``--shared``, not in
 the repo): ``vehicle_damage/{train,val}``; its other-source test split is not given, so every figure is
 validation macro-F1 (in-source: it reads optimistic).
 
@@ -148,7 +148,7 @@ def main() -> None:
     args = p.parse_args()
     data = args.shared / "vehicle_damage"
     if not args.weights.is_file():
-        sys.exit(f"--weights {args.weights}: no such file (../shared/tools/get_lite0.sh fetches it)")
+        sys.exit(f"--weights {args.weights}: no such file (python -m pipeline.weights get lite0 DEST fetches it)")
     if args.rates:
         rates(args.rates, data, args.repeats, ROOT / "bench" / "out" / "images")
         return

@@ -17,7 +17,7 @@ The ablation trains configs/demo.yaml with attention fusion, concat fusion,
 text only and image only, and prints validation and test macro-F1 per task.
 
 ``pretrained`` (``--pretrained``: a local Hugging Face folder, for example the
-all-MiniLM-L6-v2 that ``../shared/tools/get_minilm.sh`` unpacks) compares, on
+all-MiniLM-L6-v2 that ``python -m pipeline.weights get minilm`` unpacks) compares, on
 the same splits: TF-IDF + LR; the BiLSTM alone (``text_linear`` off, its own
 tokenizer); the transformer fine-tuned (configs/transformer.yaml, the teacher,
 trained once); and the BiLSTM distilled from it (configs/distill.yaml, with
@@ -593,7 +593,9 @@ def main() -> None:
         )
     if "pretrained" in parts:
         if not args.pretrained:
-            parser.error("--only pretrained needs --pretrained PATH (e.g. from ../shared/tools/get_minilm.sh)")
+            parser.error(
+                "--only pretrained needs --pretrained PATH (e.g. from python -m pipeline.weights get minilm DEST)"
+            )
         teachers = dict(t.split("=", 1) for t in args.teacher)
         for name in args.datasets.split(","):
             pretrained(

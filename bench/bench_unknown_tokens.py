@@ -3,7 +3,7 @@ this project loads it (``load_tokenizer``: lower-casing added where the vocabula
 
     python bench/bench_unknown_tokens.py FOLDER ARCHIVE
 
-e.g. m3e-small (``../shared/tools/get_m3e_small.sh``) on the waimai validation split that
+e.g. m3e-small (``python -m pipeline.weights get m3e-small``) on the waimai validation split that
 ``bench/bench_distill.py --datasets waimai`` writes (``bench/out/distill/waimai/val``).
 """
 

@@ -20,6 +20,7 @@ COMMANDS = {  # page: (title, the command line whose --help it shows)
     "infer.md": ("infer.py", ["infer.py"]),
     "sweep.md": ("python -m pipeline.sweep", ["-m", "pipeline.sweep"]),
     "serve.md": ("python -m pipeline.serve", ["-m", "pipeline.serve"]),
+    "weights.md": ("python -m pipeline.weights get", ["-m", "pipeline.weights", "get"]),
 }
 ENTRY = re.compile(r"^  (\S.*?)(?:\s{2,}(\S.*))?$")  # "  --flag ARG    help" or "  --flag ARG" alone
 

@@ -90,7 +90,7 @@ def test_a_weights_file_that_does_not_fit_is_one_line_naming_what(tmp_path):
     assert "not a state dict" in one_line(e)
     with pytest.raises(FileNotFoundError) as e:
         ImageEncoder("efficientnet_lite0", weights_path=str(tmp_path / "missing.pth"))
-    assert "never downloaded" in one_line(e) and "get_lite0.sh" in one_line(e)
+    assert "never downloaded" in one_line(e) and "python -m pipeline.weights get lite0" in one_line(e)
 
 
 @pytest.mark.parametrize(

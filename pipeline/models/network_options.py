@@ -39,9 +39,10 @@ class NetworkOptions:
         fusion_heads: attention heads of the fusion.
         dropout: dropout in the encoders, fusion and heads.
         unimodal_loss: weight of the auxiliary heads' loss in training: one head per modality reads that
-            modality's vector alone, before the fusion, and learns the labels of the records that have it, so no
-            branch waits for the other to learn (Wang et al., "What Makes Training Multi-modal Classification
-            Networks Hard?", CVPR 2020). 0: no such heads. They never predict.
+            modality's vector alone, as the fusion takes it in, and learns the labels of the records that have it,
+            so no branch waits for the other to learn (Wang et al., "What Makes Training Multi-modal Classification
+            Networks Hard?", CVPR 2020). With a teacher it counts in the hard-label loss's share. 0: no such
+            heads. They never predict.
     """
 
     modalities: tuple[str, ...] = MODALITIES

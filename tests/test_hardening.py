@@ -138,6 +138,7 @@ FIT_LINES = [
         r"data\.\w+: ",  # what reading the splits found (left out, leaks, rare classes, attachments)
         r"text_linear( \w+)?: ",  # the TF-IDF regression's choice of C
         r"val \S+: macro-F1 \d\.\d{3}  accuracy ",  # the summary, per task
+        r"    serves: ",  # which parts predict each task
         r"    calibration: ECE ",
         r"run: ",
         r"(Epoch \d+/\d+|Sanity Checking|Validation|Testing)\b.*━",  # the progress bar, as a file receives it

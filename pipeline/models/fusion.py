@@ -8,8 +8,35 @@ vector ``(B, out_dim)`` plus attention weights ``(B, sum K_m + M)`` laid out as
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def traced_attention(
+    attention: nn.MultiheadAttention, query: torch.Tensor, keys: torch.Tensor, ignore: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attention(query, keys, keys, key_padding_mask=ignore)`` in inference, batch first, written so that an ONNX
+    trace keeps the token count dynamic: ``nn.MultiheadAttention`` reshapes by sizes the tracer may record as the
+    example's (an image-only export then failed on other attachment counts). Returns the output and the weights
+    averaged over heads, as it does."""
+    E, heads = query.shape[-1], attention.num_heads
+    w, b = attention.in_proj_weight, attention.in_proj_bias
+    q, k, v = (F.linear(x, w[i * E : (i + 1) * E], b[i * E : (i + 1) * E]) for i, x in enumerate((query, keys, keys)))
+    q, k, v = (x.unflatten(-1, (heads, E // heads)).transpose(1, 2) for x in (q, k, v))  # (B, heads, T, E / heads)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(E // heads)
+    weights = scores.masked_fill(ignore[:, None, None, :], float("-inf")).softmax(dim=-1)
+    out = attention.out_proj((weights @ v).transpose(1, 2).flatten(-2))
+    return out, weights.mean(dim=1)
+
+
+def traced_mixer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+    """A pre-norm ``layer(x, src_key_padding_mask=ignore)`` in inference through :func:`traced_attention`."""
+    y = layer.norm1(x)
+    x = x + traced_attention(layer.self_attn, y, y, ignore)[0]
+    return x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
 
 
 class AttentionFusion(nn.Module):
@@ -56,9 +83,14 @@ class AttentionFusion(nn.Module):
             valid += [present, ~present.any(dim=1, keepdim=True)]
         x = torch.cat(tokens, dim=1)  # (B, K_total, dim)
         pad = ~torch.cat(valid, dim=1)  # (B, K_total) True = ignore
-        x = self.mixer(x, src_key_padding_mask=pad)
-        x = x.masked_fill(pad.unsqueeze(-1), 0.0)  # padded slots carry nothing onward
-        pooled, weights = self.pool(self.query.expand(x.shape[0], -1, -1), x, x, key_padding_mask=pad)
+        query = self.query.expand(x.shape[0], -1, -1)
+        if torch.jit.is_tracing():  # an ONNX export (checked against this module's eager output)
+            x = traced_mixer(self.mixer, x, pad).masked_fill(pad.unsqueeze(-1), 0.0)
+            pooled, weights = traced_attention(self.pool, query, x, pad)
+        else:
+            x = self.mixer(x, src_key_padding_mask=pad)
+            x = x.masked_fill(pad.unsqueeze(-1), 0.0)  # padded slots carry nothing onward
+            pooled, weights = self.pool(query, x, x, key_padding_mask=pad)
         return self.norm(pooled.squeeze(1)), weights.squeeze(1)  # (B, dim), (B, K_total)
 
 

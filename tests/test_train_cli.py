@@ -217,6 +217,22 @@ def test_wrong_type_is_an_error(capsys):
     assert "max_epochs" in refused(capsys, "--trainer.max_epochs", "three")
 
 
+def test_lightning_default_root_dir_holds_the_run_folders_and_may_not_contradict_runs_root(tiny_demo, tmp_path, capsys):
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--config",
+        str(ROOT / "configs" / "text_only.yaml"),
+    ]
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", *data_args(tiny_demo)]
+    run_dir = cli([*args, *short, "--trainer.default_root_dir", str(tmp_path / "lightning")]).run_dir
+    assert run_dir.parent == tmp_path / "lightning" / "text_only"
+    assert (run_dir / "checkpoints").is_dir()
+    error = refused(capsys, "--trainer.default_root_dir", str(tmp_path / "a"), "--runs_root", str(tmp_path / "b"))
+    assert "give --runs_root alone" in error and "default_root_dir" in error
+
+
 def test_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
     """Two processes, one run folder; an image backbone frozen for the first epoch (no gradients then) trains
     in the second, under plain ``ddp``."""

@@ -92,6 +92,14 @@ class ComplaintCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
         model, data = cfg["model"], cfg["data"]
+        root = cfg["trainer"].get("default_root_dir")
+        if root is not None:  # Lightning's name for where a fit writes: the folder run folders go under
+            if cfg["runs_root"] not in ("runs", str(root)):
+                self._parser(self.subcommand).error(
+                    f"--trainer.default_root_dir {root} and --runs_root {cfg['runs_root']} name two folders for "
+                    "the run folders: give --runs_root alone"
+                )
+            cfg["runs_root"] = str(root)
         if {"image", "video"} & set(model["modalities"]):
             resolve_image_options(model, data, cfg["trainer"])
         if "text" in model["modalities"]:

@@ -18,7 +18,7 @@ from pipeline.export.__main__ import main as export_main
 from pipeline.export.folder import export_run
 from pipeline.export.int8 import INT8_TOLERANCE, cpu_features
 from pipeline.export.onnx import ExportedForward, ExportError, example_batch
-from pipeline.inference.arguments import TEXT_WORKERS
+from pipeline.inference.arguments import CORES, TEXT_WORKERS
 from pipeline.inference.command import main as infer_main
 from pipeline.inference.onnx_backend import OnnxClassifier, cuda_provider_available
 from pipeline.models.image_encoder import ImageEncoder
@@ -162,9 +162,13 @@ def test_export_matches_the_model_for_any_batch_text_length_and_attachment_count
 )
 def test_onnxruntime_rows_equal_eager_rows(runs, tiny_demo, tmp_path, kind, archive):
     source = tiny_demo["test"] if archive == "demo" else bad_with_record_problems(tmp_path / "in")
-    eager = infer(runs[kind], source, tmp_path / "eager.jsonl", "--backend", "torch")
-    ort_rows = infer(runs[kind], source, tmp_path / "ort.jsonl", "--backend", "onnxruntime")
+    workers = ["--num-workers", "1"] if kind == "lite0_photos" else []  # a decoding worker, as infer.py starts one
+    eager = infer(runs[kind], source, tmp_path / "eager.jsonl", "--backend", "torch", *workers)
+    ort_rows = infer(runs[kind], source, tmp_path / "ort.jsonl", "--backend", "onnxruntime", *workers)
     assert_same_rows(eager, ort_rows, tolerance=1e-4)
+    if workers:  # pictures: onnxruntime's runs take the decoding worker's core as well, eager's threads leave it
+        assert json.loads((tmp_path / "ort.jsonl.meta.json").read_text())["runtime"]["threads"] == CORES
+        assert json.loads((tmp_path / "eager.jsonl.meta.json").read_text())["runtime"]["threads"] == max(1, CORES - 1)
     assert {r["status"] for r in ort_rows} == ({"ok"} if archive == "demo" else {"ok", "partial", "error"})
     meta = json.loads((tmp_path / "ort.jsonl.meta.json").read_text())
     assert meta["runtime"]["backend"] == "onnxruntime"

@@ -50,13 +50,15 @@ RAY_OPTIONS = [  # flag, type, metavar, help
 ]
 
 
-def model_threads(num_workers: int, devices: int = 1) -> int:
-    """Model threads per process on CPU (torch's, or onnxruntime's intra-op pool): the cores the decoding
-    workers leave, shared by the processes.
+def model_threads(num_workers: int, devices: int = 1, share_decoders: bool = False) -> int:
+    """Model threads per process on CPU (torch's, or onnxruntime's single-threaded runs at once): the cores the
+    decoding workers leave, shared by the processes; with ``share_decoders``, every core.
 
-    Oversubscribing them (e.g. 2 workers + 2 spinning torch threads on 2 cores) was 1.5x slower here.
+    Oversubscribing them (e.g. 2 workers + 2 spinning torch threads on 2 cores) was 1.5x slower here. onnxruntime's
+    runs do not spin, and on pictures the decoding workers mostly wait for the model (a photo decodes in a fifth of
+    Lite0's pass on it): there, sharing their cores took 2 cores from 59.6 to 82.2 photos/s (Results).
     """
-    return max(1, (CORES - num_workers) // devices)
+    return max(1, (CORES - (0 if share_decoders else num_workers)) // devices)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

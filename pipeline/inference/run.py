@@ -71,7 +71,8 @@ def open_model(plan: InferencePlan, is_child: bool):
             plan, num_workers=DEFAULT_WORKERS if loaded.reads_media and any_attachments(stream) else TEXT_WORKERS
         )
     if plan.device == "cpu":
-        plan = replace(plan, threads=command.threads or model_threads(plan.num_workers or 0, command.devices))
+        share = command.backend != "torch" and loaded.reads_media
+        plan = replace(plan, threads=command.threads or model_threads(plan.num_workers or 0, command.devices, share))
     try:
         analyzer = ComplaintAnalyzer(loaded, plan.analyzer_options)
     except ExportError as e:

@@ -127,9 +127,9 @@ def run_infer(checkpoint: str, archive: Path, output: Path, *options: str) -> tu
     return json.loads(output.with_name(output.name + ".meta.json").read_text()), peak
 
 
-def timed_infer(checkpoint: str, archive: Path, output: Path, checkout: Path = ROOT) -> dict:
-    """``checkout``'s infer.py over ``archive``: seconds from its start to the first record written (its first
-    chunk) and records/s from there to the output complete."""
+def timed_infer(checkpoint: str, archive: Path, output: Path, checkout: Path = ROOT, options: tuple = ()) -> dict:
+    """``checkout``'s infer.py over ``archive`` (with ``options``): seconds from its start to the first record
+    written (its first chunk) and records/s from there to the output complete."""
     parts = output.with_name(output.name + ".parts")
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -143,6 +143,7 @@ def timed_infer(checkpoint: str, archive: Path, output: Path, checkout: Path = R
             "--output",
             str(output),
             "--overwrite",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -22,6 +22,7 @@ from pipeline.models.pretrained_embeddings import pretrained_input_embeddings, p
 from pipeline.training.cli import ComplaintCLI
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.teacher import Teacher
+from pipeline.training.teacher_comparison import distillation_set_lines
 
 ROOT = Path(__file__).parents[1]
 
@@ -591,5 +592,17 @@ def test_student_learns_from_unlabelled_records_a_class_its_labels_never_showed(
         ]
     ).run_dir
     assert json.loads((student / "labels.json").read_text())["classes"]["topic"] == ["billing", "delivery", "refund"]
+    learnt_from = json.loads((student / "run.json").read_text())["distillation_set"]
+    assert learnt_from == {"labelled": 40, "unlabelled": 60, "augmented": 0}
     rows = list(ComplaintAnalyzer.from_checkpoint(student).predict(archives["test"]))
     assert sum(r["topic"] == "refund" for r in rows) >= 0.9 * len(rows)
+
+
+def test_few_labelled_texts_for_many_classes_and_no_unlabelled_archive_brings_advice():
+    classes = {"sentiment": ["neg", "pos"], "category": [f"c{i}" for i in range(10)]}
+    few = distillation_set_lines({"labelled": 3000, "unlabelled": 0, "augmented": 12000}, classes)
+    assert few[0] == "the student learnt from 15,000 records: 3,000 labelled, 0 unlabelled, 12,000 augmented copies"
+    assert "300 per class of category's 10" in few[1] and "--data.unlabeled" in few[1]
+    assert len(distillation_set_lines({"labelled": 3000, "unlabelled": 6000, "augmented": 9000}, classes)) == 1
+    assert len(distillation_set_lines({"labelled": 8000, "unlabelled": 0, "augmented": 0}, classes)) == 1
+    assert len(distillation_set_lines({"labelled": 300, "unlabelled": 0, "augmented": 0}, {"s": ["a", "b"]})) == 1

@@ -211,7 +211,7 @@ class ComplaintDataModule(pl.LightningDataModule):
         """Training records, unlabeled records, then ``distill_augment`` augmented copies of each with text
         (masked units become ``mask``), and the archive of each."""
         self._prepare()
-        splits = ["train"] + [f"unlabeled{i}" for i in range(len(self.sources.unlabeled))]
+        splits = self._distillation_splits()
         records = [r for split in splits for r in self.splits[split]]
         archives = [a for split in splits for a in self.record_archives(split)]
         texts = [(r, a) for r, a in zip(records, archives) if r.text]
@@ -219,6 +219,20 @@ class ComplaintDataModule(pl.LightningDataModule):
             records += [augmented_copy(r, copy, self.distillation.distill_seed, mask) for r, _ in texts]
             archives += [a for _, a in texts]
         return records, archives
+
+    def _distillation_splits(self) -> list[str]:
+        return ["train"] + [f"unlabeled{i}" for i in range(len(self.sources.unlabeled))]
+
+    def distillation_counts(self) -> dict[str, int]:
+        """How many records of each kind the distillation set holds (see :meth:`distillation_set`)."""
+        self._prepare()
+        splits = self._distillation_splits()
+        texts = sum(bool(r.text) for split in splits for r in self.splits[split])
+        return {
+            "labelled": len(self.splits["train"]),
+            "unlabelled": sum(len(self.splits[split]) for split in splits[1:]),
+            "augmented": texts * self.distillation.distill_augment,
+        }
 
     def record_archives(self, split: str) -> list[Archive]:
         """The archive of each record of ``split``."""

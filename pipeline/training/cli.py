@@ -33,7 +33,7 @@ from pipeline.training.post_fit import finish_fit
 from pipeline.training.run_folder import RUN_DIR_ENV, prepare_run_folder, resolve_run_dir
 from pipeline.training.sigterm_checkpoint import CheckpointOnSigterm
 from pipeline.training.teacher import FROM_TEACHER, TeacherLogits, teacher_pretrained_folder
-from pipeline.training.teacher_comparison import summary_lines
+from pipeline.training.teacher_comparison import distillation_set_lines, summary_lines
 
 
 class SuggestingParser(LightningArgumentParser):
@@ -242,6 +242,8 @@ def print_summary(info: dict, precision: float) -> None:
     if "distillation" in info:
         print(f"distillation from {info['distillation']['teacher']} (macro-F1 on the same records):")
         for line in summary_lines({k: v for k, v in info["distillation"].items() if k != "teacher"}):
+            print(f"    {line}")
+        for line in distillation_set_lines(info["distillation_set"], info["task_classes"]):
             print(f"    {line}")
 
 

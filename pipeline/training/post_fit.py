@@ -232,6 +232,7 @@ def run_info(
             str(module.device),
         )
         info["distillation"] = {"teacher": str(teacher), **comparison(outcome.metrics, scores)}
+        info["distillation_set"] = datamodule.distillation_counts()
     return info
 
 
@@ -244,8 +245,8 @@ def finish_fit(
     started: float | None = None,
 ) -> dict | None:
     """Blend, calibration and review band of a finished fit, stored in its best checkpoint, with its reports in
-    ``run_dir``. Returns what ``run.json`` holds, with ``metrics`` (None on the processes of a DDP fit but the
-    first)."""
+    ``run_dir``. Returns what ``run.json`` holds, with ``metrics`` and ``task_classes`` (None on the processes of a
+    DDP fit but the first)."""
     run = Path(run_dir)
     outcome = choose_on_validation(trainer, module, datamodule)
     score_test(trainer, module, datamodule, outcome)
@@ -257,4 +258,4 @@ def finish_fit(
     info = run_info(trainer, module, datamodule, outcome, review, started)
     (run / RUN_INFO).write_text(json.dumps(info, indent=2))
     write_plots(run, outcome.metrics, module.facts.task_classes)
-    return {**info, "metrics": outcome.metrics}
+    return {**info, "metrics": outcome.metrics, "task_classes": module.facts.task_classes}

@@ -70,6 +70,32 @@ def comparison(metrics: dict, teacher: dict) -> dict:
     return out
 
 
+# Below this many labelled texts per class, in a task of at least MANY_CLASSES classes, students kept about a fifth of
+# their teacher's gain over the floor (3,000 reviews, 10 categories or 6 emotions); 6,000 unlabelled reviews of the
+# same source took one to 72% (docs/results.md, "Students with few texts").
+FEW_TEXTS_PER_CLASS = 500
+MANY_CLASSES = 5
+
+
+def distillation_set_lines(counts: dict[str, int], task_classes: dict[str, list[str]]) -> list[str]:
+    """What the student learnt from, and, when its labelled texts are few for a task's many classes and no
+    unlabelled archive was given, what would help."""
+    total = sum(counts.values())
+    lines = [
+        f"the student learnt from {total:,} records: {counts['labelled']:,} labelled, {counts['unlabelled']:,} "
+        f"unlabelled, {counts['augmented']:,} augmented copies"
+    ]
+    task, classes = max(task_classes.items(), key=lambda item: len(item[1]))
+    per_class = counts["labelled"] / len(classes)
+    if counts["unlabelled"] == 0 and len(classes) >= MANY_CLASSES and per_class < FEW_TEXTS_PER_CLASS:
+        lines.append(
+            f"few labelled texts for many classes ({per_class:.0f} per class of {task}'s {len(classes)}): students "
+            f"keep more of their teacher's gain with unlabelled complaints of the same source, "
+            f"--data.unlabeled '[ARCHIVE, ...]' (the teacher labels them)"
+        )
+    return lines
+
+
 def summary_lines(distillation: dict) -> list[str]:
     """What the summary prints: per split and task, student (network alone, blend), teacher and floor."""
     lines = []

@@ -72,7 +72,7 @@ def comparison(metrics: dict, teacher: dict) -> dict:
 
 # Below this many labelled texts per class, in a task of at least MANY_CLASSES classes, students kept about a fifth of
 # their teacher's gain over the floor (3,000 reviews, 10 categories or 6 emotions); 6,000 unlabelled reviews of the
-# same source took one to 72% (docs/results.md, "Students with few texts").
+# same source took one to 72% (the maintainers' measurement; docs/guides/pretrained-and-distillation.md).
 FEW_TEXTS_PER_CLASS = 500
 MANY_CLASSES = 5
 

@@ -19,7 +19,7 @@ import torch
 from pipeline.core.atomic import atomic_folder
 from pipeline.core.run_files import cache_dir
 from pipeline.export.int8 import INT8_TOLERANCE, cpu_features, quantize, verdict
-from pipeline.export.onnx import INPUTS, OPSET, TOLERANCE, check_against_eager, largest_difference, trace
+from pipeline.export.onnx import OPSET, TOLERANCE, check_against_eager, input_shapes, largest_difference, trace
 from pipeline.models.trained_run import LoadedRun
 
 EXPORT_DIR = "export"
@@ -37,7 +37,7 @@ def describe(run: LoadedRun, graphs: dict[str, dict], checked_on: dict) -> dict:
         "graphs": graphs,  # per graph: file, kept, why, max_difference_from_eager (probabilities, fusion weights)
         "checked_on": checked_on,
         "opset": OPSET,
-        "inputs": [{"name": n, "dtype": d, "shape": s} for m in model.modalities for n, d, s in INPUTS[m]],
+        "inputs": [{"name": n, "dtype": d, "shape": s} for n, (d, s) in input_shapes(run).items()],
         "outputs": [
             {
                 "name": f"probs_{t}",

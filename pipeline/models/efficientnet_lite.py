@@ -27,8 +27,11 @@ class SamePaddedConv2d(nn.Conv2d):
     """A convolution padded as TensorFlow's "SAME": output ``ceil(input / stride)``, the odd pixel after."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = x.shape[-2:]
+        if torch.jit.is_tracing():  # an export takes pictures at one size: constant pads, which onnxruntime merges
+            sizes = [int(v) for v in sizes]  # into the convolution (computed, they cost a third of Lite0's time)
         pads = []
-        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+        for size, k, s in zip(reversed(sizes), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return self._conv_forward(F.pad(x, pads), self.weight, self.bias)

@@ -218,13 +218,7 @@ def test_wrong_type_is_an_error(capsys):
 
 
 def test_lightning_default_root_dir_holds_the_run_folders_and_may_not_contradict_runs_root(tiny_demo, tmp_path, capsys):
-    args = [
-        "fit",
-        "--config",
-        str(ROOT / "configs" / "demo.yaml"),
-        "--config",
-        str(ROOT / "configs" / "text_only.yaml"),
-    ]
+    args = ["fit", *config_args(ROOT / "configs" / "text_only.yaml")]
     short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", *data_args(tiny_demo)]
     run_dir = cli([*args, *short, "--trainer.default_root_dir", str(tmp_path / "lightning")]).run_dir
     assert run_dir.parent == tmp_path / "lightning" / "text_only"

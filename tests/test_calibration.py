@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import binom
@@ -15,6 +16,7 @@ from pipeline.confidence.calibration import (
     fit_platt,
     fit_temperature,
 )
+from pipeline.confidence.clopper_pearson import lower_bound, lower_bound_reaches, regularized_beta
 from pipeline.confidence.review import ReviewBand, choose_threshold, record_decisions, row_confidence
 
 DEMO_TEST = ROOT / "data" / "demo" / "test"
@@ -212,3 +214,18 @@ def test_a_run_from_before_calibration_still_predicts_raw(demo_text_run, tmp_pat
     )
     old_rows, raw = read_jsonl(tmp_path / "p.jsonl"), read_jsonl(tmp_path / "u.jsonl")
     assert [r["category_probs"] for r in old_rows] == [r["category_probs"] for r in raw]
+
+
+def test_the_numpy_clopper_pearson_bound_is_scipys():
+    from scipy.special import betainc, betaincinv
+
+    rng = np.random.default_rng(0)
+    n = rng.integers(1, 20_000, size=2000)
+    hits = np.minimum(n, rng.integers(0, 20_000, size=2000))
+    a, b, x = np.maximum(hits, 1), n - hits + 1, rng.random(2000)
+    assert np.abs(regularized_beta(a, b, x) - betainc(a, b, x)).max() < 1e-9
+    for share in (0.5, 0.9, 0.95, 0.99):
+        expected = (hits > 0) & (betaincinv(a, b, 0.05) >= share)
+        assert np.array_equal(lower_bound_reaches(hits, n, share, 0.95), expected)
+    for h, m in zip(hits[:50], n[:50]):
+        assert lower_bound(int(h), int(m), 0.95) == pytest.approx(betaincinv(h, m - h + 1, 0.05) if h else 0, abs=1e-10)

@@ -17,11 +17,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from pipeline.confidence.clopper_pearson import lower_bound, lower_bound_reaches
 from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
+
+if TYPE_CHECKING:  # torch only where a fit's validation tensors are scored: the runtime predicts without it
+    import torch
 
 REVIEW_FILE = "review.json"
 DEFAULT_PRECISION = 0.9
@@ -34,6 +38,8 @@ def record_decisions(probs: torch.Tensor, target: torch.Tensor, multilabel: bool
     Multi-class: the top class's probability. Multi-label: the least certain of
     the label calls (``min max(p, 1 - p)``), right when every known label is.
     """
+    import torch
+
     if multilabel:
         known = target != UNKNOWN_LABEL
         keep = known.any(dim=1)
@@ -68,14 +74,6 @@ class Threshold:
         }
 
 
-def precision_lower_bound(hits: np.ndarray, n: np.ndarray, level: float = BOUND_LEVEL) -> np.ndarray:
-    """One-sided Clopper-Pearson lower bound of a success share, ``hits`` of ``n`` (0 without hits)."""
-    from scipy.special import betaincinv  # the beta quantile (scipy.stats.beta.ppf), without scipy.stats' 1 s import
-
-    hits, n = np.asarray(hits, dtype=float), np.asarray(n, dtype=float)
-    return np.where(hits > 0, betaincinv(np.maximum(hits, 1), n - hits + 1, 1 - level), 0.0)
-
-
 def choose_threshold(confidence: list[float], right: list[bool], precision: float) -> Threshold:
     """The lowest threshold whose auto-decided validation records reach ``precision`` at the lower bound
     (see the module doc); records of equal confidence go to the same side."""
@@ -86,12 +84,12 @@ def choose_threshold(confidence: list[float], right: list[bool], precision: floa
     hits = np.cumsum([r for _, r in order])
     n = np.arange(1, len(order) + 1)
     cut = np.append(values[1:] != values[:-1], True)  # the last of each run of equal confidences
-    bound = precision_lower_bound(hits, n)
-    good = np.flatnonzero(cut & (bound >= precision))
+    good = np.flatnonzero(cut & lower_bound_reaches(hits, n, precision, BOUND_LEVEL))
     if not len(good):
         return Threshold(None, 0.0, None, None)
     k = good[-1]
-    return Threshold(float(values[k]), float(n[k] / len(order)), float(hits[k] / n[k]), float(bound[k]))
+    bound = lower_bound(int(hits[k]), int(n[k]), BOUND_LEVEL)
+    return Threshold(float(values[k]), float(n[k] / len(order)), float(hits[k] / n[k]), bound)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 PYTHON ?= python3
 VENV := .venv
+RUNTIME := .venv-runtime
 LABEL_STUDIO := .venv-label-studio
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -19,8 +20,15 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -qq --no-compile -e '.[dev,ray,review,sweep,serve]'
+	$(PY) -m pip install -qq --no-compile -e '.[train,dev,ray,review,sweep,serve]'
 	touch $(STAMP)
+
+# The runtime without torch, in a virtualenv of its own: the tests run infer.py and the service in it
+# (RUNTIME_PYTHON), and fail if torch is imported there.
+$(RUNTIME)/.installed: pyproject.toml
+	test -x $(RUNTIME)/bin/python || $(PYTHON) -m venv $(RUNTIME)
+	$(RUNTIME)/bin/python -m pip install -qq --no-compile -e '.[runtime,serve]'
+	touch $(RUNTIME)/.installed
 
 # The Label Studio server, in a virtualenv of its own: it pins numpy, pyarrow and pytz, and brings 118
 # packages (Django among them) that nothing else needs.
@@ -31,12 +39,12 @@ $(LABEL_STUDIO)/bin/label-studio:
 # Lint and format (ruff, configured in pyproject.toml), the documentation built strictly (a broken link or a page
 # missing from the navigation fails; the second build says why), then two pytest workers, each taking whole test files
 # (their module fixtures, e.g. the Ray cluster, stay in one), slowest first (tests/conftest.py orders them).
-test: install
+test: install $(RUNTIME)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site-check \
 		|| NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir $(VENV)/site-check
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	RUNTIME_PYTHON=$(RUNTIME)/bin/python $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The review loop against a real Label Studio server (its first start migrates a fresh database: over a minute).
 test-label-studio: install $(LABEL_STUDIO)/bin/label-studio

@@ -60,7 +60,8 @@ import torch
 import yaml
 
 from pipeline import ComplaintAnalyzer
-from pipeline.data.dataset import RecordStream
+from pipeline.data.record_blocks import RecordStream
+from pipeline.data.tensor_batches import batch_to_device
 from pipeline.inference.analyzer import BLOCK
 from pipeline.inference.arguments import CORES, DEFAULT_WORKERS, model_threads
 from pipeline.models.trained_run import load_run
@@ -94,11 +95,13 @@ def text_archive(source: Path, n: int, out: Path) -> Path:
     return out
 
 
-def run_infer(checkpoint: str, archive: Path, output: Path, *options: str) -> tuple[dict, int]:
-    """(infer.py's meta.json, peak RSS in bytes of its process tree)."""
+def run_infer(
+    checkpoint: str, archive: Path, output: Path, *options: str, python: str = sys.executable
+) -> tuple[dict, int]:
+    """(infer.py's meta.json, peak RSS in bytes of its process tree), infer.py run by ``python``."""
     proc = subprocess.Popen(
         [
-            sys.executable,
+            python,
             str(ROOT / "infer.py"),
             "--checkpoint",
             checkpoint,
@@ -121,20 +124,27 @@ def run_infer(checkpoint: str, archive: Path, output: Path, *options: str) -> tu
             peak = max(peak, rss)
         except psutil.NoSuchProcess:
             pass
-        time.sleep(0.1)
+        time.sleep(0.02)
     if proc.returncode != 0:
         raise RuntimeError(f"infer.py {' '.join(options)} failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
     return json.loads(output.with_name(output.name + ".meta.json").read_text()), peak
 
 
-def timed_infer(checkpoint: str, archive: Path, output: Path, checkout: Path = ROOT, options: tuple = ()) -> dict:
-    """``checkout``'s infer.py over ``archive`` (with ``options``): seconds from its start to the first record
-    written (its first chunk) and records/s from there to the output complete."""
+def timed_infer(
+    checkpoint: str,
+    archive: Path,
+    output: Path,
+    checkout: Path = ROOT,
+    options: tuple = (),
+    python: str = sys.executable,
+) -> dict:
+    """``checkout``'s infer.py over ``archive`` (with ``options``), run by ``python``: seconds from its start to
+    the first record written (its first chunk) and records/s from there to the output complete."""
     parts = output.with_name(output.name + ".parts")
     start = time.perf_counter()
     proc = subprocess.Popen(
         [
-            sys.executable,
+            python,
             str(checkout / "infer.py"),
             "--checkpoint",
             checkpoint,
@@ -246,11 +256,10 @@ def model_only_rates(
         b: ComplaintAnalyzer.from_checkpoint(checkpoint, device="cpu", backend=b, threads=threads) for b in backends
     }
     run = analyzers["torch"].run
-    cached = list(
-        itertools.islice(
-            iter(analyzers["torch"].dataset(RecordStream([str(archive)], run.columns, run.media.limits), BLOCK)), blocks
-        )
-    )
+    stream = RecordStream([str(archive)], run.columns, run.media.limits)
+    cached = [
+        batch_to_device(b, "cpu") for b in itertools.islice(iter(analyzers["torch"].batches(stream, BLOCK)), blocks)
+    ]
     records = sum(len(b["ids"]) for b in cached)
     rates = {b: [] for b in backends}
     with torch.inference_mode():

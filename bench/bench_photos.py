@@ -14,13 +14,16 @@ shared machine's noise only ever slows a run down); the export is made before ti
 * peak RSS of the process tree (decoding workers included).
 
 ``--text-run``: a text-only run, for the seconds from a process's start to its first record written and its
-peak RSS, per backend, on a 1,000-record archive of the archive's texts.
+peak RSS, per backend, on a 1,000-record archive of the archive's texts; with ``--runtime-python`` (the Python of
+a virtualenv with ``complaint-pipeline[runtime]`` alone, e.g. ``make test``'s ``.venv-runtime/bin/python``), also
+of onnxruntime there, without torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,14 +71,18 @@ def photo_rates(run: str, archive: Path, repeats: int, rounds: int, tmp: Path) -
         )
 
 
-def start_up(text_run: str, archive: Path, tmp: Path) -> None:
+def start_up(text_run: str, archive: Path, tmp: Path, runtime_python: str | None) -> None:
     texts = text_archive_of(archive, 1000, tmp / "texts")
     print(f"\nstart to first record and peak RSS, text-only {text_run}, 1,000 texts:")
-    for backend in BACKENDS[:2]:
-        run_infer(text_run, texts, tmp / "warm-text.jsonl", "--backend", backend)  # export, page cache
-        timed = timed_infer(text_run, texts, tmp / f"text-{backend}.jsonl", options=("--backend", backend))
-        _, peak = run_infer(text_run, texts, tmp / f"text-{backend}.jsonl", "--backend", backend)
-        print(f"{backend:18} first record {timed['first_record_s']:.2f} s   peak RSS {peak / 2**20:.0f} MB")
+    setups = [(backend, backend, sys.executable) for backend in BACKENDS[:2]]
+    if runtime_python:
+        setups.append(("onnxruntime, no torch", "onnxruntime", runtime_python))
+    for name, backend, python in setups:
+        run_infer(text_run, texts, tmp / "warm-text.jsonl", "--backend", backend, python=python)  # export, page cache
+        out = tmp / f"text-{backend}.jsonl"
+        timed = timed_infer(text_run, texts, out, options=("--backend", backend), python=python)
+        _, peak = run_infer(text_run, texts, out, "--backend", backend, python=python)
+        print(f"{name:22} first record {timed['first_record_s']:.2f} s   peak RSS {peak / 2**20:.0f} MB")
 
 
 def main() -> None:
@@ -85,11 +92,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--text-run")
+    p.add_argument("--runtime-python", help="with --text-run: the Python of a virtualenv without torch")
+    p.add_argument("--skip-photos", action="store_true", help="only --text-run's start-up figures")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        photo_rates(args.run, args.archive, args.repeats, args.rounds, Path(tmp))
+        if not args.skip_photos:
+            photo_rates(args.run, args.archive, args.repeats, args.rounds, Path(tmp))
         if args.text_run:
-            start_up(args.text_run, args.archive, Path(tmp))
+            start_up(args.text_run, args.archive, Path(tmp), args.runtime_python)
 
 
 if __name__ == "__main__":

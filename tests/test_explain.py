@@ -16,8 +16,9 @@ from captum.attr import LayerGradCam
 from PIL import Image
 
 from factory import ROOT, infer, make_demo_module
-from pipeline.data.dataset import RecordStream
 from pipeline.data.limits import Limits
+from pipeline.data.record_blocks import RecordStream
+from pipeline.data.tensor_batches import batch_to_device
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import UNSEEN_BRIGHTNESS, heatmap, overlay, photo
 from pipeline.explain.selection import LowestConfidence
@@ -309,7 +310,7 @@ def test_grad_cam_marks_the_damage(marked_run, tmp_path):
     run, test, boxes, size = marked_run
     analyzer = ComplaintAnalyzer.from_checkpoint(run, device="cpu")
     stream = RecordStream([str(test)], analyzer.run.columns, analyzer.run.media.limits)
-    batch = next(iter(analyzer.dataset(stream, 64)))
+    batch = batch_to_device(next(iter(analyzer.batches(stream, 64))), "cpu")
     explained = Explainer(analyzer.run.model).explain(batch)
     damaged = analyzer.run.labels.classes["damage"].index("damaged")
     inside = total = 0.0

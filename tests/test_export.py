@@ -13,14 +13,17 @@ from onnx import numpy_helper
 
 from factory import assert_same_rows, bad_with_record_problems, write_manifest
 from pipeline import ComplaintAnalyzer
-from pipeline.data.dataset import RecordStream
+from pipeline.data.record_blocks import RecordStream
+from pipeline.data.tensor_batches import batch_to_device
 from pipeline.export.__main__ import main as export_main
+from pipeline.export.export_files import ExportError
+from pipeline.export.exported_run import load_exported
 from pipeline.export.folder import export_run
 from pipeline.export.int8 import INT8_TOLERANCE, cpu_features
-from pipeline.export.onnx import ExportedForward, ExportError, example_batch
+from pipeline.export.onnx import ExportedForward, example_batch
 from pipeline.inference.arguments import CORES, TEXT_WORKERS
 from pipeline.inference.command import main as infer_main
-from pipeline.inference.onnx_backend import OnnxClassifier, cuda_provider_available
+from pipeline.inference.onnx_backend import cuda_provider_available
 from pipeline.models.image_encoder import ImageEncoder
 from pipeline.models.length_groups import in_length_groups
 from pipeline.models.text_encoder import LSTMTextEncoder
@@ -240,14 +243,14 @@ def test_an_int8_graph_checked_on_another_cpu_is_checked_again_here(runs, tmp_pa
     info = json.loads(info_file.read_text())
     info["checked_on"] = {"machine": "x86_64", "features": ["a CPU that is not this one"]}
     info_file.write_text(json.dumps(info))
-    assert OnnxClassifier(load_run(run), int8=True).graph.name == "model.int8.onnx"  # within its tolerance here too
+    assert load_exported(run, int8=True).graph.name == "model.int8.onnx"  # within its tolerance here too
     info["graphs"]["int8"]["tolerance"] = 1e-6  # as if this CPU's sums were further from eager than allowed
     info_file.write_text(json.dumps(info))
-    assert OnnxClassifier(load_run(run), int8=True).graph.name == "model.onnx"
+    assert load_exported(run, int8=True).graph.name == "model.onnx"
     assert "more than 1e-06" in capsys.readouterr().err
     info["checked_on"] = cpu_features()  # checked on this very CPU: trusted as recorded
     info_file.write_text(json.dumps(info))
-    assert OnnxClassifier(load_run(run), int8=True).graph.name == "model.int8.onnx"
+    assert load_exported(run, int8=True).graph.name == "model.int8.onnx"
 
 
 def test_export_is_made_once_and_redone_for_another_checkpoint(runs):
@@ -324,7 +327,7 @@ def test_length_groups_give_the_whole_batch_results_in_its_order(runs, tiny_demo
     analyzer = ComplaintAnalyzer.from_checkpoint(runs["multimodal"], device="cpu", group_size=None)
     run = analyzer.run
     stream = RecordStream([str(tiny_demo["test"]), str(tiny_demo["val"])], run.columns, run.media.limits)
-    stream_batch = next(iter(analyzer.dataset(stream, 13)))
+    stream_batch = batch_to_device(next(iter(analyzer.batches(stream, 13))), "cpu")
     lit = analyzer.model
     whole = lit.predict_step(stream_batch)
     grouped = in_length_groups(lit.predict_pass, stream_batch, 4)

@@ -60,13 +60,13 @@ def data(root, augment: bool, **options) -> ComplaintDataModule:
     return dm
 
 
-def expected_view(data: bytes, crop: float) -> torch.Tensor:
+def expected_view(data: bytes, crop: float) -> np.ndarray:
     """The deterministic view computed apart: the shorter side to S / crop (aspect kept), the centre S square."""
     im = Image.open(io.BytesIO(data)).convert("RGB")
     scale = round(S / crop) / min(im.size)
     im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
     left, top = (im.width - S) // 2, (im.height - S) // 2
-    return torch.from_numpy(np.array(im.crop((left, top, left + S, top + S)))).permute(2, 0, 1)
+    return np.array(im.crop((left, top, left + S, top + S))).transpose(2, 0, 1)
 
 
 @pytest.mark.parametrize("crop", [1.0, 0.5])
@@ -75,11 +75,11 @@ def test_evaluation_inference_and_the_service_see_one_resize_and_centre_crop(pho
     val = dm.val_dataloader().dataset
     record, archive = dm.splits["val"][0], dm.archives["val"]
     expected = expected_view(archive.read(record.attachments[0]), crop)
-    assert torch.equal(val[0]["images"][0], expected)
+    assert np.array_equal(val[0]["images"][0], expected)
     # infer.py and the service read the run's data options through inference_featurizer
     options = DataOptions.from_config({"image_size": S, "image_crop": crop})
     served = inference_featurizer(dm.tokenizer, options, reads_media=True)(record, archive)
-    assert torch.equal(served["images"][0], expected)
+    assert np.array_equal(served["images"][0], expected)
 
 
 def test_training_decodes_larger_then_crops_at_random_each_time(photos):
@@ -90,12 +90,12 @@ def test_training_decodes_larger_then_crops_at_random_each_time(photos):
         width = round((300 + 20 * int(dm.splits["train"][i].id)) * 1.5 * S / 200)
         assert decoded.shape == (3, round(1.5 * S), width)  # larger than S, aspect kept, uncropped
         seen, again = train[i]["images"][0], train[i]["images"][0]
-        assert seen.shape == (3, S, S) and seen.dtype == torch.uint8
-        assert not torch.equal(seen, again)  # a new draw each time
-        assert not torch.equal(seen, val[i]["images"][0])
-    assert all(torch.equal(a["images"][0], b["images"][0]) for a, b in zip(val, dm.val_dataloader().dataset))
+        assert seen.shape == (3, S, S) and seen.dtype == np.uint8
+        assert not np.array_equal(seen, again)  # a new draw each time
+        assert not np.array_equal(seen, val[i]["images"][0])
+    assert all(np.array_equal(a["images"][0], b["images"][0]) for a, b in zip(val, dm.val_dataloader().dataset))
     plain = data(photos, augment=False).train_dataloader().dataset
-    assert all(torch.equal(plain[i]["images"][0], val[i]["images"][0]) for i in range(len(plain)))
+    assert all(np.array_equal(plain[i]["images"][0], val[i]["images"][0]) for i in range(len(plain)))
 
 
 def test_the_augment_view_never_enlarges_a_small_photo():
@@ -109,19 +109,19 @@ def test_the_augment_view_never_enlarges_a_small_photo():
 def test_augmentation_is_reproducible_per_seed_and_keeps_a_clip_one_scene():
     augment = ImageAugmentation(S, trivial=True)
     g = torch.Generator().manual_seed(0)
-    photo = torch.randint(0, 256, (3, 48, 60), dtype=torch.uint8, generator=g)
-    frame = torch.randint(0, 256, (3, 48, 60), dtype=torch.uint8, generator=g)
-    sample = {"images": [photo], "videos": [frame.expand(4, 3, 48, 60).clone()]}
+    photo = torch.randint(0, 256, (3, 48, 60), dtype=torch.uint8, generator=g).numpy()
+    frame = torch.randint(0, 256, (3, 48, 60), dtype=torch.uint8, generator=g).numpy()
+    sample = {"images": [photo], "videos": [np.repeat(frame[None], 4, axis=0)]}
 
-    def drawn(seed: int) -> list[torch.Tensor]:
+    def drawn(seed: int) -> list[np.ndarray]:
         torch.manual_seed(seed)
         out = augment(sample)
         return [*out["images"], *out["videos"]]
 
     first, again, other = drawn(1), drawn(1), drawn(2)
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
-    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
     photo_out, clip = first
     assert photo_out.shape == (3, S, S) and clip.shape == (4, 3, S, S)
-    assert all(torch.equal(clip[0], clip[t]) for t in range(1, 4))  # the same crop, flip, colour and change
-    assert torch.equal(sample["images"][0], photo)  # the sample itself is left as it was
+    assert all(np.array_equal(clip[0], clip[t]) for t in range(1, 4))  # the same crop, flip, colour and change
+    assert np.array_equal(sample["images"][0], photo)  # the sample itself is left as it was

@@ -1,15 +1,13 @@
-"""Pad a list of samples into one batch dict, with presence masks for every modality."""
+"""Pad a list of samples into one batch dict of numpy arrays, with presence masks for every modality (the torch
+side, tensors and devices: :mod:`pipeline.data.tensor_batches`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
-
-INLINE_BYTES = 1 << 20  # tensors under this leave a DataLoader worker inside its message (see for_transfer)
 
 # sample key -> batch key of the per-record lists carried along with the tensors
 PER_RECORD_KEYS = {
@@ -25,56 +23,27 @@ PER_RECORD_KEYS = {
 
 
 def pad_token_ids(
-    sequences: list[torch.Tensor], pad_id: int, length_step: int = 1, max_length: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id sequences -> ``(B, L)`` long, ``pad_id``-padded (L at least 1), and lengths ``(B,)``. L is the
+    sequences: list, pad_id: int, length_step: int = 1, max_length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token id sequences -> ``(B, L)`` int64, ``pad_id``-padded (L at least 1), and lengths ``(B,)``. L is the
     longest sequence rounded up to a multiple of ``length_step``, but not past ``max_length``."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     longest = max([1, *lengths.tolist()])
     stepped = -(-longest // length_step) * length_step
-    ids = torch.full((len(sequences), max(longest, min(stepped, max_length or stepped))), pad_id, dtype=torch.long)
+    ids = np.full((len(sequences), max(longest, min(stepped, max_length or stepped))), pad_id, dtype=np.int64)
     for row, s in zip(ids, sequences):
         row[: len(s)] = s
     return ids, lengths
-
-
-def map_arrays(batch: dict, fn) -> dict:
-    """``batch`` with ``fn`` applied to each tensor or numpy array, at the top and in the per-task dicts; the
-    per-record lists are passed along as they are, not walked value by value as generic collection helpers do."""
-
-    def mapped(value):
-        return fn(value) if isinstance(value, (torch.Tensor, np.ndarray)) else value
-
-    return {
-        key: {k: mapped(v) for k, v in value.items()} if isinstance(value, dict) else mapped(value)
-        for key, value in batch.items()
-    }
-
-
-def batch_to_device(batch: dict, device) -> dict:
-    """``batch`` with its tensors on ``device``, numpy arrays (tensors as :func:`for_transfer` sent them) made
-    tensors again (see :func:`map_arrays`)."""
-    return map_arrays(batch, lambda v: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(device))
-
-
-def for_transfer(batch: dict) -> dict:
-    """The DataLoader's ``collate_fn`` for batches a dataset built whole (its default walks every value).
-
-    Tensors under ``INLINE_BYTES`` become numpy arrays, which a worker's message carries inline; a tensor would
-    go through a shared-memory file of its own, its descriptor passed apart (receiving a block of 128 tweets took
-    16-19 ms that way here, 11 ms inline). :func:`batch_to_device` makes them tensors again.
-    """
-    return map_arrays(batch, lambda v: v.numpy() if isinstance(v, torch.Tensor) and v.nbytes < INLINE_BYTES else v)
 
 
 @dataclass
 class Collator:
     """Batch layout (B records, N images, V videos, T frames, S pixels)::
 
-        text_ids (B, L) long, pad_id-padded; text_lengths (B,) long (0 = no text)
+        text_ids (B, L) int64, pad_id-padded; text_lengths (B,) int64 (0 = no text)
         images (B, N, 3, S, S) uint8; image_mask (B, N) bool
         videos (B, V, T, 3, S, S) uint8; video_mask (B, V) bool
-        labels {task: (B,) long with IGNORE_INDEX | (B, C) float with UNKNOWN_LABEL}
+        labels {task: (B,) int64 with IGNORE_INDEX | (B, C) float32 with UNKNOWN_LABEL}
         teacher_logits {task: (B, C) float}: only in distillation training batches
         ids, sources, warnings, errors, image_paths, video_paths: per-record lists
 
@@ -97,10 +66,10 @@ class Collator:
         text_ids, text_lengths = pad_token_ids(
             [s["text_ids"] for s in samples], self.pad_id, self.length_step, self.max_length
         )
-        images = torch.zeros(B, N, 3, S, S, dtype=torch.uint8)
-        image_mask = torch.zeros(B, N, dtype=torch.bool)
-        videos = torch.zeros(B, V, T, 3, S, S, dtype=torch.uint8)
-        video_mask = torch.zeros(B, V, dtype=torch.bool)
+        images = np.zeros((B, N, 3, S, S), dtype=np.uint8)
+        image_mask = np.zeros((B, N), dtype=bool)
+        videos = np.zeros((B, V, T, 3, S, S), dtype=np.uint8)
+        video_mask = np.zeros((B, V), dtype=bool)
         for b, s in enumerate(samples):
             for i, img in enumerate(s["images"]):
                 images[b, i] = img
@@ -123,15 +92,16 @@ class Collator:
             batch["labels"] = self._labels(samples)
         if "teacher_logits" in samples[0]:
             batch["teacher_logits"] = {
-                task: torch.stack([s["teacher_logits"][task] for s in samples]) for task in samples[0]["teacher_logits"]
+                task: np.stack([np.asarray(s["teacher_logits"][task], dtype=np.float32) for s in samples])
+                for task in samples[0]["teacher_logits"]
             }
         return batch
 
     @staticmethod
-    def _labels(samples: list[dict]) -> dict[str, torch.Tensor]:
+    def _labels(samples: list[dict]) -> dict[str, np.ndarray]:
         template = next(s["labels"] for s in samples if "labels" in s)
         out = {}
         for task, example in template.items():
-            missing = torch.full_like(example, IGNORE_INDEX if example.dim() == 0 else UNKNOWN_LABEL)
-            out[task] = torch.stack([s["labels"][task] if "labels" in s else missing for s in samples])
+            missing = np.full_like(example, IGNORE_INDEX if example.ndim == 0 else UNKNOWN_LABEL)
+            out[task] = np.stack([s["labels"][task] if "labels" in s else missing for s in samples])
         return out

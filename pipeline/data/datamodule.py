@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -22,7 +23,8 @@ from pipeline.data.datamodule_options import (
     SplitOptions,
     TokenizerOptions,
 )
-from pipeline.data.dataset import ComplaintDataset, Featurizer
+from pipeline.data.dataset import ComplaintDataset
+from pipeline.data.featurizer import Featurizer
 from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.options import DataOptions
@@ -34,6 +36,7 @@ from pipeline.data.reading import (
     report_rare_classes,
 )
 from pipeline.data.records import Record
+from pipeline.data.tensor_batches import TensorCollator
 from pipeline.data.text import encode_many, load_tokenizer
 from pipeline.data.vocab import VocabularyOptions, fit_vocabularies, publish
 
@@ -148,9 +151,10 @@ class ComplaintDataModule(pl.LightningDataModule):
         self._prepare()
         records = self.splits[split]
         ids = encode_many(self.tokenizer, [r.text for r in records], self.options.max_text_length)
-        padded, lengths = pad_token_ids([torch.tensor(x, dtype=torch.long) for x in ids], self.pad_id)
+        padded, lengths = pad_token_ids(ids, self.pad_id)
         encoded = [self.label_space.encode(r) for r in records]
-        return padded, lengths, {t.name: torch.stack([e[t.name] for e in encoded]) for t in self.tasks}
+        targets = {t.name: torch.from_numpy(np.stack([e[t.name] for e in encoded])) for t in self.tasks}
+        return torch.from_numpy(padded), torch.from_numpy(lengths), targets
 
     # -- reading --
 
@@ -273,7 +277,7 @@ class ComplaintDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=workers,
-            collate_fn=self.collator(),
+            collate_fn=TensorCollator(self.collator()),
             persistent_workers=workers > 0,
         )
 

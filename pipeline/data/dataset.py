@@ -1,93 +1,19 @@
-"""Records to model-ready samples: tokenized text, decoded photos and video clips, targets."""
+"""torch datasets of samples (see :mod:`pipeline.data.featurizer`): records held in memory for training, and
+archives streamed in blocks for prediction."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from pipeline.data.archive import Archive, open_archive
-from pipeline.data.evidence import is_blank, no_input_message
-from pipeline.data.labels import LabelSpace
-from pipeline.data.limits import Limits
-from pipeline.data.manifest import read_records
-from pipeline.data.media import IMAGE, MediaSpec, decode_attachment
-from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Columns, Record
-from pipeline.data.text import TextTokenizer
+from pipeline.data.archive import Archive
+from pipeline.data.featurizer import Featurizer
+from pipeline.data.record_blocks import BlockBuilder, numbered_blocks
+from pipeline.data.records import Record
 
 PRELOAD_CHUNK = 32  # samples per message from a preloading worker
-
-
-@dataclass
-class Featurizer:
-    """Turns one :class:`Record` into a sample dict; never raises for a bad attachment.
-
-    ``read_media`` False (a model without images or videos) leaves attachments unread.
-    ``mark_no_input`` (inference) makes a record that gives the model nothing to read,
-    no text and no decoded attachment, an error with a ``no_input`` message.
-    """
-
-    tokenizer: object
-    media: MediaSpec
-    max_text_length: int = 256
-    max_images: int = 4
-    max_videos: int = 2
-    labels: LabelSpace | None = None
-    read_media: bool = True
-    mark_no_input: bool = False
-    _encoder: TextTokenizer | None = field(default=None, init=False, repr=False, compare=False)  # made on first use
-
-    def __call__(self, record: Record, archive: Archive) -> dict:
-        return self.many([(record, archive)])[0]
-
-    def many(self, items: Sequence[tuple[Record, Archive]]) -> list[dict]:
-        """The samples of several records, their texts tokenized in one call of the tokenizer."""
-        samples = [self._without_text(record, archive) for record, archive in items]
-        readable = [record.text for (record, _), sample in zip(items, samples) if sample["error"] is None]
-        if self._encoder is None:
-            self._encoder = TextTokenizer(self.tokenizer, self.max_text_length)
-        ids = iter(self._encoder(readable))
-        for sample in samples:
-            sample["text_ids"] = torch.tensor(next(ids) if sample["error"] is None else [], dtype=torch.long)
-        return samples
-
-    def _without_text(self, record: Record, archive: Archive) -> dict:
-        problems: list[AttachmentProblem] = []
-        images, image_paths, videos, video_paths = [], [], [], []
-        if record.error is None and self.read_media:
-            for path in record.attachments:
-                try:
-                    kind, tensor = decode_attachment(archive.read(path), self.media)
-                except AttachmentError as e:
-                    problems.append(AttachmentProblem(e.reason, path, e.detail))
-                    continue
-                bucket, paths, cap = (
-                    (images, image_paths, self.max_images) if kind == IMAGE else (videos, video_paths, self.max_videos)
-                )
-                if len(bucket) >= cap:
-                    problems.append(AttachmentProblem(OVER_LIMIT, path, f"more than {cap} {kind}s"))
-                    continue
-                bucket.append(tensor)
-                paths.append(path)
-        error = record.error
-        if error is None and self.mark_no_input and not images and not videos and is_blank(record.text):
-            error = no_input_message(self.read_media)
-        sample = {
-            "id": record.id,
-            "source": record.source,
-            "error": error,
-            "warnings": ([error] if error else []) + record.warnings + [str(p) for p in problems],
-            "images": images,
-            "image_paths": image_paths,
-            "videos": videos,
-            "video_paths": video_paths,
-        }
-        if self.labels is not None and error is None:
-            sample["labels"] = self.labels.encode(record)
-        return sample
 
 
 class ComplaintDataset(Dataset):
@@ -159,81 +85,6 @@ def private_copy(value):
     if isinstance(value, list):
         return [private_copy(v) for v in value]
     return value
-
-
-class RecordStream:
-    """Picklable source of ``(archive, record)`` over several archives, in order.
-
-    Archives are opened lazily in whichever process iterates (DataLoader workers included).
-    """
-
-    def __init__(self, paths: Sequence[str], columns: Columns, limits: Limits):
-        self.paths = list(paths)
-        self.columns = columns
-        self.limits = limits
-
-    def __call__(self) -> Iterator[tuple[Archive, Record]]:
-        for _, archive, record in self.indexed():
-            yield archive, record
-
-    def indexed(self) -> Iterator[tuple[int, Archive, Record]]:
-        """``(input index, archive, record)``: which of ``paths`` each record came from."""
-        for index, path in enumerate(self.paths):
-            archive = open_archive(path, self.limits)
-            try:
-                for record in read_records(archive, self.columns):
-                    yield index, archive, record
-            finally:
-                archive.close()
-
-
-def numbered_blocks(items: Iterable[tuple], size: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, list]]:
-    """Consecutive ``items`` in blocks of ``size``: ``(block number, [(position, *item), ...])`` for each block
-    ``wanted`` keeps; the others are read past."""
-    current, pending = None, []
-    for n, item in enumerate(items):
-        block = n // size
-        if block != current:
-            if pending:
-                yield current, pending
-            current, pending = block, []
-        if wanted(block):
-            pending.append((n, *item))
-    if pending:
-        yield current, pending
-
-
-class BlockBuilder:
-    """One collated batch from a block of ``(index, archive, record)``: its samples (one bad record fails
-    alone, never its block) padded together. The batch carries ``block`` and ``decode_seconds``."""
-
-    def __init__(self, featurizer: Featurizer, collator):
-        self.featurizer = featurizer
-        self.collator = collator
-
-    def _alone(self, archive: Archive, record: Record) -> dict:
-        try:
-            return self.featurizer(record, archive)
-        except Exception as e:  # one bad record never stops the run
-            broken = Record(record.id, "", [], {}, record.source, error=f"unexpected error: {type(e).__name__}: {e}")
-            return self.featurizer(broken, archive)
-
-    def _samples(self, pending: list) -> list[dict]:
-        try:
-            samples = self.featurizer.many([(record, archive) for _, archive, record in pending])
-        except Exception:  # some record broke the block's call: each on its own, so that only that one fails
-            samples = [self._alone(archive, record) for _, archive, record in pending]
-        for (n, _, record), sample in zip(pending, samples):
-            sample["index"] = n
-            sample["raw_labels"] = record.labels
-        return samples
-
-    def __call__(self, block: int, pending: list) -> dict:
-        start = time.perf_counter()
-        batch = self.collator(self._samples(pending))
-        batch["block"] = block
-        batch["decode_seconds"] = time.perf_counter() - start
-        return batch
 
 
 class StreamingComplaintDataset(IterableDataset):

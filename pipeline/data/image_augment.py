@@ -35,7 +35,10 @@ class ImageAugmentation:
         self.transform = v2.Compose(steps)
 
     def __call__(self, sample: dict) -> dict:
+        import torch
+
         out = dict(sample)
-        out["images"] = [self.transform(image) for image in sample["images"]]
-        out["videos"] = [self.transform(clip) for clip in sample["videos"]]  # one draw for all T frames
+        out["images"] = [self.transform(torch.from_numpy(image)).numpy() for image in sample["images"]]
+        # one draw for all T frames
+        out["videos"] = [self.transform(torch.from_numpy(clip)).numpy() for clip in sample["videos"]]
         return out

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from pipeline.data.records import Record
 
@@ -133,7 +133,7 @@ class LabelSpace:
                 counts[t.name].update(self.canonical(t, t.values(r.labels.get(t.column))))
         return {t.name: [counts[t.name][c] for c in self.classes[t.name]] for t in self.tasks}
 
-    def encode(self, record: Record) -> dict[str, torch.Tensor]:
+    def encode(self, record: Record) -> dict[str, np.ndarray]:
         """Targets per task: a class index (or IGNORE_INDEX), or a multi-hot vector (UNKNOWN_LABEL if unlabelled)."""
         out = {}
         for t in self.tasks:
@@ -146,11 +146,10 @@ class LabelSpace:
                     f"known: {self.classes[t.name]}"
                 )
             if t.type == MULTICLASS:
-                out[t.name] = torch.tensor(index[values[0]] if values else IGNORE_INDEX)
+                out[t.name] = np.array(index[values[0]] if values else IGNORE_INDEX, dtype=np.int64)
             else:
-                target = torch.full((len(index),), float(UNKNOWN_LABEL))
+                target = np.full(len(index), UNKNOWN_LABEL if not values else 0.0, dtype=np.float32)
                 if values:
-                    target.zero_()
                     target[[index[v] for v in values]] = 1.0
                 out[t.name] = target
         return out

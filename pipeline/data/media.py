@@ -14,7 +14,6 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -22,9 +21,6 @@ from PIL import Image, ImageOps
 from pipeline.data.limits import Limits
 from pipeline.data.picture_views import EVAL, centre_crop, check_view, resized, shorter_side
 from pipeline.data.records import TOO_LARGE, UNREADABLE, UNSUPPORTED, AttachmentError
-
-if TYPE_CHECKING:  # torch is imported where a tensor is made: the doctor's checks run without it
-    import torch
 
 IMAGE, VIDEO = "image", "video"
 # Clips up to this long are decoded straight through (cheaper than seeking);
@@ -261,11 +257,9 @@ def check_attachment(data: bytes, spec: MediaSpec) -> str:
     return attachment_array(data, spec)[0]
 
 
-def decode_attachment(data: bytes, spec: MediaSpec) -> tuple[str, torch.Tensor]:
-    """Type by content and decode: ``("image", (3,S,S))`` or ``("video", (T,3,S,S))`` uint8."""
-    import torch
-
+def decode_attachment(data: bytes, spec: MediaSpec) -> tuple[str, np.ndarray]:
+    """Type by content and decode: ``("image", (3,S,S))`` or ``("video", (T,3,S,S))`` uint8, channels first."""
     kind, pixels = attachment_array(data, spec)
     if kind == IMAGE:
-        return IMAGE, torch.from_numpy(pixels.copy()).permute(2, 0, 1)
-    return VIDEO, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        return IMAGE, np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return VIDEO, np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))

@@ -20,7 +20,7 @@ from pipeline.data.redact import PII_TYPES, check_types
 
 if TYPE_CHECKING:  # torch comes with them: the doctor reads its columns without it
     from pipeline.data.collate import Collator
-    from pipeline.data.dataset import Featurizer
+    from pipeline.data.featurizer import Featurizer
     from pipeline.data.labels import LabelSpace
 
 
@@ -103,7 +103,7 @@ class DataOptions:
         view: str = EVAL,
     ) -> Featurizer:
         """Records to samples, their pictures in ``view`` (``augment``: for training's augmentation)."""
-        from pipeline.data.dataset import Featurizer
+        from pipeline.data.featurizer import Featurizer
 
         return Featurizer(
             tokenizer,

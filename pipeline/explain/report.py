@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.collate import batch_to_device
 from pipeline.data.media import IMAGE, error_text
+from pipeline.data.tensor_batches import batch_to_device
 from pipeline.data.text import TextTokenizer
 from pipeline.explain.attribution import Explainer
 from pipeline.explain.images import overlay, photo, save_png, video_frames

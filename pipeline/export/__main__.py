@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from pipeline.core.run_files import CheckpointError
-from pipeline.export.folder import INFO_FILE, export_folder, export_run
+from pipeline.export.export_files import INFO_FILE, ExportError, export_folder
+from pipeline.export.folder import export_run
 from pipeline.export.int8 import INT8_TOLERANCE
-from pipeline.export.onnx import ExportError
 from pipeline.models.trained_run import load_run
 
 
@@ -33,7 +33,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         run = load_run(args.run)
-        dest = export_run(run, Path(args.output) if args.output else export_folder(run), args.int8, args.int8_tolerance)
+        dest = export_run(
+            run,
+            Path(args.output) if args.output else export_folder(run.run_dir, run.checkpoint_sha256),
+            args.int8,
+            args.int8_tolerance,
+        )
     except (CheckpointError, ExportError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.export.export_files import ExportError
 from pipeline.models.trained_run import LoadedRun
 
 OPSET = 17
@@ -43,10 +44,6 @@ INPUTS = {
         ("video_mask", "bool", ["batch", "videos"]),
     ],
 }
-
-
-class ExportError(Exception):
-    """The run cannot be exported (one clear line naming the part)."""
 
 
 class ExportedForward(nn.Module):

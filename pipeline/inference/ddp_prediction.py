@@ -7,7 +7,7 @@ import time
 
 import pytorch_lightning as pl
 
-from pipeline.data.collate import batch_to_device
+from pipeline.data.tensor_batches import batch_to_device
 from pipeline.inference.chunk_writer import ChunkWriter
 
 

@@ -56,7 +56,8 @@ class Engine(Protocol):
 
 class LocalEngine:
     """The model in this process, on ``plan.threads`` threads on CPU (a caller in the same process, a notebook or
-    a test, gets its own thread count back); DataLoader workers read and decode the next blocks."""
+    a test, gets its own thread count back); DataLoader workers read and decode the next blocks (without torch,
+    this process does)."""
 
     def __init__(self, plan: InferencePlan):
         self.plan = plan
@@ -71,15 +72,17 @@ class LocalEngine:
         pass
 
     def predict(self, job: PredictionJob) -> Predicted | None:
-        import torch
+        if job.plan.command.backend == "torch" and job.plan.device == "cpu":
+            import torch
 
-        callers_threads = torch.get_num_threads()
-        if job.plan.device == "cpu":
+            callers_threads = torch.get_num_threads()
             torch.set_num_threads(job.plan.threads)
-        try:
+            try:
+                writer = self.write_blocks(job)
+            finally:
+                torch.set_num_threads(callers_threads)
+        else:  # onnxruntime's threads are its session's (see OnnxClassifier)
             writer = self.write_blocks(job)
-        finally:
-            torch.set_num_threads(callers_threads)
         if writer is None:
             return None
         stats = {
@@ -90,14 +93,7 @@ class LocalEngine:
         return Predicted(stats, runtime_of(job, job.plan.device, job.plan.threads))
 
     def loader(self, job: PredictionJob, rank: int = 0, world_size: int = 1):
-        from torch.utils.data import DataLoader
-
-        from pipeline.data.collate import for_transfer
-
-        dataset = job.analyzer.dataset(
-            job.stream, job.plan.block, rank=rank, world_size=world_size, skip_blocks=job.skip
-        )
-        return DataLoader(dataset, batch_size=None, num_workers=job.plan.num_workers, collate_fn=for_transfer)
+        return job.analyzer.batches(job.stream, job.plan.block, job.plan.num_workers, rank, world_size, job.skip)
 
     def write_blocks(self, job: PredictionJob) -> ChunkWriter | None:
         """Every block not yet written, predicted and written as a chunk; None when a stop signal ended it."""
@@ -124,16 +120,10 @@ class LocalEngine:
         return writer
 
     def run_blocks(self, job: PredictionJob, writer: ChunkWriter) -> None:
-        import torch
-
-        from pipeline.data.collate import batch_to_device
-
-        analyzer = job.analyzer
-        with torch.inference_mode():
-            for batch in self.loader(job):
-                started = time.perf_counter()
-                outputs = analyzer.model.predict_step(batch_to_device(batch, analyzer.device))
-                writer.write(outputs, batch, time.perf_counter() - started)
+        for batch in self.loader(job):
+            started = time.perf_counter()
+            outputs = job.analyzer.predict_step(batch)
+            writer.write(outputs, batch, time.perf_counter() - started)
 
 
 class DdpEngine(LocalEngine):

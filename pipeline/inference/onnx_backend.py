@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
+import numpy as np
 
-from pipeline.export.folder import served_graph
-from pipeline.export.onnx import input_names
+from pipeline.export.exported_run import ExportedRun
 from pipeline.models.length_groups import in_length_groups
-from pipeline.models.trained_run import LoadedRun
+from pipeline.models.token_layout import fusion_layout
 
 
 def cuda_provider_available() -> bool:
@@ -24,8 +23,8 @@ def providers_for(device: str) -> list[str]:
 
 
 class OnnxClassifier:
-    """Runs a run's ONNX export (made on first use; the INT8 graph only where it is close to the eager model,
-    see :func:`pipeline.export.folder.served_graph`).
+    """Runs a run's ONNX export (the graph :func:`pipeline.export.exported_run.load_exported` chose) behind the
+    eager model's ``predict_step``, on numpy arrays: no torch.
 
     Batches stay on the host: onnxruntime copies them to the GPU itself when
     its CUDA provider runs the graph. On CPU, ``threads`` length groups (see
@@ -35,11 +34,10 @@ class OnnxClassifier:
     default threads.
     """
 
-    def __init__(self, run: LoadedRun, int8: bool = False, device: str = "cpu", threads: int | None = None):
+    def __init__(self, run: ExportedRun, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
-        model = run.model.model
-        self.graph = served_graph(run, int8)
+        self.graph = run.graph
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
         providers = providers_for(device)
@@ -50,10 +48,9 @@ class OnnxClassifier:
         else:  # onnxruntime's own pool: its idle threads sleep rather than spin (10-30% slower here beside torch's)
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.graph), options, providers=providers)
-        self.inputs = input_names(model)
-        self.tasks = list(model.tasks)
-        self.modalities = model.modalities
-        self.layout = model.fusion.layout
+        self.inputs = run.input_names
+        self.tasks = run.tasks
+        self.modalities = run.modalities
         self.predict_group_size: int | None = None  # records per session run in predict_step (None: the batch)
 
     @property
@@ -64,11 +61,11 @@ class OnnxClassifier:
         return in_length_groups(self.predict_pass, batch, self.predict_group_size, self.pool.map if self.pool else map)
 
     def predict_pass(self, batch: dict) -> dict:
-        out = self.session.run(None, {name: batch[name].cpu().numpy() for name in self.inputs})
+        out = self.session.run(None, {name: np.asarray(batch[name]) for name in self.inputs})
         counts = {"text": 1, "image": batch["image_mask"].shape[1], "video": batch["video_mask"].shape[1]}
         return {
             "batch": batch,
-            "probs": {task: torch.from_numpy(p) for task, p in zip(self.tasks, out)},
-            "fusion_weights": torch.from_numpy(out[-1]),
-            "layout": self.layout({m: counts[m] for m in self.modalities}),
+            "probs": dict(zip(self.tasks, out)),
+            "fusion_weights": out[-1],
+            "layout": fusion_layout({m: counts[m] for m in self.modalities}),
         }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core.signals import StopRequests
-from pipeline.data.dataset import RecordStream
+from pipeline.data.record_blocks import RecordStream
 from pipeline.data.records import Columns
 from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.inference.writers import ChunkStore

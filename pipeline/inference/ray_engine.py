@@ -27,7 +27,7 @@ from pipeline.core.progress import Progress
 from pipeline.core.run_files import RunFolder
 from pipeline.core.signals import StopRequests
 from pipeline.data.archive import Archive, open_archive
-from pipeline.data.dataset import BlockBuilder, RecordStream, numbered_blocks
+from pipeline.data.record_blocks import BlockBuilder, RecordStream, numbered_blocks
 from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
 from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.inference.engines import Predicted, runtime_of

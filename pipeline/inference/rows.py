@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from pipeline.confidence.review import ReviewBand
 from pipeline.data.labels import MULTILABEL
 
@@ -22,8 +24,8 @@ def rows_from_output(output: dict, labels, evaluate: bool = False, review: Revie
     ``review_reasons``.
     """
     batch, layout = output["batch"], output["layout"]
-    weights = output["fusion_weights"].float().cpu().tolist()  # one conversion per batch, not per value
-    probs = {t: p.float().cpu().tolist() for t, p in output["probs"].items()}
+    weights = as_lists(output["fusion_weights"])  # one conversion per batch, not per value
+    probs = {t: as_lists(p) for t, p in output["probs"].items()}
     text_lengths = batch["text_lengths"].tolist()
     rows = []
     for b, rid in enumerate(batch["ids"]):
@@ -53,6 +55,11 @@ def rows_from_output(output: dict, labels, evaluate: bool = False, review: Revie
             row["review_reasons"] = reasons
         rows.append(row)
     return rows
+
+
+def as_lists(values) -> list:
+    """A numpy array's or a tensor's (on any device, of any float type) values as nested lists of floats."""
+    return values.tolist() if isinstance(values, np.ndarray) else values.float().cpu().tolist()
 
 
 def modality_weights(w: list[float], layout: list, batch: dict, b: int) -> dict:

@@ -14,19 +14,18 @@ from pathlib import Path
 from pipeline.core.signals import StopRequests, exit_status
 from pipeline.data.archive import open_archive
 from pipeline.data.cli_options import columns_from_args
-from pipeline.data.dataset import RecordStream
 from pipeline.data.manifest import read_records
+from pipeline.data.record_blocks import RecordStream
 from pipeline.data.records import Columns
 from pipeline.explain.selection import LowestConfidence
-from pipeline.export.onnx import ExportError
-from pipeline.inference.analyzer import ComplaintAnalyzer, resolve_device
+from pipeline.export.export_files import ExportError
+from pipeline.inference.analyzer import ComplaintAnalyzer, load_for, resolve_device
 from pipeline.inference.arguments import DEFAULT_WORKERS, TEXT_WORKERS, model_threads
 from pipeline.inference.engines import DdpEngine, Engine, LocalEngine
 from pipeline.inference.errors import FatalError
 from pipeline.inference.plan import InferencePlan, PredictionJob
 from pipeline.inference.summary import RowTally, print_summary, run_counts, run_meta, write_evaluation
 from pipeline.inference.writers import ChunkStore, columns_for, write_meta, write_output
-from pipeline.models.trained_run import load_run
 
 LEDGER_KEYS = ("inputs", "checkpoint_sha256", "evaluate", "columns", "calibrated", "review_precision")
 
@@ -62,7 +61,10 @@ def open_model(plan: InferencePlan, is_child: bool):
             raise FatalError(f"--device: {e}") from None
     else:
         plan = replace(plan, device="cpu")
-    loaded = load_run(command.checkpoint)
+    try:
+        loaded = load_for(command.checkpoint, command.backend)
+    except ExportError as e:
+        raise FatalError(f"--backend {command.backend}: {e}") from None
     columns = columns_from_args(command, loaded.columns)
     inputs = check_inputs(command.input, columns, loaded.media.limits)
     stream = RecordStream(command.input, columns, loaded.media.limits)
@@ -221,7 +223,11 @@ def explain(job: PredictionJob, picker: LowestConfidence) -> dict:
     command = job.plan.command
     try:
         summary = write_report(
-            job.analyzer, job.stream, picker, command.explain, f"{command.checkpoint} on {', '.join(command.input)}"
+            job.analyzer.eager(),
+            job.stream,
+            picker,
+            command.explain,
+            f"{command.checkpoint} on {', '.join(command.input)}",
         )
     except OSError as e:
         raise FatalError(f"--explain {command.explain}: {e}") from None

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.token_layout import fusion_layout
+
 
 def traced_attention(
     attention: nn.MultiheadAttention, query: torch.Tensor, keys: torch.Tensor, ignore: torch.Tensor
@@ -61,10 +63,7 @@ class AttentionFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.out_dim = dim
 
-    @staticmethod
-    def layout(counts: dict[str, int]) -> list[tuple[str, int | None]]:
-        """Token order: for each modality its items (index) then its absent token (None)."""
-        return [(m, i) for m, k in counts.items() for i in [*range(k), None]]
+    layout = staticmethod(fusion_layout)
 
     def modality_input(self, modality: str, vectors: torch.Tensor) -> torch.Tensor:
         """A modality's vectors ``(N, D_m)`` as the fusion takes them in, ``(N, modality_dim)``: projected."""

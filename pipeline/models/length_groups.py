@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import torch
+import numpy as np
 
 GROUPED_KEYS = ("text_ids", "text_lengths", "images", "image_mask", "videos", "video_mask")
 
@@ -27,8 +27,10 @@ def in_length_groups(
     B = len(lengths)
     if not group_size or B <= group_size:
         return predict(batch)
-    order = torch.argsort(lengths.cpu(), stable=True).to(lengths.device)
-    indices, groups = order.chunk(math.ceil(B / group_size)), []
+    listed = lengths.tolist()
+    order = sorted(range(B), key=listed.__getitem__)  # stable: equal lengths keep their order
+    size = math.ceil(B / math.ceil(B / group_size))
+    indices, groups = [order[i : i + size] for i in range(0, B, size)], []
     for idx in indices:
         group = {k: batch[k][idx] for k in GROUPED_KEYS}
         group["text_ids"] = group["text_ids"][:, : max(1, int(lengths[idx].max()))]
@@ -36,9 +38,16 @@ def in_length_groups(
     probs, weights, layout = {}, None, None
     for idx, out in zip(indices, map_groups(predict, groups)):
         for task, p in out["probs"].items():
-            probs.setdefault(task, p.new_empty(B, *p.shape[1:]))[idx] = p
+            probs.setdefault(task, rows_like(p, B))[idx] = p
         w = out["fusion_weights"]
-        weights = w.new_empty(B, *w.shape[1:]) if weights is None else weights
+        weights = rows_like(w, B) if weights is None else weights
         weights[idx] = w
         layout = out["layout"]  # every group has the batch's attachment slots, so the same layout
     return {"batch": batch, "probs": probs, "fusion_weights": weights, "layout": layout}
+
+
+def rows_like(values, rows: int):
+    """An empty tensor or numpy array like ``values`` with ``rows`` rows."""
+    if isinstance(values, np.ndarray):
+        return np.empty((rows, *values.shape[1:]), dtype=values.dtype)
+    return values.new_empty(rows, *values.shape[1:])

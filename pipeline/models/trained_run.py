@@ -9,16 +9,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.confidence.review import DEFAULT_PRECISION
 from pipeline.core.option_groups import take
 from pipeline.core.run_files import CONFIG_FILE, LABELS_FILE, TOKENIZER_DIR, CheckpointError, RunFolder, sha256
-from pipeline.data.collate import Collator
-from pipeline.data.dataset import Featurizer
 from pipeline.data.labels import LabelSpace
-from pipeline.data.media import MediaSpec
-from pipeline.data.options import DataOptions
-from pipeline.data.records import Columns
-from pipeline.data.run_reading import inference_collator, inference_featurizer, load_reading
+from pipeline.data.run_reading import RunReading, load_reading
 from pipeline.models.data_facts import DataFacts
 from pipeline.models.network_options import NetworkOptions
 from pipeline.models.prediction import TrainedNetwork
@@ -28,29 +22,10 @@ TRAINING_ONLY = "class_weight_"  # the loss's buffers: checkpoints hold them, pr
 
 
 @dataclass
-class LoadedRun:
+class LoadedRun(RunReading):
+    """A run with its network loaded in torch."""
+
     model: TrainedNetwork
-    tokenizer: object
-    labels: LabelSpace
-    options: DataOptions  # the data options the run was trained with
-    checkpoint: Path
-    checkpoint_sha256: str
-    run_dir: Path  # the run folder the checkpoint belongs to
-    calibrated: bool  # whether the checkpoint holds a fitted calibration (runs before it existed do not)
-
-    @property
-    def columns(self) -> Columns:
-        return self.options.columns(t.column for t in self.labels.tasks)
-
-    @property
-    def media(self) -> MediaSpec:
-        return self.options.media
-
-    def featurizer(self) -> Featurizer:
-        return inference_featurizer(self.tokenizer, self.options, self.reads_media)
-
-    def collator(self) -> Collator:
-        return inference_collator(self.tokenizer, self.options, self.reads_media)
 
     @property
     def deep_weights(self) -> dict[str, float] | None:
@@ -61,14 +36,7 @@ class LoadedRun:
         return {task: float(w) for task, w in zip(model.tasks, model.deep_weight)}
 
     @property
-    def review_precision(self) -> float:
-        """The review band's precision the run was trained with (``--review_precision``)."""
-        review = RunFolder(self.run_dir).info.get("review")
-        return review["precision"] if review else DEFAULT_PRECISION
-
-    @property
     def reads_media(self) -> bool:
-        """Whether the model sees photos or videos (a text-only model leaves attachments unread)."""
         return any(m in self.model.model.modalities for m in ("image", "video"))
 
 
@@ -127,5 +95,12 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     model.eval().to(device)
     tokenizer, options = load_reading(run)
     return LoadedRun(
-        model, tokenizer, labels, options, ckpt_path, sha256(ckpt_path), run.path, calibrated=not uncalibrated
+        tokenizer=tokenizer,
+        labels=labels,
+        options=options,
+        checkpoint=ckpt_path,
+        checkpoint_sha256=sha256(ckpt_path),
+        run_dir=run.path,
+        calibrated=not uncalibrated,
+        model=model,
     )

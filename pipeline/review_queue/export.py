@@ -12,10 +12,10 @@ from pipeline.core.atomic import write_atomic
 from pipeline.core.run_files import LABELS_FILE, CheckpointError, RunFolder
 from pipeline.data.archive import ArchiveError
 from pipeline.data.cli_options import columns_from_args
-from pipeline.data.dataset import RecordStream
 from pipeline.data.labels import LabelSpace
 from pipeline.data.limits import Limits
 from pipeline.data.options import DataOptions
+from pipeline.data.record_blocks import RecordStream
 from pipeline.data.records import Columns
 from pipeline.inference.writers import read_meta, read_output
 from pipeline.review_queue.errors import ReviewError

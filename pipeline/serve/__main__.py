@@ -87,15 +87,17 @@ def main(argv=None) -> int:
         )
         return 2
     from pipeline.core.library_noise import silence_library_noise
+    from pipeline.core.run_files import CheckpointError
+    from pipeline.export.export_files import ExportError
+    from pipeline.inference.analyzer import load_for
     from pipeline.inference.defaults import AnalyzerOptions
-    from pipeline.models.trained_run import load_run
     from pipeline.serve.server import ServeOptions, build_server
 
     silence_library_noise()
     try:
-        run = load_run(args.run)
+        run = load_for(args.run, args.backend)
         options = AnalyzerOptions(device=args.device, backend=args.backend, review_precision=args.review_precision)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, CheckpointError, ExportError) as e:
         print(f"serve: {e}", file=sys.stderr)
         return 2
     serve = ServeOptions(

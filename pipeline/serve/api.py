@@ -12,14 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import litserve as ls
-import torch
 
-from pipeline.data.dataset import BlockBuilder
 from pipeline.data.manifest import record_from_dict
 from pipeline.data.memory_archive import MemoryArchive
-from pipeline.inference.analyzer import ComplaintAnalyzer
+from pipeline.data.record_blocks import BlockBuilder
+from pipeline.inference.analyzer import ComplaintAnalyzer, load_for
 from pipeline.inference.defaults import AnalyzerOptions
-from pipeline.models.trained_run import load_run
 
 SOURCE = "request"  # the rows' source: where infer.py names the archive and line
 # A batch's texts are padded to a multiple of this many tokens (the encoders ignore padding): with every length its
@@ -42,9 +40,12 @@ class ComplaintAPI(ls.LitAPI):
         self.run, self.options, self.threads = run, options, threads
 
     def setup(self, device: str) -> None:
-        torch.set_num_threads(self.threads)
+        if self.options.backend == "torch":
+            import torch
+
+            torch.set_num_threads(self.threads)
         options = AnalyzerOptions(**{**self.options.__dict__, "device": device})
-        self.analyzer = ComplaintAnalyzer(load_run(self.run), options)
+        self.analyzer = ComplaintAnalyzer(load_for(self.run, options.backend), options)
         featurizer = self.analyzer.featurizer()
         collator = replace(self.analyzer.collator(), length_step=LENGTH_STEP, max_length=featurizer.max_text_length)
         self.build = BlockBuilder(featurizer, collator)

@@ -28,7 +28,7 @@ from pipeline.core.atomic import atomic_file
 from pipeline.core.library_noise import quiet_checkpoint_restore
 from pipeline.core.provenance import git_commit, package_versions
 from pipeline.core.run_files import CONFIG_FILE, RUN_INFO, TOKENIZER_DIR, sha256
-from pipeline.data.collate import batch_to_device
+from pipeline.data.tensor_batches import batch_to_device
 from pipeline.reports.plots import confusion_matrix, learning_curves, reliability_diagram
 from pipeline.training.module import ComplaintClassifier
 from pipeline.training.run_folder import prepare_run_folder

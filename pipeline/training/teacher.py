@@ -27,9 +27,9 @@ from pipeline.core.progress import Progress
 from pipeline.core.run_files import RunFolder, sha256
 from pipeline.data.archive import Archive
 from pipeline.data.augment import mask_token
-from pipeline.data.collate import batch_to_device
 from pipeline.data.dataset import ComplaintDataset
 from pipeline.data.records import Record
+from pipeline.data.tensor_batches import batch_to_device
 from pipeline.data.text import load_tokenizer
 from pipeline.models.feature_cache import FeatureCache
 from pipeline.models.network_options import NetworkOptions

@@ -80,6 +80,26 @@ def test_a_run_without_its_export_is_one_line_naming_the_command_that_makes_it(e
     assert said[-1] == "torch-free"
 
 
+def test_what_needs_torch_is_refused_in_one_line_before_anything_is_predicted(exported, tiny_demo, tmp_path):
+    done = subprocess.run(
+        [RUNTIME, "infer.py", "--checkpoint", str(exported), "--input", str(tiny_demo["test"])]
+        + ["--output", str(tmp_path / "p.jsonl"), "--explain", str(tmp_path / "report")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and not (tmp_path / "p.jsonl").exists()
+    assert done.stderr.strip() == (
+        "infer.py: error: --backend torch, --explain need torch, which is not installed here: "
+        "pip install 'complaint-pipeline[train]', or predict with --backend onnxruntime alone"
+    )
+    served = subprocess.run(
+        [RUNTIME, "-m", "pipeline.serve", str(exported)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert served.returncode == 2 and served.stderr.strip().startswith("serve: --backend torch needs torch")
+
+
 def test_the_service_runs_on_the_runtime(exported, tiny_demo, tmp_path):
     out = tmp_path / "rows.jsonl"
     assert infer_main(["--checkpoint", str(exported), "--input", str(tiny_demo["test"]), "--output", str(out)]) == 0

@@ -19,6 +19,7 @@ from pipeline.data.record_blocks import RecordStream
 from pipeline.data.records import Columns
 from pipeline.explain.selection import LowestConfidence
 from pipeline.export.export_files import ExportError
+from pipeline.export.exported_run import torch_installed
 from pipeline.inference.analyzer import ComplaintAnalyzer, load_for, resolve_device
 from pipeline.inference.arguments import DEFAULT_WORKERS, TEXT_WORKERS, model_threads
 from pipeline.inference.engines import DdpEngine, Engine, LocalEngine
@@ -49,11 +50,32 @@ def any_attachments(stream: RecordStream) -> bool:
     return any(record.attachments for _, record in stream())
 
 
+def check_torch_needs(command: argparse.Namespace) -> None:
+    """Without torch (the runtime), what needs it is refused before anything is predicted."""
+    if torch_installed():
+        return
+    needs = [
+        what
+        for what, asked in [
+            (f"--backend {command.backend}", command.backend == "torch"),
+            ("--explain", bool(command.explain)),
+            (f"--devices {command.devices}", command.devices > 1),
+        ]
+        if asked
+    ]
+    if needs:
+        raise FatalError(
+            f"{', '.join(needs)} need torch, which is not installed here: pip install 'complaint-pipeline[train]', "
+            f"or predict with --backend onnxruntime alone"
+        )
+
+
 def open_model(plan: InferencePlan, is_child: bool):
     """The plan with what the model decides, the analyzer, the columns, the described inputs and the record
     stream. With ``--engine ray`` this is the driver's model on CPU (labels, review band, ``--explain``): the actors
     load theirs."""
     command = plan.command
+    check_torch_needs(command)
     if command.engine == "local":
         try:
             plan = replace(plan, device=resolve_device(command.device, command.backend))

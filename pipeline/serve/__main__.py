@@ -89,11 +89,19 @@ def main(argv=None) -> int:
     from pipeline.core.library_noise import silence_library_noise
     from pipeline.core.run_files import CheckpointError
     from pipeline.export.export_files import ExportError
+    from pipeline.export.exported_run import torch_installed
     from pipeline.inference.analyzer import load_for
     from pipeline.inference.defaults import AnalyzerOptions
     from pipeline.serve.server import ServeOptions, build_server
 
     silence_library_noise()
+    if args.backend == "torch" and not torch_installed():
+        print(
+            "serve: --backend torch needs torch, which is not installed here: pip install 'complaint-pipeline[train]', "
+            "or serve with --backend onnxruntime",
+            file=sys.stderr,
+        )
+        return 2
     try:
         run = load_for(args.run, args.backend)
         options = AnalyzerOptions(device=args.device, backend=args.backend, review_precision=args.review_precision)

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.optional_torch import torch_installed
 from pipeline.core.run_files import CONFIG_FILE, LABELS_FILE, TOKENIZER_DIR, CheckpointError, RunFolder, sha256
 from pipeline.data.labels import LabelSpace
 from pipeline.data.run_reading import RunReading, load_reading
@@ -23,6 +24,8 @@ MODALITY_OF_INPUT = {"text_ids": "text", "images": "image", "videos": "video"}  
 
 @dataclass
 class ExportedRun(RunReading):
+    """A run read from its folder and export: what :class:`OnnxClassifier` runs, with no weights in torch."""
+
     graph: Path  # the graph served: the float one, or the INT8 one where it was kept
     info: dict  # export.json
 
@@ -47,12 +50,6 @@ class ExportedRun(RunReading):
     def deep_weights(self) -> dict[str, float] | None:
         """Per task, the network's share of the logits beside the TF-IDF regression (None without it)."""
         return self.info["deep_weights"]
-
-
-def torch_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
 
 
 def load_exported(path: str | Path, int8: bool = False) -> ExportedRun:
@@ -109,7 +106,8 @@ def served_file(path: str | Path, dest: Path, info: dict, int8: bool) -> str:
             difference = largest_difference(load_run(path), dest / check["file"])
             check = {**check, **verdict(difference, check["tolerance"], here)}
         else:
-            check = {**check, "kept": False, "why": "checked on a CPU with other integer kernels (torch checks it)"}
+            why = "not checked on this CPU's integer kernels (that check needs torch)"
+            check = {**check, "kept": False, "why": why}
     if check["kept"]:
         return check["file"]
     print(f"onnxruntime-int8: {GRAPH_FILES['int8']} is {check['why']}", file=sys.stderr, flush=True)

@@ -6,8 +6,10 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from pipeline.confidence.review import ReviewBand
+from pipeline.core.optional_torch import torch_installed
 from pipeline.data.archive import FolderArchive
 from pipeline.data.collate import Collator
 from pipeline.data.featurizer import Featurizer
@@ -16,7 +18,7 @@ from pipeline.data.record_blocks import BlockBuilder, RecordStream, numbered_blo
 from pipeline.data.records import Columns, mark_if_duplicate
 from pipeline.data.run_reading import RunReading
 from pipeline.explain.selection import DEFAULT_LIMIT, LowestConfidence
-from pipeline.export.exported_run import load_exported, torch_installed
+from pipeline.export.exported_run import load_exported
 from pipeline.inference.defaults import BLOCK, AnalyzerOptions
 from pipeline.inference.onnx_backend import OnnxClassifier, cuda_provider_available
 from pipeline.inference.rows import rows_from_output
@@ -38,7 +40,18 @@ def resolve_device(device: str, backend: str = "torch") -> str:
     if device.startswith("cuda") and not cuda_provider_available():
         print("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on CPU", file=sys.stderr)
         return "cpu"
-    return ("cuda" if cuda_provider_available() else "cpu") if device == "auto" else device
+    if device != "auto":
+        return device
+    return "cuda" if cuda_provider_available() and gpu_present() else "cpu"
+
+
+def gpu_present() -> bool:
+    """Whether torch sees a CUDA GPU; without torch, whether the system's NVIDIA driver lists one."""
+    if not torch_installed():
+        return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class ComplaintAnalyzer:
@@ -102,7 +115,10 @@ class ComplaintAnalyzer:
         over ``num_workers`` workers (see :class:`StreamingComplaintDataset`), or, without torch, read in this
         process. With workers, blocks may come out of order."""
         if not torch_installed():
-            wanted = lambda n: n % world_size == rank and n not in skip_blocks  # noqa: E731
+
+            def wanted(n: int) -> bool:
+                return n % world_size == rank and n not in skip_blocks
+
             build = BlockBuilder(self.featurizer(), self.collator())
             return (build(n, pending) for n, pending in numbered_blocks(stream(), block, wanted))
         from torch.utils.data import DataLoader

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from pipeline.core.optional_torch import torch_installed
 from pipeline.core.signals import StopRequests, exit_status
 from pipeline.data.archive import open_archive
 from pipeline.data.cli_options import columns_from_args
@@ -19,7 +20,6 @@ from pipeline.data.record_blocks import RecordStream
 from pipeline.data.records import Columns
 from pipeline.explain.selection import LowestConfidence
 from pipeline.export.export_files import ExportError
-from pipeline.export.exported_run import torch_installed
 from pipeline.inference.analyzer import ComplaintAnalyzer, load_for, resolve_device
 from pipeline.inference.arguments import DEFAULT_WORKERS, TEXT_WORKERS, model_threads
 from pipeline.inference.engines import DdpEngine, Engine, LocalEngine

@@ -87,9 +87,9 @@ def main(argv=None) -> int:
         )
         return 2
     from pipeline.core.library_noise import silence_library_noise
+    from pipeline.core.optional_torch import torch_installed
     from pipeline.core.run_files import CheckpointError
     from pipeline.export.export_files import ExportError
-    from pipeline.export.exported_run import torch_installed
     from pipeline.inference.analyzer import load_for
     from pipeline.inference.defaults import AnalyzerOptions
     from pipeline.serve.server import ServeOptions, build_server

@@ -1,4 +1,4 @@
-"""Attachment decoding: photos and video frames to uint8 tensors, typed by content.
+"""Attachment decoding: photos and video frames to uint8 arrays, typed by content.
 
 Images: ``(3, S, S)`` uint8. Videos: ``(T, 3, S, S)`` uint8, T frames sampled
 uniformly over the duration. Sized as :mod:`pipeline.data.picture_views` says

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.confidence.clopper_pearson import lower_bound, lower_bound_reaches
+from pipeline.core.run_files import RunFolder
 from pipeline.data.labels import IGNORE_INDEX, UNKNOWN_LABEL
 
 if TYPE_CHECKING:  # torch only where a fit's validation tensors are scored: the runtime predicts without it
@@ -90,6 +91,14 @@ def choose_threshold(confidence: list[float], right: list[bool], precision: floa
     k = good[-1]
     bound = lower_bound(int(hits[k]), int(n[k]), BOUND_LEVEL)
     return Threshold(float(values[k]), float(n[k] / len(order)), float(hits[k] / n[k]), bound)
+
+
+def band_precision(run_dir: Path, asked: float | None) -> float:
+    """The precision a run's band is drawn at: ``asked``, or the one it was trained with (``--review_precision``)."""
+    if asked is not None:
+        return asked
+    review = RunFolder(run_dir).info.get("review")
+    return review["precision"] if review else DEFAULT_PRECISION
 
 
 @dataclass

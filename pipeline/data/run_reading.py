@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.confidence.review import DEFAULT_PRECISION
 from pipeline.core.run_files import RunFolder
 from pipeline.data.collate import Collator
 from pipeline.data.featurizer import Featurizer
@@ -62,9 +61,3 @@ class RunReading:
 
     def collator(self) -> Collator:
         return inference_collator(self.tokenizer, self.options, self.reads_media)
-
-    @property
-    def review_precision(self) -> float:
-        """The review band's precision the run was trained with (``--review_precision``)."""
-        review = RunFolder(self.run_dir).info.get("review")
-        return review["precision"] if review else DEFAULT_PRECISION

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.confidence.review import ReviewBand
+from pipeline.confidence.review import ReviewBand, band_precision
 from pipeline.core.optional_torch import torch_installed
 from pipeline.data.archive import FolderArchive
 from pipeline.data.collate import Collator
@@ -64,7 +64,7 @@ class ComplaintAnalyzer:
     """
 
     def __init__(self, run: RunReading, options: AnalyzerOptions = AnalyzerOptions()):
-        precision = run.review_precision if options.review_precision is None else options.review_precision
+        precision = band_precision(run.run_dir, options.review_precision)
         if not 0 < precision <= 1:
             raise ValueError(f"review precision {precision}: expected a share in (0, 1]")
         self.run, self.options = run, options

@@ -11,6 +11,7 @@ from pathlib import Path
 import litserve as ls
 from starlette.responses import HTMLResponse
 
+from pipeline.confidence.review import band_precision
 from pipeline.inference.analyzer import resolve_device
 from pipeline.inference.defaults import AnalyzerOptions
 from pipeline.serve.api import ComplaintAPI
@@ -38,7 +39,7 @@ class ServeOptions:
 def run_info(run, options: AnalyzerOptions, device: str) -> dict:
     """What ``/info`` says of the model: run, tasks and classes, checkpoint checksum, review precision, backend,
     device."""
-    precision = run.review_precision if options.review_precision is None else options.review_precision
+    precision = band_precision(run.run_dir, options.review_precision)
     return {
         "run": run.run_dir.name,
         "run_dir": str(run.run_dir),

@@ -67,17 +67,28 @@ def recipe(tiny_demo, tiny_bert_dir, lite0_weights, tmp_path_factory):
         "32",  # the tiny BERT's width
         "--data.distill_augment",
         "1",
+        "--data.distill_photo_views",
+        "1",
     ).run_dir
     return teacher, student
 
 
-def test_the_teacher_and_its_student_train_and_the_student_reads_the_teachers_tokens(recipe, tiny_bert_dir):
+def test_the_teacher_and_its_student_train_and_the_student_reads_the_teachers_tokens(recipe, tiny_bert_dir, tiny_demo):
     teacher, student = recipe
     teacher_config = (teacher / "config.yaml").read_text()
     assert "text_encoder: transformer" in teacher_config and "image_backbone: efficientnet_lite0" in teacher_config
     info = json.loads((student / "run.json").read_text())
     assert info["modalities"] == ["text", "image"]
     assert set(info["distillation"]["val"]) >= {"category", "sentiment"}
+    posts = read_jsonl(next(tiny_demo["train"].glob("*.jsonl")))
+    with_text, with_photos = sum(bool(p["text"]) for p in posts), sum(bool(p["attachments"]) for p in posts)
+    assert 0 < with_photos < len(posts)
+    assert info["distillation_set"] == {
+        "labelled": len(posts),
+        "unlabelled": 0,
+        "augmented": with_text,
+        "photo views": with_photos,  # the teacher labelled them: the fit would stop without their logits
+    }
     vocab = load_tokenizer(tiny_bert_dir).get_vocab()
     assert load_tokenizer(student / "tokenizer").get_vocab() == vocab
     assert "text_encoder: lstm" in (student / "config.yaml").read_text()

@@ -28,6 +28,7 @@ from pipeline.data.featurizer import Featurizer
 from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.options import DataOptions
+from pipeline.data.photo_views import photo_view_copy
 from pipeline.data.picture_views import AUGMENT, EVAL
 from pipeline.data.reading import (
     read_splits,
@@ -89,8 +90,12 @@ class ComplaintDataModule(pl.LightningDataModule):
         self.tokenizer_options = tokenizer_options or TokenizerOptions()
         self.loader = loader or LoaderOptions()
         self.distillation = distillation or DistillationData()
-        if (sources.unlabeled or self.distillation.distill_augment) and not self.teacher:
-            raise ValueError("data.unlabeled and data.distill_augment are for distillation: set model.teacher too")
+        copies = self.distillation.distill_augment or self.distillation.distill_photo_views
+        if (sources.unlabeled or copies) and not self.teacher:
+            raise ValueError(
+                "data.unlabeled, data.distill_augment and data.distill_photo_views are for distillation: set "
+                "model.teacher too"
+            )
         self.tasks = list(labels.tasks)
         self.columns = self.options.columns(t.column for t in self.tasks)
         self.media = self.options.media
@@ -213,15 +218,21 @@ class ComplaintDataModule(pl.LightningDataModule):
 
     def distillation_set(self, mask: str) -> tuple[list[Record], list[Archive]]:
         """Training records, unlabeled records, then ``distill_augment`` augmented copies of each with text
-        (masked units become ``mask``), and the archive of each."""
+        (masked units become ``mask``), then ``distill_photo_views`` photo views of each with attachments, and
+        the archive of each."""
         self._prepare()
         splits = self._distillation_splits()
         records = [r for split in splits for r in self.splits[split]]
         archives = [a for split in splits for a in self.record_archives(split)]
         texts = [(r, a) for r, a in zip(records, archives) if r.text]
+        posts = [(r, a) for r, a in zip(records, archives) if r.attachments]
+        seed = self.distillation.distill_seed
         for copy in range(1, self.distillation.distill_augment + 1):
-            records += [augmented_copy(r, copy, self.distillation.distill_seed, mask) for r, _ in texts]
+            records += [augmented_copy(r, copy, seed, mask) for r, _ in texts]
             archives += [a for _, a in texts]
+        for copy in range(1, self.distillation.distill_photo_views + 1):
+            records += [photo_view_copy(r, copy, seed) for r, _ in posts]
+            archives += [a for _, a in posts]
         return records, archives
 
     def _distillation_splits(self) -> list[str]:
@@ -232,10 +243,12 @@ class ComplaintDataModule(pl.LightningDataModule):
         self._prepare()
         splits = self._distillation_splits()
         texts = sum(bool(r.text) for split in splits for r in self.splits[split])
+        posts = sum(bool(r.attachments) for split in splits for r in self.splits[split])
         return {
             "labelled": len(self.splits["train"]),
             "unlabelled": sum(len(self.splits[split]) for split in splits[1:]),
             "augmented": texts * self.distillation.distill_augment,
+            "photo views": posts * self.distillation.distill_photo_views,
         }
 
     def record_archives(self, split: str) -> list[Archive]:

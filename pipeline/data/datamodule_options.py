@@ -131,9 +131,11 @@ class DistillationData:
         teacher: a trained run folder (linked from ``model.teacher`` by ``train.py``). Its classes become this
             data's, and training batches carry its logits (``teacher_logits``, handed in by the training side
             before the loaders are made) on the distillation set: the training records, the records of the
-            ``unlabeled`` archives and ``distill_augment`` augmented copies of each of their texts
-            (:mod:`pipeline.data.augment`).
+            ``unlabeled`` archives, ``distill_augment`` augmented copies of each of their texts
+            (:mod:`pipeline.data.augment`) and ``distill_photo_views`` copies of each of their posts with
+            attachments, the text kept and the pictures a seeded view (:mod:`pipeline.data.photo_views`).
         distill_augment: augmented copies of each text in the distillation set.
+        distill_photo_views: photo views of each record with attachments in the distillation set.
         distill_seed: the seed the augmented copies are drawn with. It is not the training seed: students trained
             with several seeds share one distillation set, so the teacher labels it once (its logits are cached
             by content).
@@ -141,8 +143,10 @@ class DistillationData:
 
     teacher: str | None = None
     distill_augment: int = 0
+    distill_photo_views: int = 0
     distill_seed: int = 0
 
     def __post_init__(self):
-        if self.distill_augment < 0:
-            raise ValueError(f"data.distill_augment={self.distill_augment}: expected a number of copies, 0 or more")
+        for name in ("distill_augment", "distill_photo_views"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name}={getattr(self, name)}: expected a number of copies, 0 or more")

@@ -11,6 +11,7 @@ from pipeline.data.archive import Archive
 from pipeline.data.evidence import is_blank, no_input_message
 from pipeline.data.labels import LabelSpace
 from pipeline.data.media import IMAGE, MediaSpec, decode_attachment
+from pipeline.data.photo_views import seeded_view
 from pipeline.data.records import OVER_LIMIT, AttachmentError, AttachmentProblem, Record
 from pipeline.data.text import TextTokenizer
 
@@ -64,7 +65,7 @@ class Featurizer:
                 if len(bucket) >= cap:
                     problems.append(AttachmentProblem(OVER_LIMIT, path, f"more than {cap} {kind}s"))
                     continue
-                bucket.append(tensor)
+                bucket.append(seeded_view(tensor, record.photo_view) if record.photo_view else tensor)
                 paths.append(path)
         error = record.error
         if error is None and self.mark_no_input and not images and not videos and is_blank(record.text):

@@ -63,6 +63,7 @@ class Record:
     source: str  # "<archive>:<line|row> N", for error messages and outputs
     error: str | None = None  # set when the record itself cannot be used
     warnings: list[str] = field(default_factory=list)  # problems it was used despite (e.g. text_encoding)
+    photo_view: str | None = None  # a distillation copy's view of its pictures (pipeline.data.photo_views)
 
 
 def mark_if_duplicate(record: Record, seen: set[str]) -> None:

@@ -80,10 +80,12 @@ class Teacher:
         self.device = device
 
     def cache_key(self, records: Sequence[Record]) -> str:
-        """What the logits depend on: the teacher's weights and each record's id, text and attachments."""
+        """What the logits depend on: the teacher's weights and each record's id, text, attachments and photo
+        view."""
         h = hashlib.sha256(self.checkpoint_sha256.encode())
         for r in records:
-            h.update(json.dumps([r.id, r.text, r.attachments], ensure_ascii=False).encode())
+            view = [r.photo_view] if r.photo_view else []  # records without one keep the keys they had
+            h.update(json.dumps([r.id, r.text, r.attachments, *view], ensure_ascii=False).encode())
         return h.hexdigest()[:16]
 
     @torch.no_grad()

@@ -84,6 +84,7 @@ def distillation_set_lines(counts: dict[str, int], task_classes: dict[str, list[
     lines = [
         f"the student learnt from {total:,} records: {counts['labelled']:,} labelled, {counts['unlabelled']:,} "
         f"unlabelled, {counts['augmented']:,} augmented copies"
+        + (f", {counts['photo views']:,} photo views" if counts.get("photo views") else "")
     ]
     task, classes = max(task_classes.items(), key=lambda item: len(item[1]))
     per_class = counts["labelled"] / len(classes)

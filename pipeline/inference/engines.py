@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pipeline.core.optional_torch import torch_installed
 from pipeline.core.signals import StopRequests
 from pipeline.inference.chunk_writer import ChunkWriter
 from pipeline.inference.errors import OutputError, chunks_kept, stopped_line
@@ -63,7 +64,8 @@ class LocalEngine:
         self.plan = plan
 
     def start(self, analyzer: ComplaintAnalyzer, stops: StopRequests) -> None:
-        pass
+        if torch_installed():  # the DataLoader's torch loads with the model, not on the prediction clock
+            import torch.utils.data  # noqa: F401
 
     def all_done(self) -> bool:
         return True

@@ -163,7 +163,7 @@ def resolve_image_options(model, data, trainer) -> None:
     if model["backbone_weights"] and data["image_size"] != native:
         rank_zero_info(
             f"data.image_size {data['image_size']}: {model['image_backbone']}'s weights were trained at {native} "
-            f"pixels (configs/pretrained_image.yaml sets it)"
+            f"pixels (configs/pretrained_image.yaml keeps it; configs/multimodal_student.yaml takes 192 for speed)"
         )
 
 

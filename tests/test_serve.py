@@ -219,14 +219,15 @@ async def many(url: str, n: int, payload: dict, headers: dict | None = None) -> 
 def test_an_answer_later_than_the_time_limit_is_504_and_the_server_recovers(trained_run):
     """One request at a time and a short time limit: of a crowd of requests, those left waiting get 504 with
     its reason, and the next request is answered."""
-    s = Server(trained_run, "--max-batch-size", "1", "--timeout", "0.5", "--workers", "1")
+    # 200 at once: none is late only at 2,000 answers a second (0.5 s: 400, which a quiet machine answered)
+    s = Server(trained_run, "--max-batch-size", "1", "--timeout", "0.1", "--workers", "1")
     try:
         payload = {"text": "my card was charged twice and the bank will not refund it"}
         answers = asyncio.run(many(s.url, 200, payload))
         codes = {a.status_code for a in answers}
         assert 504 in codes and codes <= {200, 504}, sorted(codes)
         assert all(
-            a.json()["detail"] in ("no answer within 0.5 s (--timeout)", "Request timed out")
+            a.json()["detail"] in ("no answer within 0.1 s (--timeout)", "Request timed out")
             for a in answers
             if a.status_code == 504
         )

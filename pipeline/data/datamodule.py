@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from pipeline.core import run_files
 from pipeline.core.option_groups import keyword_function, split_keys
 from pipeline.data.archive import Archive
-from pipeline.data.augment import augmented_copy, mask_token
+from pipeline.data.augment import mask_token
 from pipeline.data.collate import Collator, pad_token_ids
 from pipeline.data.datamodule_options import (
     DistillationData,
@@ -24,11 +24,11 @@ from pipeline.data.datamodule_options import (
     TokenizerOptions,
 )
 from pipeline.data.dataset import ComplaintDataset
+from pipeline.data.distillation_copies import copy_counts, with_copies
 from pipeline.data.featurizer import Featurizer
 from pipeline.data.image_augment import ImageAugmentation
 from pipeline.data.labels import MULTILABEL, LabelSpace, Task
 from pipeline.data.options import DataOptions
-from pipeline.data.photo_views import photo_view_copy
 from pipeline.data.picture_views import AUGMENT, EVAL
 from pipeline.data.reading import (
     read_splits,
@@ -217,39 +217,22 @@ class ComplaintDataModule(pl.LightningDataModule):
         return self.options.collator(self.pad_id)
 
     def distillation_set(self, mask: str) -> tuple[list[Record], list[Archive]]:
-        """Training records, unlabeled records, then ``distill_augment`` augmented copies of each with text
-        (masked units become ``mask``), then ``distill_photo_views`` photo views of each with attachments, and
-        the archive of each."""
-        self._prepare()
-        splits = self._distillation_splits()
-        records = [r for split in splits for r in self.splits[split]]
-        archives = [a for split in splits for a in self.record_archives(split)]
-        texts = [(r, a) for r, a in zip(records, archives) if r.text]
-        posts = [(r, a) for r, a in zip(records, archives) if r.attachments]
-        seed = self.distillation.distill_seed
-        for copy in range(1, self.distillation.distill_augment + 1):
-            records += [augmented_copy(r, copy, seed, mask) for r, _ in texts]
-            archives += [a for _, a in texts]
-        for copy in range(1, self.distillation.distill_photo_views + 1):
-            records += [photo_view_copy(r, copy, seed) for r, _ in posts]
-            archives += [a for _, a in posts]
-        return records, archives
-
-    def _distillation_splits(self) -> list[str]:
-        return ["train"] + [f"unlabeled{i}" for i in range(len(self.sources.unlabeled))]
+        """Training records, unlabeled records, then their copies (see :mod:`pipeline.data.distillation_copies`;
+        masked units become ``mask``), and the archive of each."""
+        records, archives = self._distillation_records()
+        return with_copies(records, archives, self.distillation, mask)
 
     def distillation_counts(self) -> dict[str, int]:
         """How many records of each kind the distillation set holds (see :meth:`distillation_set`)."""
+        records, _ = self._distillation_records()
+        labelled = len(self.splits["train"])
+        return {"labelled": labelled, "unlabelled": len(records) - labelled, **copy_counts(records, self.distillation)}
+
+    def _distillation_records(self) -> tuple[list[Record], list[Archive]]:
         self._prepare()
-        splits = self._distillation_splits()
-        texts = sum(bool(r.text) for split in splits for r in self.splits[split])
-        posts = sum(bool(r.attachments) for split in splits for r in self.splits[split])
-        return {
-            "labelled": len(self.splits["train"]),
-            "unlabelled": sum(len(self.splits[split]) for split in splits[1:]),
-            "augmented": texts * self.distillation.distill_augment,
-            "photo views": posts * self.distillation.distill_photo_views,
-        }
+        splits = ["train"] + [f"unlabeled{i}" for i in range(len(self.sources.unlabeled))]
+        records = [r for split in splits for r in self.splits[split]]
+        return records, [a for split in splits for a in self.record_archives(split)]
 
     def record_archives(self, split: str) -> list[Archive]:
         """The archive of each record of ``split``."""

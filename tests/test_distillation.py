@@ -30,7 +30,9 @@ ROOT = Path(__file__).parents[1]
 # -- loss --
 
 
-def lit(alpha: float, temperature: float = 2.0, multilabel=(), loss: str = "kl") -> ComplaintClassifier:
+def lit(
+    alpha: float, temperature: float = 2.0, multilabel=(), loss: str = "kl", task_temperatures=None
+) -> ComplaintClassifier:
     torch.manual_seed(0)
     return ComplaintClassifier.from_keys(
         vocab_size=40,
@@ -46,6 +48,7 @@ def lit(alpha: float, temperature: float = 2.0, multilabel=(), loss: str = "kl")
         teacher="some/run",
         distill_alpha=alpha,
         distill_temperature=temperature,
+        distill_task_temperatures=task_temperatures or {},
         distill_loss=loss,
     ).eval()
 
@@ -105,6 +108,22 @@ def test_loss_is_plain_ce_at_alpha_1_and_kl_only_at_alpha_0(multilabel):
         assert mixed == pytest.approx(0.25 * hard.item() + 0.75 * T * T * kl, rel=1e-5)
         del b["teacher_logits"]  # a batch without a teacher: the hard-label loss whatever alpha is
         assert lit(0.0, T, tasks).training_loss(b).item() == pytest.approx(hard.item(), rel=1e-6)
+
+
+def test_a_task_of_its_own_temperature_is_softened_at_it_and_the_others_at_the_common_one():
+    b = distill_batch(False)
+    with torch.no_grad():
+        logits = lit(0.0).forward_head(lit(0.0).forward_features(b)[0])
+        by_hand = 16 * hand_kl(b["teacher_logits"]["cat"], logits["cat"], 4.0, False) + 4 * hand_kl(
+            b["teacher_logits"]["tags"], logits["tags"], 2.0, False
+        )
+        loss = lit(0.0, 2.0, task_temperatures={"cat": 4.0}).training_loss(b).item()
+        assert loss == pytest.approx(by_hand, rel=1e-5)
+        assert loss != pytest.approx(lit(0.0, 2.0).training_loss(b).item(), rel=1e-3)
+    with pytest.raises(ValueError, match="distill_task_temperatures names task 'kind'; tasks are"):
+        lit(0.0, task_temperatures={"kind": 4.0})
+    with pytest.raises(ValueError, match="positive temperatures"):
+        lit(0.0, task_temperatures={"cat": 0.0})
 
 
 @pytest.mark.parametrize("multilabel", [False, True])

@@ -53,24 +53,24 @@ def distillation_loss(
     student: dict[str, torch.Tensor],
     teacher: dict[str, torch.Tensor],
     kind: str,
-    temperature: float,
+    temperatures: dict[str, float],
     multilabel: set[str],
     task_weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """The student's loss against the teacher's logits, summed over the tasks the teacher covers.
 
-    ``kl``: ``T^2 * KL(teacher || student)`` at temperature ``T`` (Hinton et al. 2015; see
-    :func:`kl_divergence`). ``T^2`` keeps the gradient scale independent of ``T``.
+    ``kl``: ``T^2 * KL(teacher || student)`` at the task's temperature ``T`` (``temperatures[task]``; Hinton et
+    al. 2015; see :func:`kl_divergence`). ``T^2`` keeps the gradient scale independent of ``T``.
     ``mse``: the squared difference of the logits themselves, averaged over records and classes
-    (Tang et al. 2019); ``temperature`` is not used.
+    (Tang et al. 2019); the temperatures are not used.
     """
-    T = temperature
     total = next(iter(student.values())).new_zeros(())
     for task, target in teacher.items():
         s, t = student[task].float(), target.float()  # (B, C)
         if kind == "mse":
             loss = F.mse_loss(s, t)
         else:
+            T = temperatures[task]
             loss = T * T * kl_divergence(t / T, s / T, task in multilabel)
         total = total + (task_weights or {}).get(task, 1.0) * loss
     return total

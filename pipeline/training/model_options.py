@@ -71,6 +71,8 @@ class DistillationOptions:
             to ``distill_alpha`` times the hard-label loss.
         distill_alpha: the hard-label loss's share.
         distill_temperature: the temperature ``T`` of the ``kl`` loss.
+        distill_task_temperatures: a task's own ``T`` in place of ``distill_temperature``
+            (``{"domain": 4}``).
         distill_loss: ``kl``, ``T^2 * KL(teacher || student)`` at ``T = distill_temperature`` (Hinton et al.
             2015), or ``mse``, the mean squared error of the logits (Tang et al. 2019).
     """
@@ -78,15 +80,18 @@ class DistillationOptions:
     teacher: str | None = None
     distill_alpha: float = 0.2
     distill_temperature: float = 2.0
+    distill_task_temperatures: dict[str, float] = field(default_factory=dict)
     distill_loss: str = "kl"
 
     def __post_init__(self):
         if self.distill_loss not in DISTILL_LOSSES:
             raise ValueError(f"distill_loss {self.distill_loss!r} is not one of {DISTILL_LOSSES}")
-        if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
+        temperatures = [self.distill_temperature, *self.distill_task_temperatures.values()]
+        if not 0 <= self.distill_alpha <= 1 or min(temperatures) <= 0:
             raise ValueError(
-                f"distill_alpha={self.distill_alpha}, distill_temperature={self.distill_temperature}: "
-                f"expected 0 <= alpha <= 1 and a positive temperature"
+                f"distill_alpha={self.distill_alpha}, distill_temperature={self.distill_temperature}, "
+                f"distill_task_temperatures={self.distill_task_temperatures}: expected 0 <= alpha <= 1 and positive "
+                f"temperatures"
             )
 
 

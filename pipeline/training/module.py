@@ -34,6 +34,9 @@ def check_options(options: ModelOptions, facts: DataFacts) -> None:
     for name in list(o.task_weights) + list(o.class_weights):
         if name not in facts.task_classes:
             raise ValueError(f"task_weights/class_weights name task {name!r}; tasks are {list(facts.task_classes)}")
+    for name in options.distillation.distill_task_temperatures:
+        if name not in facts.task_classes:
+            raise ValueError(f"distill_task_temperatures names task {name!r}; tasks are {list(facts.task_classes)}")
     for name, w in o.class_weights.items():
         if len(w) != len(facts.task_classes[name]):
             raise ValueError(
@@ -149,7 +152,7 @@ class ComplaintClassifier(Predicting, pl.LightningModule):
             logits,
             batch["teacher_logits"],
             d.distill_loss,
-            d.distill_temperature,
+            {t: d.distill_task_temperatures.get(t, d.distill_temperature) for t in logits},
             self.multilabel,
             self.options.optimization.task_weights,
         )

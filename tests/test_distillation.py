@@ -619,9 +619,17 @@ def test_student_learns_from_unlabelled_records_a_class_its_labels_never_showed(
 
 def test_few_labelled_texts_for_many_classes_and_no_unlabelled_archive_brings_advice():
     classes = {"sentiment": ["neg", "pos"], "category": [f"c{i}" for i in range(10)]}
-    few = distillation_set_lines({"labelled": 3000, "unlabelled": 0, "augmented": 12000}, classes)
+    few = distillation_set_lines({"labelled": 3000, "unlabelled": 0, "augmented": 12000}, classes, 10)
     assert few[0] == "the student learnt from 15,000 records: 3,000 labelled, 0 unlabelled, 12,000 augmented copies"
-    assert "300 per class of category's 10" in few[1] and "--data.unlabeled" in few[1]
-    assert len(distillation_set_lines({"labelled": 3000, "unlabelled": 6000, "augmented": 9000}, classes)) == 1
-    assert len(distillation_set_lines({"labelled": 8000, "unlabelled": 0, "augmented": 0}, classes)) == 1
-    assert len(distillation_set_lines({"labelled": 300, "unlabelled": 0, "augmented": 0}, {"s": ["a", "b"]})) == 1
+    assert len(few) == 2 and "300 per class of category's 10" in few[1] and "--data.unlabeled" in few[1]
+    assert len(distillation_set_lines({"labelled": 3000, "unlabelled": 6000, "augmented": 9000}, classes, 10)) == 1
+    assert len(distillation_set_lines({"labelled": 8000, "unlabelled": 0, "augmented": 0}, classes, 10)) == 1
+    assert len(distillation_set_lines({"labelled": 6000, "unlabelled": 0, "augmented": 0}, {"s": ["a", "b"]}, 10)) == 1
+
+
+def test_a_short_fit_brings_advice_to_double_the_epochs():
+    counts = {"labelled": 400, "unlabelled": 0, "augmented": 1600}
+    short = distillation_set_lines(counts, {"s": ["a", "b"]}, 10)
+    assert len(short) == 2 and "a short fit (2,000 records, 10 epochs)" in short[1]
+    assert short[1].endswith("--trainer.max_epochs 20")
+    assert len(distillation_set_lines(counts, {"s": ["a", "b"]}, 25)) == 1  # 50,000 reads

@@ -141,7 +141,7 @@ class ComplaintCLI(LightningCLI):
         precision = self.config[self.subcommand]["review_precision"]
         info = finish_fit(self.trainer, self.model, self.datamodule, self.run_dir, precision, self.started)
         if info is not None:
-            print_summary(info, precision)
+            print_summary(info, precision, self.trainer.max_epochs)
             print(f"run: {self.run_dir}")
 
 
@@ -217,7 +217,7 @@ def serving_parts(deep_weight: float | None, modalities: list[str]) -> str:
     return f"{network} and the TF-IDF regression, {deep_weight:g} : {1 - deep_weight:g}"
 
 
-def print_summary(info: dict, precision: float) -> None:
+def print_summary(info: dict, precision: float, epochs: int) -> None:
     """Per task: validation macro-F1 and accuracy (with the network's and the regression's), calibration and
     the review band; after a distillation fit, the student beside its teacher and the floor."""
     for task, values in info["metrics"]["val"].items():
@@ -243,7 +243,7 @@ def print_summary(info: dict, precision: float) -> None:
         print(f"distillation from {info['distillation']['teacher']} (macro-F1 on the same records):")
         for line in summary_lines({k: v for k, v in info["distillation"].items() if k != "teacher"}):
             print(f"    {line}")
-        for line in distillation_set_lines(info["distillation_set"], info["task_classes"]):
+        for line in distillation_set_lines(info["distillation_set"], info["task_classes"], epochs):
             print(f"    {line}")
 
 

@@ -75,11 +75,15 @@ def comparison(metrics: dict, teacher: dict) -> dict:
 # same source took one to 72% (the maintainers' measurement; docs/guides/pretrained-and-distillation.md).
 FEW_TEXTS_PER_CLASS = 500
 MANY_CLASSES = 5
+# Below this many records read in the whole fit (distillation set x epochs) a student was still learning when the
+# fit ended: on 400 labelled tweets (2,000 records, 10 epochs) it kept none of its teacher's gain, with 20 epochs
+# half (bench_distill.py's xfincorp_few); README's recipe on 3,000 (150,000 reads) kept all of it.
+SHORT_FIT_READS = 50_000
 
 
-def distillation_set_lines(counts: dict[str, int], task_classes: dict[str, list[str]]) -> list[str]:
-    """What the student learnt from, and, when its labelled texts are few for a task's many classes and no
-    unlabelled archive was given, what would help."""
+def distillation_set_lines(counts: dict[str, int], task_classes: dict[str, list[str]], epochs: int) -> list[str]:
+    """What the student learnt from, and what would help: when its labelled texts are few for a task's many classes
+    and no unlabelled archive was given, one; when the fit read few records in its ``epochs``, more of them."""
     total = sum(counts.values())
     lines = [
         f"the student learnt from {total:,} records: {counts['labelled']:,} labelled, {counts['unlabelled']:,} "
@@ -93,6 +97,11 @@ def distillation_set_lines(counts: dict[str, int], task_classes: dict[str, list[
             f"few labelled texts for many classes ({per_class:.0f} per class of {task}'s {len(classes)}): students "
             f"keep more of their teacher's gain with unlabelled complaints of the same source, "
             f"--data.unlabeled '[ARCHIVE, ...]' (the teacher labels them)"
+        )
+    if total * epochs < SHORT_FIT_READS:
+        lines.append(
+            f"a short fit ({total:,} records, {epochs} epochs): a student of a small set is still learning when it "
+            f"ends; give it more epochs, --trainer.max_epochs {2 * epochs}"
         )
     return lines
 

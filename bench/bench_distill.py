@@ -15,6 +15,8 @@ Data (``--shared``, not in the repo), each split once, seeded and stratified, th
   records taken from the 80 for validation (70/10/20).
 - ``xfincorp_many``: the same tweets, tasks domain (25 classes) and severity (5); split as ``xfincorp`` on the
   domain, then 3,000 of the training records kept and the rest (1,396) written without labels to ``unlabelled/``.
+- ``xfincorp_few``: as ``xfincorp_many`` with 400 labelled training records; the other 3,995 are the unlabelled
+  pool, and ``unlabelled_1x/``, ``unlabelled_3x/`` and ``unlabelled_10x/`` nested samples of it (10x: all of it).
 - ``cfpb``: CFPB narratives, task Product; 70/15/15 (bench_quality's split).
 - ``waimai``: waimai_10k, Chinese delivery reviews, task label (positive / negative); 70/10/20 as X-FINCORP;
   its floor reads character 1-3-grams.
@@ -36,6 +38,7 @@ import argparse
 import csv
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -88,6 +91,20 @@ DATASETS = {
         teacher=["--model.balance_classes", "true", "--trainer.max_epochs", "6"],
         student=["--model.balance_classes", "true"],
     ),
+    # the same tasks with 400 labelled tweets (16 per domain class); the other 3,996 training tweets, labels
+    # dropped, are the unlabelled pool, and its nested samples of 1, 3 and 10 times the labelled set (10x: the
+    # whole pool) are the unlabelled archives the recipe is measured with
+    "xfincorp_few": dict(
+        rows=xfincorp_rows,
+        tasks=["domain", "severity"],
+        stratify="domain",
+        val=0.10,
+        test=0.20,
+        train=400,
+        unlabelled_multiples=[1, 3, 10],
+        teacher=["--model.balance_classes", "true", "--trainer.max_epochs", "12"],
+        student=["--model.balance_classes", "true"],
+    ),
     "cfpb": dict(
         rows=cfpb_rows,
         tasks=["label"],
@@ -116,6 +133,10 @@ def write_split(name: str, shared: Path, out: Path) -> tuple[dict[str, list[dict
     splits = split_rows(spec["rows"](shared), spec["stratify"], val=spec["val"], test=spec["test"])
     if "train" in spec:
         splits.update(train_and_unlabelled(splits["train"], spec["train"], spec["tasks"]))
+        pool = list(splits["unlabelled"])
+        random.Random(1).shuffle(pool)  # the pool is in class order: samples of it must not be
+        for times in spec.get("unlabelled_multiples", []):
+            splits[f"unlabelled_{times}x"] = pool[: times * spec["train"]]
     paths = {}
     for split, rows in splits.items():
         folder = out / name / split
@@ -211,6 +232,34 @@ LEVERS = {
     "3 epochs": ["--trainer.max_epochs", "3"],
     "the unlabelled archive (data sets that have one)": ["--data.unlabeled", "[{unlabelled}]"],
     "the unlabelled archive, augmented copies 2": ["--data.unlabeled", "[{unlabelled}]", "--data.distill_augment", "2"],
+    "no unlabelled archive, augmented copies 1": ["--data.distill_augment", "1"],
+    "unlabelled 1x the labelled set, augmented copies 1": ["--data.unlabeled", "[{unlabelled_1x}]", "--data.distill_augment", "1"],
+    "unlabelled 3x, augmented copies 1": ["--data.unlabeled", "[{unlabelled_3x}]", "--data.distill_augment", "1"],
+    "unlabelled 10x, augmented copies 1": ["--data.unlabeled", "[{unlabelled_10x}]", "--data.distill_augment", "1"],
+    "unlabelled 10x": ["--data.unlabeled", "[{unlabelled_10x}]"],
+    "two BiLSTM layers": ["--model.text_layers", "2"],
+    "BiLSTM 256 wide (per direction)": ["--model.text_hidden", "256"],
+    "domain at temperature 4, the other tasks at 2": ["--model.distill_task_temperatures", '{"domain": 4}'],
+    "domain at temperature 1, the other tasks at 2": ["--model.distill_task_temperatures", '{"domain": 1}'],
+    "20 epochs": ["--trainer.max_epochs", "20"],
+    "unlabelled 10x, augmented copies 1, 20 epochs": [
+        "--data.unlabeled",
+        "[{unlabelled_10x}]",
+        "--data.distill_augment",
+        "1",
+        "--trainer.max_epochs",
+        "20",
+    ],
+    "unlabelled 10x, augmented copies 1, 20 epochs, BiLSTM 256 wide": [
+        "--data.unlabeled",
+        "[{unlabelled_10x}]",
+        "--data.distill_augment",
+        "1",
+        "--trainer.max_epochs",
+        "20",
+        "--model.text_hidden",
+        "256",
+    ],
 }
 
 
@@ -365,7 +414,7 @@ def ablation(
         args = student_args(name, teacher)
         if change and change[0].startswith("configs/"):
             args[1], change = change[0], change[1:]
-        change = [c.format(unlabelled=paths.get("unlabelled")) for c in change]
+        change = [re.sub(r"\{(unlabelled\w*)\}", lambda m: str(paths[m[1]]), c) for c in change]  # its archives
         means, seconds = [], []
         for seed in seeds:
             run = train_run(

@@ -75,9 +75,9 @@ def comparison(metrics: dict, teacher: dict) -> dict:
 # same source took one to 72% (the maintainers' measurement; docs/guides/pretrained-and-distillation.md).
 FEW_TEXTS_PER_CLASS = 500
 MANY_CLASSES = 5
-# Below this many records read in the whole fit (distillation set x epochs) a student was still learning when the
-# fit ended: on 400 labelled tweets (2,000 records, 10 epochs) it kept none of its teacher's gain, with 20 epochs
-# half (bench_distill.py's xfincorp_few); README's recipe on 3,000 (150,000 reads) kept all of it.
+# Below this many records read in the whole fit (distillation set x epochs), twice the epochs paid: on 400 labelled
+# tweets (2,000 records, 10 epochs) the student kept none of its teacher's gain, with 20 epochs half, with twice the
+# augmented copies none (bench_distill.py's xfincorp_few); README's recipe on 3,000 (150,000 reads) kept all of it.
 SHORT_FIT_READS = 50_000
 
 
@@ -100,8 +100,8 @@ def distillation_set_lines(counts: dict[str, int], task_classes: dict[str, list[
         )
     if total * epochs < SHORT_FIT_READS:
         lines.append(
-            f"a short fit ({total:,} records, {epochs} epochs): a student of a small set is still learning when it "
-            f"ends; give it more epochs, --trainer.max_epochs {2 * epochs}"
+            f"a short fit ({total:,} records, {epochs} epochs): students of small sets kept more of their teacher's "
+            f"gain with twice the epochs, --trainer.max_epochs {2 * epochs}"
         )
     return lines
 

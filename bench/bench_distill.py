@@ -91,20 +91,6 @@ DATASETS = {
         teacher=["--model.balance_classes", "true", "--trainer.max_epochs", "6"],
         student=["--model.balance_classes", "true"],
     ),
-    # the same tasks with 400 labelled tweets (16 per domain class); the other 3,996 training tweets, labels
-    # dropped, are the unlabelled pool, and its nested samples of 1, 3 and 10 times the labelled set (10x: the
-    # whole pool) are the unlabelled archives the recipe is measured with
-    "xfincorp_few": dict(
-        rows=xfincorp_rows,
-        tasks=["domain", "severity"],
-        stratify="domain",
-        val=0.10,
-        test=0.20,
-        train=400,
-        unlabelled_multiples=[1, 3, 10],
-        teacher=["--model.balance_classes", "true", "--trainer.max_epochs", "12"],
-        student=["--model.balance_classes", "true"],
-    ),
     "cfpb": dict(
         rows=cfpb_rows,
         tasks=["label"],
@@ -124,6 +110,16 @@ DATASETS = {
         teacher=[],
         student=[],
     ),
+}
+
+# the same tasks with 400 labelled tweets (16 per domain class); the other 3,995 training tweets, labels dropped, are
+# the unlabelled pool, and its nested samples of 1, 3 and 10 times the labelled set (10x: the whole pool) are the
+# unlabelled archives the recipe is measured with
+DATASETS["xfincorp_few"] = {
+    **DATASETS["xfincorp_many"],
+    "train": 400,
+    "unlabelled_multiples": [1, 3, 10],
+    "teacher": ["--model.balance_classes", "true", "--trainer.max_epochs", "12"],
 }
 
 
@@ -213,6 +209,10 @@ def student_args(name: str, teacher: Path) -> list[str]:
     ]
 
 
+UNLABELLED_10X = ["--data.unlabeled", "[{unlabelled_10x}]"]  # {name}: the data set's archive of that name
+ONE_COPY = ["--data.distill_augment", "1"]
+EPOCHS_20 = ["--trainer.max_epochs", "20"]
+
 # lever: what changes from README's recipe (train.py arguments after it; a "configs/" argument replaces base.yaml)
 LEVERS = {
     "README's recipe": [],
@@ -233,30 +233,19 @@ LEVERS = {
     "the unlabelled archive (data sets that have one)": ["--data.unlabeled", "[{unlabelled}]"],
     "the unlabelled archive, augmented copies 2": ["--data.unlabeled", "[{unlabelled}]", "--data.distill_augment", "2"],
     "no unlabelled archive, augmented copies 1": ["--data.distill_augment", "1"],
-    "unlabelled 1x the labelled set, augmented copies 1": ["--data.unlabeled", "[{unlabelled_1x}]", "--data.distill_augment", "1"],
-    "unlabelled 3x, augmented copies 1": ["--data.unlabeled", "[{unlabelled_3x}]", "--data.distill_augment", "1"],
-    "unlabelled 10x, augmented copies 1": ["--data.unlabeled", "[{unlabelled_10x}]", "--data.distill_augment", "1"],
-    "unlabelled 10x": ["--data.unlabeled", "[{unlabelled_10x}]"],
+    "unlabelled 1x the labelled set, augmented copies 1": ["--data.unlabeled", "[{unlabelled_1x}]", *ONE_COPY],
+    "unlabelled 3x, augmented copies 1": ["--data.unlabeled", "[{unlabelled_3x}]", *ONE_COPY],
+    "unlabelled 10x, augmented copies 1": [*UNLABELLED_10X, *ONE_COPY],
+    "unlabelled 10x": UNLABELLED_10X,
     "two BiLSTM layers": ["--model.text_layers", "2"],
     "BiLSTM 256 wide (per direction)": ["--model.text_hidden", "256"],
     "domain at temperature 4, the other tasks at 2": ["--model.distill_task_temperatures", '{"domain": 4}'],
-    "domain at temperature 1, the other tasks at 2": ["--model.distill_task_temperatures", '{"domain": 1}'],
-    "20 epochs": ["--trainer.max_epochs", "20"],
-    "unlabelled 10x, augmented copies 1, 20 epochs": [
-        "--data.unlabeled",
-        "[{unlabelled_10x}]",
-        "--data.distill_augment",
-        "1",
-        "--trainer.max_epochs",
-        "20",
-    ],
+    "20 epochs": EPOCHS_20,
+    "unlabelled 10x, augmented copies 1, 20 epochs": [*UNLABELLED_10X, *ONE_COPY, *EPOCHS_20],
     "unlabelled 10x, augmented copies 1, 20 epochs, BiLSTM 256 wide": [
-        "--data.unlabeled",
-        "[{unlabelled_10x}]",
-        "--data.distill_augment",
-        "1",
-        "--trainer.max_epochs",
-        "20",
+        *UNLABELLED_10X,
+        *ONE_COPY,
+        *EPOCHS_20,
         "--model.text_hidden",
         "256",
     ],

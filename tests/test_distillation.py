@@ -633,3 +633,4 @@ def test_a_short_fit_brings_advice_to_double_the_epochs():
     assert len(short) == 2 and "a short fit (2,000 records, 10 epochs)" in short[1]
     assert short[1].endswith("--trainer.max_epochs 20")
     assert len(distillation_set_lines(counts, {"s": ["a", "b"]}, 25)) == 1  # 50,000 reads
+    assert len(distillation_set_lines(counts, {"s": ["a", "b"]}, -1)) == 1  # bounded by max_steps instead

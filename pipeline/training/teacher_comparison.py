@@ -98,7 +98,7 @@ def distillation_set_lines(counts: dict[str, int], task_classes: dict[str, list[
             f"keep more of their teacher's gain with unlabelled complaints of the same source, "
             f"--data.unlabeled '[ARCHIVE, ...]' (the teacher labels them)"
         )
-    if total * epochs < SHORT_FIT_READS:
+    if 0 < total * epochs < SHORT_FIT_READS:  # max_epochs -1: a fit bounded by max_steps
         lines.append(
             f"a short fit ({total:,} records, {epochs} epochs): students of small sets kept more of their teacher's "
             f"gain with twice the epochs, --trainer.max_epochs {2 * epochs}"
